@@ -1,0 +1,1 @@
+"""Typed async client for Airflow's Task Execution API (see ``api_client.client``)."""

@@ -1,0 +1,120 @@
+"""What a finalization job is: its key, its inputs, its steps and its outcome.
+
+A job is keyed by the task-instance try and the pod uid, so a retried task (new try, new pod)
+is a new job and a re-run trigger for the same try finds the same job. Everything here is
+plain data, shared by the ledger, the pipeline and the triggers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OnFinishAction = Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"]
+OnKillAction = Literal["delete_pod", "keep_pod"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskInstanceRef(_Frozen):
+    """The Airflow task-instance try this job finishes."""
+
+    id: str
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 1
+
+
+class ClusterRef(_Frozen):
+    """How to reach a cluster: the same inputs ``KubernetesPodTrigger`` takes."""
+
+    kubernetes_conn_id: str | None = None
+    config_dict: dict[str, Any] | None = None
+    cluster_context: str | None = None
+    in_cluster: bool | None = None
+
+    @property
+    def key(self) -> str:
+        """A stable identity: one shared client and watch set per key."""
+        blob = json.dumps(self.model_dump(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class PodRef(_Frozen):
+    namespace: str
+    name: str
+    uid: str
+    base_container: str = "base"
+    label_selector: str | None = None
+
+
+class FinishSettings(_Frozen):
+    """The per-task finalization settings (resolved from the FinalizationPolicy)."""
+
+    do_xcom_push: bool = True
+    multiple_outputs: bool = False
+    mapped_length: bool = False
+    on_finish_action: OnFinishAction = "delete_pod"
+    skip_on_exit_code: tuple[int, ...] = ()
+    termination_grace_period: int | None = None
+    xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    log_tail_lines: int = Field(default=50, ge=0)
+    log_tail_bytes: int = Field(default=16 * 1024, ge=0)
+    fail_fast_exit_codes: tuple[int, ...] = ()
+    fail_fast_waiting_reasons: tuple[str, ...] = ("InvalidImageName", "ErrImageNeverPull")
+    fail_fast_message_pattern: str | None = None
+
+
+class JobSpec(_Frozen):
+    """Everything the pipeline needs to finish one task try."""
+
+    ti: TaskInstanceRef
+    cluster: ClusterRef
+    pod: PodRef
+    settings: FinishSettings = FinishSettings()
+
+    @property
+    def key(self) -> str:
+        """Ledger primary key: ti id + try number + pod uid."""
+        return f"{self.ti.id}:{self.ti.try_number}:{self.pod.uid}"
+
+
+class Step(enum.IntEnum):
+    """Pipeline steps, in order. A job resumes after the last one recorded."""
+
+    REGISTERED = 0
+    COMPLETION_SEEN = 10
+    XCOM_PERSISTED = 20
+    XCOM_PUSHED = 30
+    DIAGNOSTICS_CAPTURED = 40
+    SIDECAR_STOPPED = 50
+    POD_CLEANED = 60
+    DONE = 100
+
+
+class OutcomeKind(enum.StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"  # Airflow applies retries
+    SKIPPED = "skipped"
+    FAIL_FAST = "fail_fast"  # deterministic failure: the worker must fail without retry
+    FALLBACK = "fallback"  # policy sends the rest to the worker (trigger_reentry)
+
+
+class Outcome(_Frozen):
+    """How the task ends, and why."""
+
+    kind: OutcomeKind
+    reason: str = ""
+    #: The classic KubernetesPodTrigger event status for trigger_reentry: success|failed|timeout|error.
+    event_status: Literal["success", "failed", "timeout", "error"] = "success"
+    exit_code: int | None = None
+    termination_message: str | None = None
+    log_tail: str | None = None

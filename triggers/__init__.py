@@ -1,0 +1,1 @@
+"""The Airflow-facing side of kpo-finalizer: triggers, the KPO subclass, the finalization policy."""
