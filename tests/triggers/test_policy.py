@@ -1,0 +1,113 @@
+"""FinalizationPolicy: validation, configuration defaults, resolution to FinishSettings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from finalizer.exceptions import ConfigurationError
+from finalizer.jobs import FinishSettings
+from triggers.policy import FinalizationPolicy, airflow_config_reader, config_defaults
+
+
+def reader(values: dict[str, str]):  # type: ignore[no-untyped-def]
+    return values.get
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"xcom_max_bytes": 0}, "xcom_max_bytes=0"),
+        ({"log_tail_lines": -1}, "log_tail_lines=-1"),
+        ({"fail_fast_message_pattern": "(unclosed"}, "not a valid regular expression"),
+        ({"enabled": "maybe"}, "enabled='maybe'"),
+        ({"no_such_option": 1}, "no_such_option"),
+        ({"fail_fast_exit_codes": ["x"]}, "fail_fast_exit_codes.0='x'"),
+    ],
+)
+def test_bad_values_raise_configuration_error_naming_the_field(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FinalizationPolicy.build(data)
+    assert message in str(info.value)
+
+
+def test_coerce_rejects_other_types() -> None:
+    with pytest.raises(ConfigurationError, match="not int"):
+        FinalizationPolicy.coerce(5)  # type: ignore[arg-type]
+
+
+def test_serialize_keeps_only_explicit_fields_and_round_trips() -> None:
+    policy = FinalizationPolicy(enabled=True, fail_fast_exit_codes=(3, 4), fail_fast_message_pattern="OOM")
+    data = policy.serialize()
+    assert data == {"enabled": True, "fail_fast_exit_codes": [3, 4], "fail_fast_message_pattern": "OOM"}
+    assert FinalizationPolicy.coerce(data) == policy
+    assert FinalizationPolicy.coerce(data).serialize() == data
+    assert FinalizationPolicy().serialize() == {}
+
+
+@pytest.mark.parametrize(
+    ("config", "explicit", "expected"),
+    [
+        ({}, {}, {"enabled": None, "xcom_max_bytes": None}),
+        ({"enabled": "False"}, {}, {"enabled": False}),
+        ({"enabled": "false"}, {"enabled": True}, {"enabled": True}),  # the operator wins
+        ({"xcom_max_bytes": " 2048 "}, {}, {"xcom_max_bytes": 2048}),
+        ({"fail_fast_exit_codes": "3, 4,"}, {}, {"fail_fast_exit_codes": (3, 4)}),
+        ({"fail_fast_waiting_reasons": "A,B"}, {}, {"fail_fast_waiting_reasons": ("A", "B")}),
+        ({"fallback_to_worker": "yes"}, {}, {"fallback_to_worker": True}),
+    ],
+)
+def test_resolve_fills_unset_fields_from_config(
+    config: dict[str, str], explicit: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    resolved = FinalizationPolicy.build(explicit).resolve(reader(config))
+    for key, value in expected.items():
+        assert getattr(resolved, key) == value
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"enabled": "perhaps"}, "[kpo_finalizer] enabled (AIRFLOW__KPO_FINALIZER__ENABLED)"),
+        ({"xcom_max_bytes": "1MB"}, "expected an integer, got '1MB'"),
+        ({"xcom_max_bytes": "-5"}, "invalid [kpo_finalizer]: xcom_max_bytes=-5"),
+        ({"fail_fast_exit_codes": "1,x"}, "fail_fast_exit_codes"),
+        ({"fail_fast_message_pattern": "[a"}, "fail_fast_message_pattern"),
+    ],
+)
+def test_bad_config_values_name_the_option(config: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FinalizationPolicy().resolve(reader(config))
+    assert message in str(info.value)
+
+
+def test_finish_settings_combines_operator_arguments_policy_and_builtin_defaults() -> None:
+    policy = FinalizationPolicy(log_tail_lines=7, fail_fast_exit_codes=(42,))
+    settings = policy.finish_settings(
+        do_xcom_push=True,
+        multiple_outputs=True,
+        on_finish_action="keep_pod",
+        skip_on_exit_code=[99],
+        termination_grace_period=5,
+        read=reader({"xcom_max_bytes": "100"}),
+    )
+    builtin = FinishSettings()
+    assert settings.log_tail_lines == 7
+    assert settings.xcom_max_bytes == 100
+    assert settings.fail_fast_exit_codes == (42,)
+    assert settings.fail_fast_waiting_reasons == builtin.fail_fast_waiting_reasons
+    assert settings.skip_on_exit_code == (99,)
+    assert settings.on_finish_action == "keep_pod"
+    assert settings.multiple_outputs is True
+    assert settings.termination_grace_period == 5
+
+
+def test_airflow_environment_variables_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__LOG_TAIL_LINES", "3")
+    monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__ENABLED", "False")
+    values = config_defaults(airflow_config_reader())
+    assert values["log_tail_lines"] == 3
+    assert values["enabled"] is False
+    resolved = FinalizationPolicy().resolve()
+    assert resolved.is_enabled is False

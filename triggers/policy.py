@@ -1,0 +1,211 @@
+"""Per-operator finalization settings, with defaults from Airflow's ``[kpo_finalizer]`` section.
+
+A ``FinalizationPolicy`` is what a DAG author writes (``finalization=FinalizationPolicy(...)``).
+Fields left unset take their value from the Airflow configuration *of the process that
+resolves the policy* — the triggerer, where the finalizer runs — so operators can change
+defaults for every task with ``AIRFLOW__KPO_FINALIZER__<FIELD>`` without touching DAGs.
+Only explicitly set fields travel in the serialized trigger.
+
+Bad values (in code or in the configuration) raise ``ConfigurationError`` naming the field,
+the value and the source; nothing is silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from finalizer.exceptions import ConfigurationError
+from finalizer.jobs import FinishSettings, OnFinishAction
+
+CONFIG_SECTION = "kpo_finalizer"
+
+#: Reads one raw string option from ``[kpo_finalizer]`` (None when unset).
+ConfigReader = Callable[[str], str | None]
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+class FinalizationPolicy(BaseModel):
+    """How the triggerer finishes one KPO task. ``None`` = take ``[kpo_finalizer] <field>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Finish the task in the triggerer. False: behave like the classic trigger (worker re-entry).
+    enabled: bool | None = None
+    #: After the finalizer captured XCom and diagnostics, hand the end of the task to the worker.
+    fallback_to_worker: bool | None = None
+    xcom_max_bytes: int | None = Field(default=None, gt=0)
+    log_tail_lines: int | None = Field(default=None, ge=0)
+    log_tail_bytes: int | None = Field(default=None, ge=0)
+    #: Base-container exit codes that mean "retrying cannot help": fail without retry.
+    fail_fast_exit_codes: tuple[int, ...] | None = None
+    #: Container waiting reasons that fail the task at once (no start-up timeout wait).
+    fail_fast_waiting_reasons: tuple[str, ...] | None = None
+    #: Regex on the termination message that means "fail without retry".
+    fail_fast_message_pattern: str | None = None
+
+    @field_validator("fail_fast_message_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @classmethod
+    def build(cls, data: Mapping[str, Any] | None, *, source: str = "finalization") -> FinalizationPolicy:
+        """Validate ``data`` into a policy; bad values raise ``ConfigurationError`` naming ``source``."""
+        try:
+            return cls.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc, source)) from exc
+
+    @classmethod
+    def coerce(cls, value: FinalizationPolicy | Mapping[str, Any] | None) -> FinalizationPolicy:
+        """Accept a policy, its serialized dict (trigger kwargs) or None (all defaults)."""
+        if isinstance(value, FinalizationPolicy):
+            return value
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"finalization must be a FinalizationPolicy or a dict, not {type(value).__name__}"
+            )
+        return cls.build(value)
+
+    def serialize(self) -> dict[str, Any]:
+        """The explicitly set fields only, as JSON-safe values (lists for tuples)."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump(exclude_unset=True).items():
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def resolve(self, read: ConfigReader | None = None) -> FinalizationPolicy:
+        """Fill every unset field from ``[kpo_finalizer]`` (then from the built-in defaults)."""
+        defaults = config_defaults(read)
+        merged = {**defaults, **self.model_dump(exclude_unset=True)}
+        resolved = FinalizationPolicy.build(merged)
+        return resolved
+
+    def finish_settings(
+        self,
+        *,
+        do_xcom_push: bool,
+        multiple_outputs: bool = False,
+        mapped_length: bool = False,
+        on_finish_action: OnFinishAction = "delete_pod",
+        skip_on_exit_code: Iterable[int] = (),
+        termination_grace_period: int | None = None,
+        read: ConfigReader | None = None,
+    ) -> FinishSettings:
+        """Resolve against the configuration and combine with the operator's own arguments."""
+        policy = self.resolve(read)
+        builtin = FinishSettings()
+        return FinishSettings(
+            do_xcom_push=do_xcom_push,
+            multiple_outputs=multiple_outputs,
+            mapped_length=mapped_length,
+            on_finish_action=on_finish_action,
+            skip_on_exit_code=tuple(skip_on_exit_code),
+            termination_grace_period=termination_grace_period,
+            xcom_max_bytes=_pick(policy.xcom_max_bytes, builtin.xcom_max_bytes),
+            log_tail_lines=_pick(policy.log_tail_lines, builtin.log_tail_lines),
+            log_tail_bytes=_pick(policy.log_tail_bytes, builtin.log_tail_bytes),
+            fail_fast_exit_codes=_pick(policy.fail_fast_exit_codes, builtin.fail_fast_exit_codes),
+            fail_fast_waiting_reasons=_pick(
+                policy.fail_fast_waiting_reasons, builtin.fail_fast_waiting_reasons
+            ),
+            fail_fast_message_pattern=policy.fail_fast_message_pattern,
+        )
+
+    @property
+    def is_enabled(self) -> bool:
+        """Resolved value of ``enabled`` (call on a resolved policy)."""
+        return self.enabled is not False
+
+    @property
+    def wants_worker(self) -> bool:
+        return bool(self.fallback_to_worker)
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def airflow_config_reader() -> ConfigReader:
+    """Read ``[kpo_finalizer]`` through ``airflow.configuration.conf`` (imported lazily)."""
+    from airflow.configuration import conf
+
+    def read(key: str) -> str | None:
+        value = conf.get(CONFIG_SECTION, key, fallback=None)
+        return None if value is None else str(value)
+
+    return read
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+def _parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parse_int_list(text: str) -> list[int]:
+    return [_parse_int(item) for item in _parse_list(text)]
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "enabled": _parse_bool,
+    "fallback_to_worker": _parse_bool,
+    "xcom_max_bytes": _parse_int,
+    "log_tail_lines": _parse_int,
+    "log_tail_bytes": _parse_int,
+    "fail_fast_exit_codes": _parse_int_list,
+    "fail_fast_waiting_reasons": _parse_list,
+    "fail_fast_message_pattern": lambda text: text or None,
+}
+
+
+def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
+    """The ``[kpo_finalizer]`` options that are set, parsed; errors name the option."""
+    reader = read if read is not None else airflow_config_reader()
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        raw = reader(key)
+        if raw is None:
+            continue
+        try:
+            values[key] = parse(raw)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"[{CONFIG_SECTION}] {key} (AIRFLOW__{CONFIG_SECTION.upper()}__{key.upper()}): {exc}"
+            ) from exc
+    # Validate the configured values on their own so the message points at the configuration.
+    FinalizationPolicy.build(values, source=f"[{CONFIG_SECTION}]")
+    return values
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "<policy>"
+        parts.append(f"{field}={error.get('input')!r}: {error['msg']}")
+    return f"invalid {source}: " + "; ".join(parts)
