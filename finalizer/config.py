@@ -1,0 +1,151 @@
+"""Settings of the process-wide finalizer, validated once before any work starts.
+
+One frozen model, loadable from a mapping (the Airflow side feeds it the ``[kpo_finalizer]``
+section) or from ``KPO_FINALIZER_*`` environment variables. Anything invalid becomes a
+``ConfigurationError`` that names every bad field: a typo must stop start-up, not surface as
+a hung job hours later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from api_client.backoff import RetryPolicy
+from finalizer.exceptions import ConfigurationError
+
+ENV_PREFIX = "KPO_FINALIZER_"
+
+#: The I/O steps a job makes, each with its own retry policy.
+RETRY_STEPS = ("read_pod", "read_xcom", "push_xcom", "diagnostics", "stop_sidecar", "cleanup", "ledger")
+
+
+class StepRetry(BaseModel):
+    """A ``RetryPolicy`` in config form."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    base_delay: float = Field(default=0.2, ge=0)
+    max_delay: float = Field(default=10.0, ge=0)
+    deadline: float | None = Field(default=120.0, gt=0)
+    jitter: float = Field(default=0.5, ge=0, le=1)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            deadline=self.deadline,
+            jitter=self.jitter,
+        )
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kpo-finalizer"
+
+
+class FinalizerConfig(BaseModel):
+    """Everything the dedicated loop needs to know. Immutable once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Where the embedded SQLite ledger lives when ``ledger_url`` is not given.
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    #: SQLAlchemy async URL (``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…``).
+    ledger_url: str | None = None
+    #: The ledger may be unreachable this long (seconds) before the loop fails loudly.
+    ledger_deadline: float = Field(default=60.0, gt=0)
+
+    #: Jobs actively finalizing at once, per cluster (waiting for completion does not count).
+    concurrency_per_cluster: int = Field(default=32, ge=1, le=10_000)
+    #: Jobs tracked at once (waiting + running); further submissions wait for room.
+    queue_bound: int = Field(default=10_000, ge=1)
+
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    #: An instance whose heartbeat is older than this is dead: its jobs may be adopted.
+    stale_threshold: float = Field(default=30.0, gt=0)
+    #: How often to look for stale jobs to adopt (0 disables adoption).
+    adopt_interval: float = Field(default=10.0, ge=0)
+    #: Period of the loop-lag probe.
+    lag_tick_interval: float = Field(default=0.25, gt=0)
+
+    #: Per-step retry policies (keys from ``RETRY_STEPS``); missing steps use the default.
+    retry: dict[str, StepRetry] = Field(default_factory=dict)
+    #: Ledger payloads of finished jobs are purged after this many seconds.
+    payload_retention: float = Field(default=24 * 3600.0, ge=0)
+    #: Default XCom size cap in bytes (a job's own ``FinishSettings.xcom_max_bytes`` may be lower).
+    xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: On shutdown, wait this long for in-flight jobs before parking them.
+    drain_timeout: float = Field(default=30.0, ge=0)
+    #: Timeout (seconds) of each single Kubernetes / XCom call.
+    call_timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FinalizerConfig:
+        unknown = sorted(set(self.retry) - set(RETRY_STEPS))
+        if unknown:
+            raise ValueError(f"unknown retry step(s) {unknown}; known: {list(RETRY_STEPS)}")
+        if self.stale_threshold <= self.heartbeat_interval:
+            raise ValueError(
+                f"stale_threshold ({self.stale_threshold}s) must exceed heartbeat_interval "
+                f"({self.heartbeat_interval}s), or live instances would be taken for dead"
+            )
+        return self
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        """The ledger URL, defaulting to a SQLite file under ``state_dir``."""
+        if self.ledger_url:
+            return self.ledger_url
+        return f"sqlite+aiosqlite:///{self.state_dir / 'ledger.sqlite3'}"
+
+    def retry_policy(self, step: str) -> RetryPolicy:
+        """The retry policy for one I/O step."""
+        if step not in RETRY_STEPS:
+            raise ConfigurationError(f"unknown retry step {step!r}")
+        return self.retry.get(step, StepRetry()).policy()
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FinalizerConfig:
+        """Build from a mapping (strings allowed, as from an ini section)."""
+        data = dict(values)
+        retry = data.get("retry")
+        if isinstance(retry, str):
+            try:
+                data["retry"] = json.loads(retry) if retry.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"kpo_finalizer retry: not valid JSON ({exc})") from exc
+        for key in ("ledger_url",):
+            if data.get(key) == "":
+                data[key] = None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FinalizerConfig:
+        """Build from ``KPO_FINALIZER_<FIELD>`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name in cls.model_fields:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is not None:
+                data[name] = value
+        data.update(overrides)
+        return cls.from_mapping(data)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid kpo-finalizer configuration: " + "; ".join(parts)
