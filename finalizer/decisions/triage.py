@@ -1,0 +1,332 @@
+"""Pure triage: has the task's pod finished, and how does the task end?
+
+Two steps, both free of I/O so they can be tested table by table:
+
+``assess`` looks at one snapshot of the pod (or its absence) and answers ``Pending`` (keep
+watching, maybe until ``wake_at``) or ``Completed`` (with what happened). It mirrors the
+provider's ``KubernetesPodTrigger`` and ``utils.pod_manager.await_pod_start`` /
+``detect_pod_terminate_early_issues`` (cncf-kubernetes 10.25.0), but level-based: the clocks
+come from the caller (``now``, ``trigger_start``) and the pod's own timestamps, not from a poll
+loop, so a re-run trigger reaches the same answer.
+
+``triage`` turns a ``Completed`` into the task's ``Outcome``: success, failed (Airflow applies
+retries), skipped (``skip_on_exit_code``) or fail-fast (deterministic failures configured in
+``FinishSettings``), with ``event_status`` set to what the classic trigger event would have said,
+so a fallback to the operator's ``trigger_reentry`` behaves as upstream.
+
+Deliberate difference from upstream: the BASE container's exit code wins over the pod phase (the
+XCom sidecar keeps the pod Running, and an eviction after the base container exited 0 turns the
+phase Failed). Upstream itself treats "error, but base exited 0" as success in ``trigger_reentry``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Literal
+
+from finalizer.exceptions import ConfigurationError
+from finalizer.jobs import FinishSettings, Outcome, OutcomeKind
+from finalizer.pod import ContainerView, PodView
+
+#: Waiting reasons that end start-up at once (provider: ``FATAL_STATES``).
+FATAL_WAITING_REASONS = ("InvalidImageName", "ErrImageNeverPull")
+#: Waiting reasons that are fatal unless the message looks transient (provider: ``TRANSIENT_STATES``).
+PULL_WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff")
+#: Message fragments that make an image-pull error transient (provider: ``TRANSIENT_ERROR_PATTERNS``).
+TRANSIENT_PULL_PATTERNS = (
+    "pull qps exceeded",
+    "rate limit",
+    "too many requests",
+    "quota exceeded",
+    "temporarily unavailable",
+    "timeout",
+    "account limit",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+)
+
+_STARTING_PHASES = ("Pending", "Unknown")
+
+
+class CompletionKind(enum.StrEnum):
+    """What ended the wait for the pod."""
+
+    SUCCEEDED = "succeeded"  # base container exited 0 (or phase Succeeded)
+    FAILED = "failed"  # base container exited non-zero (or phase Failed)
+    TIMEOUT = "timeout"  # not scheduled / not started in time, or the execution deadline passed
+    START_FAILED = "start_failed"  # fatal image error, or the pod failed before its containers started
+    POD_GONE = "pod_gone"  # the pod no longer exists
+
+
+EventStatus = Literal["success", "failed", "timeout", "error"]
+
+#: The classic KubernetesPodTrigger event status for each kind of completion.
+EVENT_STATUS: dict[CompletionKind, EventStatus] = {
+    CompletionKind.SUCCEEDED: "success",
+    CompletionKind.FAILED: "failed",
+    CompletionKind.TIMEOUT: "timeout",
+    CompletionKind.START_FAILED: "error",  # upstream raises PodLaunchFailedException → "error"
+    CompletionKind.POD_GONE: "error",  # upstream's read_pod raises 404 → "error"
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The pod has not finished: keep watching."""
+
+    reason: str
+    #: When a start-up / deadline timeout fires if nothing changes (None: no clock is running).
+    wake_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The wait is over; ``triage`` decides what it means for the task."""
+
+    kind: CompletionKind
+    reason: str
+    exit_code: int | None = None
+    termination_message: str | None = None
+    #: The base container's (or the offending container's) waiting reason, e.g. ``ErrImagePull``.
+    waiting_reason: str | None = None
+    #: When the base container terminated, per the kubelet (for completion → done latency).
+    finished_at: datetime | None = None
+    #: The base container's name (lets ``triage`` read a newer pod snapshot).
+    base_container: str = ""
+
+    @property
+    def event_status(self) -> EventStatus:
+        return EVENT_STATUS[self.kind]
+
+
+def _pull_error(container: ContainerView, extra_fatal: Collection[str]) -> str | None:
+    """The provider's ``detect_pod_terminate_early_issues`` for one container."""
+    if container.state != "waiting":
+        return None
+    reason = container.reason or ""
+    message = container.message or ""
+    fatal = reason in FATAL_WAITING_REASONS or reason in extra_fatal
+    if reason in PULL_WAITING_REASONS:
+        fatal = not any(p in message.lower() for p in TRANSIENT_PULL_PATTERNS)
+    if not fatal:
+        return None
+    return f"Image cannot be pulled, unable to start: {reason}\n{message}".rstrip()
+
+
+def _terminated(pod: PodView, base: ContainerView) -> Completed:
+    code = base.exit_code
+    label = f"Pod {pod.namespace}/{pod.name}: base container {base.name!r}"
+    if code == 0:
+        kind, reason = CompletionKind.SUCCEEDED, f"{label} exited with code 0"
+    else:
+        kind = CompletionKind.FAILED
+        why = f" ({base.reason})" if base.reason else ""
+        reason = f"{label} exited with code {code}{why}"
+    return Completed(
+        kind,
+        reason,
+        exit_code=code,
+        termination_message=base.message,
+        finished_at=base.finished_at,
+    )
+
+
+def assess(
+    pod: PodView | None,
+    *,
+    base_container: str,
+    now: datetime,
+    trigger_start: datetime,
+    schedule_timeout: float = 120,
+    startup_timeout: float = 120,
+    execution_deadline: datetime | None = None,
+    extra_fatal_reasons: Collection[str] = (),
+) -> Pending | Completed:
+    """Has the task's pod finished? One snapshot in, one answer out.
+
+    ``trigger_start`` starts the schedule clock (the provider starts it when it begins polling);
+    the start-up clock starts when the pod was scheduled, but never before ``trigger_start`` (a
+    re-run trigger grants the full start-up time again, as upstream). ``extra_fatal_reasons`` are
+    waiting reasons that end start-up at once besides upstream's (e.g. ``CreateContainerConfigError``).
+    """
+    result = _assess(
+        pod,
+        base_container,
+        now,
+        trigger_start,
+        schedule_timeout,
+        startup_timeout,
+        execution_deadline,
+        extra_fatal_reasons,
+    )
+    return replace(result, base_container=base_container) if isinstance(result, Completed) else result
+
+
+def _assess(
+    pod: PodView | None,
+    base_container: str,
+    now: datetime,
+    trigger_start: datetime,
+    schedule_timeout: float,
+    startup_timeout: float,
+    execution_deadline: datetime | None,
+    extra_fatal_reasons: Collection[str],
+) -> Pending | Completed:
+    if pod is None:
+        return Completed(CompletionKind.POD_GONE, "The pod no longer exists (deleted or evicted)")
+    name = f"{pod.namespace}/{pod.name}"
+    base = pod.container(base_container)
+    if base is not None and base.state == "terminated":
+        return _terminated(pod, base)
+    phase = pod.phase
+    if phase == "Succeeded":
+        return Completed(CompletionKind.SUCCEEDED, f"Pod {name} succeeded")
+    if phase == "Failed":
+        if not pod.containers():
+            return Completed(CompletionKind.START_FAILED, f"Pod {name} failed before containers started")
+        return Completed(CompletionKind.FAILED, f"Pod {name} failed ({pod.status.get('reason') or 'phase'})")
+    if execution_deadline is not None and now >= execution_deadline:
+        return Completed(CompletionKind.TIMEOUT, f"Pod {name} reached the task's execution_timeout deadline")
+    if phase not in _STARTING_PHASES:
+        return Pending(f"Pod {name} is {phase}; base container still working", wake_at=execution_deadline)
+    return _assess_start(
+        pod,
+        base,
+        now,
+        trigger_start,
+        schedule_timeout,
+        startup_timeout,
+        execution_deadline,
+        extra_fatal_reasons,
+    )
+
+
+def _assess_start(
+    pod: PodView,
+    base: ContainerView | None,
+    now: datetime,
+    trigger_start: datetime,
+    schedule_timeout: float,
+    startup_timeout: float,
+    execution_deadline: datetime | None,
+    extra_fatal_reasons: Collection[str],
+) -> Pending | Completed:
+    """Start-up rules for a Pending/Unknown pod, in the provider's order: timeouts, then images."""
+    name = f"{pod.namespace}/{pod.name}"
+    waiting = base.reason if base is not None and base.state == "waiting" else None
+    if pod.is_scheduled:
+        clock_start = max(pod.scheduled_at or trigger_start, trigger_start)
+        wake_at = clock_start + timedelta(seconds=startup_timeout)
+        if now >= wake_at:
+            return Completed(
+                CompletionKind.TIMEOUT,
+                f"Pod {name} took too long to start. More than {startup_timeout:g}s. "
+                "Check the pod events in kubernetes.",
+                waiting_reason=waiting,
+            )
+        state = f"scheduled, waiting to start ({waiting})" if waiting else "scheduled, waiting to start"
+    else:
+        wake_at = trigger_start + timedelta(seconds=schedule_timeout)
+        if now >= wake_at:
+            return Completed(
+                CompletionKind.TIMEOUT,
+                f"Pod {name} took too long to be scheduled on the cluster, giving up. "
+                f"More than {schedule_timeout:g}s. Check the pod events in kubernetes.",
+                waiting_reason=waiting,
+            )
+        state = "waiting to be scheduled"
+    for container in pod.containers():
+        message = _pull_error(container, extra_fatal_reasons)
+        if message is not None:
+            return Completed(
+                CompletionKind.START_FAILED, f"Pod {name}: {message}", waiting_reason=container.reason
+            )
+    if execution_deadline is not None:
+        wake_at = min(wake_at, execution_deadline)
+    return Pending(f"Pod {name} is {pod.phase}, {state}", wake_at=wake_at)
+
+
+@lru_cache(maxsize=64)
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(
+            f"fail_fast_message_pattern {pattern!r} is not a valid regex: {exc}"
+        ) from exc
+
+
+def _fail_fast_rule(completion: Completed, message: str | None, settings: FinishSettings) -> str | None:
+    """Which configured deterministic-failure rule matched, if any (human-readable)."""
+    code = completion.exit_code
+    if code is not None and code in settings.fail_fast_exit_codes:
+        return f"exit code {code} is configured as a deterministic failure"
+    if completion.waiting_reason and completion.waiting_reason in settings.fail_fast_waiting_reasons:
+        return f"waiting reason {completion.waiting_reason} is configured as a deterministic failure"
+    pattern = settings.fail_fast_message_pattern
+    if pattern and message and _compile(pattern).search(message):
+        return f"termination message matches {pattern!r}, configured as a deterministic failure"
+    return None
+
+
+def _fill_from_pod(
+    pod: PodView, completion: Completed, exit_code: int | None, message: str | None
+) -> tuple[int | None, str | None]:
+    base = pod.container(completion.base_container) if completion.base_container else None
+    if base is None or base.state != "terminated":
+        return exit_code, message
+    return (base.exit_code if exit_code is None else exit_code), (message or base.message)
+
+
+def triage(completion: Completed, pod: PodView | None, settings: FinishSettings) -> Outcome:
+    """How the task ends. Precedence mirrors upstream: skip > success > fail-fast > failed.
+
+    ``pod`` is the latest snapshot (None when gone); it only fills in an exit code or a
+    termination message that ``completion`` lacks. Raises ``ConfigurationError`` when
+    ``settings.fail_fast_message_pattern`` is not a valid regular expression.
+    """
+    exit_code, message = completion.exit_code, completion.termination_message
+    if pod is not None and (exit_code is None or message is None):
+        exit_code, message = _fill_from_pod(pod, completion, exit_code, message)
+    status = completion.event_status
+    if exit_code is not None and exit_code in settings.skip_on_exit_code:
+        reason = f"{completion.reason}; exit code {exit_code} is in skip_on_exit_code: skipping"
+        return Outcome(
+            kind=OutcomeKind.SKIPPED,
+            reason=reason,
+            event_status=status,
+            exit_code=exit_code,
+            termination_message=message,
+        )
+    if completion.kind is CompletionKind.SUCCEEDED or exit_code == 0:
+        # Upstream: an error event whose base container exited 0 is treated as success.
+        return Outcome(
+            kind=OutcomeKind.SUCCESS,
+            reason=completion.reason,
+            event_status="success",
+            exit_code=exit_code,
+            termination_message=message,
+        )
+    reason = completion.reason + (f": {message}" if message and message not in completion.reason else "")
+    rule = _fail_fast_rule(completion, message, settings)
+    if rule is not None:
+        return Outcome(
+            kind=OutcomeKind.FAIL_FAST,
+            reason=f"{reason} ({rule}; failing without retry)",
+            event_status=status,
+            exit_code=exit_code,
+            termination_message=message,
+        )
+    return Outcome(
+        kind=OutcomeKind.FAILED,
+        reason=reason,
+        event_status=status,
+        exit_code=exit_code,
+        termination_message=message,
+    )
