@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +74,19 @@ class FinishSettings(_Frozen):
     fail_fast_message_pattern: str | None = None
 
 
+class StartupRules(_Frozen):
+    """``KubernetesPodTrigger``'s start-up clocks for one pod (``triage.assess`` arguments).
+
+    ``trigger_start`` starts the schedule clock (None: when the job starts waiting);
+    ``execution_deadline`` is the operator's ``_execution_deadline`` (task ``execution_timeout``).
+    """
+
+    trigger_start: datetime | None = None
+    schedule_timeout: float = Field(default=120, ge=0)
+    startup_timeout: float = Field(default=120, ge=0)
+    execution_deadline: datetime | None = None
+
+
 class JobSpec(_Frozen):
     """Everything the pipeline needs to finish one task try."""
 
@@ -80,6 +94,7 @@ class JobSpec(_Frozen):
     cluster: ClusterRef
     pod: PodRef
     settings: FinishSettings = FinishSettings()
+    startup: StartupRules = StartupRules()
 
     @property
     def key(self) -> str:
