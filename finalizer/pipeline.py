@@ -1,0 +1,322 @@
+"""One finalization job: one idempotent step at a time, each recorded in the ledger.
+
+    wait for completion (shared watch, level-based) ─► triage ─► read XCom (exec) ─► persist payload
+    ─► push XCom ─► capture diagnostics ─► stop sidecar ─► outcome marker ─► delete / keep+label ─► done
+
+A job resumed after a crash (or adopted from a dead instance) continues after its last recorded
+``Step`` and re-checks the world before acting: a pushed XCom is not read again, a pod that is
+already gone counts as deleted, and a pod gone *before* the XCom was read is a FAILED outcome that
+says so — never a success without the XCom. Each step's I/O is retried with
+``api_client.backoff.retry_async`` as the classifier says; a lost compare-and-set
+(``JobLostError``) stops the job at once. Payloads are never logged.
+
+Everything the pipeline touches comes in through narrow seams (``ClusterOps``, ``JobLedger``,
+``XComSink`` in ``finalizer.seams``), so the service wires the real pieces and tests wire the
+same real pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+
+from api_client.backoff import Classifier, retry_async
+from finalizer import steps
+from finalizer.config import FinalizerConfig
+from finalizer.decisions import cleanup, triage
+from finalizer.exceptions import (
+    FinalizerError,
+    KubeTransientError,
+    PodConflictError,
+    PodNotFoundError,
+    XComReadError,
+)
+from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.pod import XCOM_SIDECAR_NAME, PodView
+from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, XComSink
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Slot = Callable[[JobSpec], AbstractAsyncContextManager[Any]]
+StepHook = Callable[[JobSpec, Step], Awaitable[None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _needs_xcom(spec: JobSpec, outcome: Outcome) -> bool:
+    # Upstream pushes the return value only when the task succeeds (trigger_reentry raises first).
+    return spec.settings.do_xcom_push and outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK)
+
+
+def lost_outcome(spec: JobSpec, why: str) -> Outcome:
+    """The pod vanished before its XCom was read: an explicit failure, never a silent success."""
+    what = "its XCom was lost" if spec.settings.do_xcom_push else "its result is unknown"
+    return Outcome(
+        kind=OutcomeKind.FAILED,
+        reason=f"Pod {spec.pod.namespace}/{spec.pod.name} {why} before its XCom was read: {what}",
+        event_status="error",
+    )
+
+
+def failed(outcome: Outcome, why: str) -> Outcome:
+    """Turn a success into a failure with ``why``; an existing failure keeps its kind, noting why."""
+    if outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK):
+        return outcome.model_copy(
+            update={"kind": OutcomeKind.FAILED, "reason": why, "event_status": "failed"}
+        )
+    return steps.with_note(outcome, why)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What the XCom step found: a payload to persist, or a new outcome (``final``: stop here)."""
+
+    payload: str | None = None
+    outcome: Outcome | None = None
+    final: bool = False
+
+
+class Pipeline:
+    """Runs jobs; holds no per-job state, so one instance serves the whole finalizer."""
+
+    def __init__(
+        self,
+        *,
+        config: FinalizerConfig,
+        cluster_for: Callable[[JobSpec], ClusterOps],
+        ledger: JobLedger[Any],
+        xcoms: XComSink,
+        classify: Classifier,
+        slot: Slot | None = None,
+        on_step: StepHook | None = None,
+    ) -> None:
+        self._config = config
+        self._cluster_for = cluster_for
+        self._ledger = ledger
+        self._xcoms = xcoms
+        self._classify = classify
+        self._slot = slot
+        #: Awaited after each recorded step (metrics; crash-resume tests stop a job there).
+        self._on_step = on_step
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _io(self, what: str, policy: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """One I/O call: bounded by ``call_timeout``, retried per the step's policy."""
+        timeout = self._config.call_timeout
+
+        async def attempt() -> T:
+            try:
+                with anyio.fail_after(timeout):
+                    return await fn()
+            except TimeoutError as exc:
+                raise KubeTransientError(f"{what} timed out after {timeout:g}s") from exc
+
+        def on_retry(n: int, exc: BaseException, wait: float) -> None:
+            log.info("%s failed (attempt %d, %s); retrying in %.2fs", what, n, type(exc).__name__, wait)
+
+        return await retry_async(
+            attempt, self._config.retry_policy(policy), self._classify, on_retry=on_retry
+        )
+
+    async def _advance(self, spec: JobSpec, rec: Any, step: Step, **fields: Any) -> Any:
+        rec = await self._ledger.advance(rec, step, **fields)
+        log.debug("job %s: %s", spec.key, step.name)
+        if self._on_step is not None:
+            await self._on_step(spec, step)
+        return rec
+
+    def _gate(self, spec: JobSpec) -> AbstractAsyncContextManager[Any]:
+        return self._slot(spec) if self._slot is not None else nullcontext()
+
+    # -- the job --------------------------------------------------------------------------------
+
+    async def run(self, spec: JobSpec, rec: JobRecordLike) -> Outcome:
+        """Finish one job from wherever its record says it stopped; returns the final outcome."""
+        if rec.step >= Step.DONE and rec.outcome is not None:
+            return rec.outcome
+        cluster = self._cluster_for(spec)
+        outcome = rec.outcome
+        if rec.step < Step.COMPLETION_SEEN or outcome is None:
+            completion, pod = await self._wait_for_completion(spec, cluster)
+            async with self._gate(spec):
+                if pod is None:
+                    outcome = await self._when_gone(spec, "disappeared")
+                    await self._advance(spec, rec, Step.DONE, outcome=outcome)
+                    return outcome
+                outcome = triage.triage(completion, pod, spec.settings)
+                rec = await self._advance(spec, rec, Step.COMPLETION_SEEN, outcome=outcome)
+                return await self._finish(spec, rec, cluster, outcome)
+        async with self._gate(spec):
+            return await self._finish(spec, rec, cluster, outcome)
+
+    async def _finish(self, spec: JobSpec, rec: Any, cluster: ClusterOps, outcome: Outcome) -> Outcome:
+        if rec.step < Step.XCOM_PERSISTED:
+            read = await self._read_xcom(spec, cluster, outcome)
+            outcome = read.outcome or outcome
+            if read.final:
+                await self._advance(spec, rec, Step.DONE, outcome=outcome)
+                return outcome
+            rec = await self._advance(spec, rec, Step.XCOM_PERSISTED, xcom=read.payload, outcome=outcome)
+        if rec.step < Step.XCOM_PUSHED:
+            outcome = await self._push_xcom(spec, rec, outcome)
+            rec = await self._advance(spec, rec, Step.XCOM_PUSHED, outcome=outcome)
+        if rec.step < Step.DIAGNOSTICS_CAPTURED:
+            outcome = await self._diagnostics(spec, cluster, outcome)
+            rec = await self._advance(spec, rec, Step.DIAGNOSTICS_CAPTURED, outcome=outcome)
+        if rec.step < Step.SIDECAR_STOPPED:
+            await self._stop_sidecar(spec, cluster, outcome)
+            rec = await self._advance(spec, rec, Step.SIDECAR_STOPPED)
+        if rec.step < Step.POD_CLEANED:
+            await self._write_marker(spec, outcome)
+            await self._cleanup(spec, cluster, outcome)
+            rec = await self._advance(spec, rec, Step.POD_CLEANED)
+        await self._advance(spec, rec, Step.DONE, outcome=outcome)
+        return outcome
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _wait_for_completion(
+        self, spec: JobSpec, cluster: ClusterOps
+    ) -> tuple[triage.Completed, PodView | None]:
+        """Level-based: a pod already finished or gone answers at once; start-up clocks apply."""
+        rules = spec.startup
+        started = rules.trigger_start or _now()
+
+        def verdict(pod: PodView | None) -> triage.Pending | triage.Completed:
+            return triage.assess(
+                pod,
+                base_container=spec.pod.base_container,
+                now=_now(),
+                trigger_start=started,
+                schedule_timeout=rules.schedule_timeout,
+                startup_timeout=rules.startup_timeout,
+                execution_deadline=rules.execution_deadline,
+            )
+
+        async with cluster.watch(spec.pod) as sub:
+            pod = sub.latest
+            while True:
+                current = verdict(pod)
+                if isinstance(current, triage.Completed):
+                    return current, pod
+                timeout = None
+                if current.wake_at is not None:
+                    timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
+                try:
+                    pod = await sub.wait(lambda p: isinstance(verdict(p), triage.Completed), timeout)
+                except TimeoutError:
+                    pod = sub.latest
+                    continue
+                if pod is None:
+                    return verdict(None), None  # type: ignore[return-value]
+
+    async def _when_gone(self, spec: JobSpec, why: str) -> Outcome:
+        """The pod is gone: a marker from whoever finished it says how it ended, else the XCom is lost."""
+        marker = await self._io(
+            "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, steps.MARKER_KEY)
+        )
+        outcome = steps.decode_marker(marker, spec)
+        if outcome is not None:
+            log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, outcome.kind)
+            return outcome
+        return lost_outcome(spec, why)
+
+    async def _read_xcom(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> _Read:
+        if not _needs_xcom(spec, outcome):
+            return _Read()
+        cap = min(spec.settings.xcom_max_bytes, self._config.xcom_max_bytes)
+        try:
+            present, value = await self._io(
+                "read XCom", "read_xcom", lambda: cluster.read_xcom(spec.pod, cap)
+            )
+        except PodNotFoundError:
+            return _Read(outcome=await self._when_gone(spec, "was deleted or evicted"), final=True)
+        except XComReadError as exc:
+            return _Read(outcome=failed(outcome, f"the XCom cannot be used: {exc}"))
+        return _Read(payload=steps.encode_payload(present, value))
+
+    async def _push_xcom(self, spec: JobSpec, rec: JobRecordLike, outcome: Outcome) -> Outcome:
+        if not _needs_xcom(spec, outcome):
+            return outcome
+        present, value = steps.decode_payload(rec.xcom)
+        try:
+            pushes = steps.plan_pushes(value if present else None, spec.settings)
+        except steps.PushRefused as exc:
+            return failed(outcome, str(exc))
+        for push in pushes:
+
+            async def one(p: steps.Push = push) -> None:
+                await self._xcoms.set(spec, p.key, p.value, mapped_length=p.mapped_length)
+
+            await self._io(f"push XCom {push.key!r}", "push_xcom", one)
+        return outcome
+
+    async def _diagnostics(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> Outcome:
+        """A bounded log tail for the task log; best effort (a gone pod has none)."""
+        settings = spec.settings
+        if settings.log_tail_lines == 0 or settings.log_tail_bytes == 0:
+            return outcome
+        try:
+            tail = await self._io(
+                "read log tail",
+                "diagnostics",
+                lambda: cluster.log_tail(spec.pod, settings.log_tail_lines, settings.log_tail_bytes),
+            )
+        except FinalizerError as exc:
+            log.warning("job %s: no log tail (%s)", spec.key, type(exc).__name__)
+            return outcome
+        return outcome.model_copy(update={"log_tail": tail})
+
+    async def _stop_sidecar(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> None:
+        """Let the pod reach a terminal phase; failure is only a warning (as upstream)."""
+        if not spec.settings.do_xcom_push or outcome.kind is OutcomeKind.FALLBACK:
+            return
+        try:
+            await self._io("stop sidecar", "stop_sidecar", lambda: cluster.stop_sidecar(spec.pod))
+        except FinalizerError as exc:
+            log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
+
+    async def _write_marker(self, spec: JobSpec, outcome: Outcome) -> None:
+        value = steps.encode_marker(spec, outcome)
+        await self._io(
+            "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, steps.MARKER_KEY, value)
+        )
+
+    async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> None:
+        """``on_finish_action`` on the pod as it is now: delete (uid precondition) or keep + label."""
+        try:
+            pod = await self._io("read pod", "read_pod", lambda: cluster.read_pod(spec.pod))
+        except PodNotFoundError:
+            log.info("job %s: pod already gone", spec.key)
+            return
+        action = cleanup.decide(
+            spec.settings.on_finish_action,
+            pod,
+            outcome,
+            grace_period_seconds=spec.settings.termination_grace_period,
+        )
+        try:
+            if action.labels:
+                await self._io("label pod", "cleanup", lambda: cluster.label_checked(spec.pod))
+            if isinstance(action, cleanup.Delete):
+                deleted = await self._io(
+                    "delete pod",
+                    "cleanup",
+                    lambda: cluster.delete_pod(spec.pod, action.grace_period_seconds),
+                )
+                log.info("job %s: %s%s", spec.key, action.reason, "" if deleted else " (already gone)")
+            else:
+                log.info("job %s: %s", spec.key, action.reason)
+        except (PodNotFoundError, PodConflictError):
+            # 409: the name now belongs to another pod, so ours is gone.
+            log.info("job %s: pod already gone", spec.key)

@@ -1,0 +1,88 @@
+"""The narrow seams the pipeline works through: one cluster, the ledger, the XCom sink.
+
+Structural (``Protocol``) types, so the service can bind the real ``finalizer.kube``,
+``finalizer.ledger`` and ``api_client`` pieces without the pipeline importing their
+construction details — and a test can bind exactly the same real pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from finalizer.jobs import JobSpec, Outcome, PodRef, Step
+from finalizer.pod import PodView
+
+
+class PodWatch(Protocol):
+    """A subscription to one pod on the shared watch."""
+
+    @property
+    def latest(self) -> PodView | None: ...
+
+    async def wait(
+        self,
+        predicate: Callable[[PodView], bool],
+        timeout: float | None,  # noqa: ASYNC109 - the shared watcher's own signature
+    ) -> PodView | None:
+        """The first snapshot matching ``predicate``; None when the pod is gone; TimeoutError on timeout."""
+        ...
+
+
+class ClusterOps(Protocol):
+    """What the pipeline asks of one cluster. Errors are ``finalizer.exceptions`` only."""
+
+    def watch(self, pod: PodRef) -> AbstractAsyncContextManager[PodWatch]: ...
+
+    async def read_pod(self, pod: PodRef) -> PodView:
+        """This very pod (uid checked); ``PodNotFoundError`` when gone."""
+        ...
+
+    async def read_xcom(self, pod: PodRef, max_bytes: int) -> tuple[bool, Any]:
+        """``(present, value)``: present is False for an empty or missing ``return.json``."""
+        ...
+
+    async def log_tail(self, pod: PodRef, lines: int, max_bytes: int) -> str | None: ...
+
+    async def stop_sidecar(self, pod: PodRef) -> None: ...
+
+    async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:
+        """True if deleted now, False if already gone (uid precondition applied)."""
+        ...
+
+    async def label_checked(self, pod: PodRef) -> None: ...
+
+
+class JobRecordLike(Protocol):
+    """The parts of a ledger job record the pipeline reads."""
+
+    @property
+    def step(self) -> Step: ...
+
+    @property
+    def xcom(self) -> str | None: ...
+
+    @property
+    def outcome(self) -> Outcome | None: ...
+
+
+R = TypeVar("R")
+
+
+class JobLedger(Protocol[R]):
+    """Record a step (compare-and-set on owner + epoch; ``JobLostError`` when lost)."""
+
+    async def advance(
+        self, rec: R, step: Step, *, xcom: str | None = ..., outcome: Outcome | None = ...
+    ) -> R: ...
+
+
+class XComSink(Protocol):
+    """XCom reads and writes for the job's task instance (``api_client.XComStore`` underneath)."""
+
+    async def set(self, spec: JobSpec, key: str, value: Any, *, mapped_length: int | None = None) -> None: ...
+
+    async def get(self, spec: JobSpec, key: str) -> Any:
+        """The value, or None when there is none."""
+        ...

@@ -1,0 +1,93 @@
+"""Pure pipeline rules: push plans, the persisted payload form, the outcome marker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from finalizer import steps
+from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, Outcome, OutcomeKind, PodRef, TaskInstanceRef
+
+
+def _spec(uid: str = "u1", try_number: int = 1) -> JobSpec:
+    return JobSpec(
+        ti=TaskInstanceRef(id="ti", dag_id="d", task_id="t", run_id="r", try_number=try_number),
+        cluster=ClusterRef(),
+        pod=PodRef(namespace="ns", name="p", uid=uid),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "settings", "expected"),
+    [
+        (None, {}, []),
+        ({"a": 1}, {}, [("return_value", {"a": 1}, None)]),
+        (None, {"multiple_outputs": True}, []),
+        (
+            {"a": 1, "b": [2]},
+            {"multiple_outputs": True},
+            [("a", 1, None), ("b", [2], None), ("return_value", {"a": 1, "b": [2]}, None)],
+        ),
+        ([1, 2, 3], {"mapped_length": True}, [("return_value", [1, 2, 3], 3)]),
+        ({"x": 1}, {"mapped_length": True}, [("return_value", {"x": 1}, 1)]),
+        (0, {}, [("return_value", 0, None)]),
+        ("", {}, [("return_value", "", None)]),
+    ],
+)
+def test_plan_pushes(
+    value: Any, settings: dict[str, Any], expected: list[tuple[str, Any, int | None]]
+) -> None:
+    plan = steps.plan_pushes(value, FinishSettings(**settings))
+    assert [(p.key, p.value, p.mapped_length) for p in plan] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "settings", "needle"),
+    [
+        ([1], {"multiple_outputs": True}, "requires the XCom to be a JSON object, got list"),
+        ("s", {"multiple_outputs": True}, "got str"),
+        ({"": 1}, {"multiple_outputs": True}, "empty string"),
+        ("abc", {"mapped_length": True}, "cannot be mapped over"),
+        (5, {"mapped_length": True}, "cannot be mapped over"),
+        (None, {"mapped_length": True}, "mapped task needs one"),
+        (list(range(1025)), {"mapped_length": True}, "at most 1024"),
+    ],
+)
+def test_plan_pushes_refuses_with_a_clear_reason(value: Any, settings: dict[str, Any], needle: str) -> None:
+    with pytest.raises(steps.PushRefused, match=needle):
+        steps.plan_pushes(value, FinishSettings(**settings))
+
+
+@pytest.mark.parametrize(
+    ("present", "value"),
+    [(False, None), (True, None), (True, {"k": [1, "x"]}), (True, ""), (True, 0)],
+)
+def test_payload_round_trip_keeps_empty_apart_from_json_null(present: bool, value: Any) -> None:
+    assert steps.decode_payload(steps.encode_payload(present, value)) == (present, value)
+
+
+def test_missing_payload_reads_as_not_present() -> None:
+    assert steps.decode_payload(None) == (False, None)
+
+
+def test_marker_round_trip_for_the_same_job_only() -> None:
+    outcome = Outcome(kind=OutcomeKind.SUCCESS, reason="ok", exit_code=0)
+    marker = steps.encode_marker(_spec(), outcome)
+    assert "value" not in str(marker)  # no payload inside
+    assert steps.decode_marker(marker, _spec()) == outcome
+    assert steps.decode_marker(marker, _spec(uid="other")) is None
+    assert steps.decode_marker(marker, _spec(try_number=2)) is None
+
+
+@pytest.mark.parametrize(
+    "garbage", [None, "x", 1, [], {"job": "ti:1:u1"}, {"job": "ti:1:u1", "outcome": {"kind": "?"}}]
+)
+def test_garbage_marker_is_ignored(garbage: Any) -> None:
+    assert steps.decode_marker(garbage, _spec()) is None
+
+
+def test_with_note_appends() -> None:
+    base = Outcome(kind=OutcomeKind.FAILED, reason="exit 1")
+    assert steps.with_note(base, "more").reason == "exit 1; more"
+    assert steps.with_note(Outcome(kind=OutcomeKind.FAILED), "only").reason == "only"
