@@ -1,0 +1,129 @@
+"""The one place where Kubernetes-side errors become finalizer exceptions.
+
+kubernetes_asyncio raises ``ApiException`` (preloaded calls only), aiohttp raises
+``ClientError`` / ``WSServerHandshakeError`` (exec) and ``asyncio.TimeoutError``; raw
+(``_preload_content=False``) responses carry a status we must check ourselves. Everything
+above this module sees only :mod:`finalizer.exceptions`, so callers decide on classes::
+
+    transport error, timeout, 5xx, 429   -> KubeTransientError(retry_after=Retry-After)
+    404                                  -> PodNotFoundError
+    409                                  -> PodConflictError
+    any other 4xx                        -> KubeRequestError
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from finalizer.exceptions import (
+    FinalizerError,
+    KubeError,
+    KubeRequestError,
+    KubeTransientError,
+    PodConflictError,
+    PodNotFoundError,
+)
+
+#: Longest ``Retry-After`` we honour; a broken proxy must not park us for hours.
+MAX_RETRY_AFTER = 300.0
+#: How much of an error body ends up in a message (bodies can be whole HTML pages).
+MAX_BODY_IN_MESSAGE = 300
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only), else None."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def status_message(body: str | bytes | None) -> str:
+    """The ``message`` of a JSON ``Status`` body, else the (truncated) body as text."""
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        parsed: Any = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("kind") == "Status" and parsed.get("message"):
+        return str(parsed["message"])
+    text = text.strip()
+    return text if len(text) <= MAX_BODY_IN_MESSAGE else text[:MAX_BODY_IN_MESSAGE] + "…"
+
+
+def error_for_status(
+    status: int,
+    body: str | bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    what: str = "Kubernetes API call",
+) -> KubeError:
+    """The finalizer exception for an HTTP error answer (pure: table-tested)."""
+    detail = status_message(body)
+    message = f"{what} failed: HTTP {status}" + (f": {detail}" if detail else "")
+    retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
+    if status == 429 or status >= 500 or status == 0:
+        return KubeTransientError(message, status=status, retry_after=retry_after)
+    if status == 404:
+        return PodNotFoundError(message, status=status)
+    if status == 409:
+        return PodConflictError(message, status=status)
+    return KubeRequestError(message, status=status)
+
+
+def translate(exc: BaseException, *, what: str = "Kubernetes API call") -> FinalizerError | None:
+    """Map a foreign exception to ours; None when it is not a Kubernetes-side error."""
+    if isinstance(exc, FinalizerError):
+        return exc
+    if isinstance(exc, ApiException):
+        return error_for_status(int(exc.status or 0), exc.body, exc.headers, what=what)
+    if isinstance(exc, aiohttp.ClientResponseError):  # includes WSServerHandshakeError
+        return error_for_status(exc.status, exc.message, exc.headers, what=what)
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return KubeTransientError(f"{what} timed out")
+    if isinstance(exc, aiohttp.ClientError | ConnectionError):
+        return KubeTransientError(f"{what} failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def kube_errors(what: str = "Kubernetes API call") -> Iterator[None]:
+    """Re-raise Kubernetes-side errors raised inside the block as finalizer exceptions."""
+    try:
+        yield
+    except FinalizerError:
+        raise
+    except Exception as exc:
+        translated = translate(exc, what=what)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+async def raise_for_response(
+    response: aiohttp.ClientResponse, *, what: str, max_body: int = 64 * 1024
+) -> None:
+    """Check a raw (``_preload_content=False``) response: kubernetes_asyncio does not."""
+    if 200 <= response.status <= 299:
+        return
+    try:
+        body = await response.content.read(max_body)
+    except (TimeoutError, aiohttp.ClientError):
+        body = b""
+    finally:
+        response.release()
+    raise error_for_status(response.status, body, response.headers, what=what)
