@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["finalizer.testing.fixtures"]
+
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 

@@ -1,0 +1,184 @@
+"""The simulated cluster: store + scheduler/kubelet actions + API deletion semantics.
+
+Everything here runs on the server's event loop (``FakeKube`` marshals calls from other threads).
+Container stops also end every exec session into that container, as the real runtime does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+
+from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube.store import PodStore
+from finalizer.testing.fake_kube.wire import JSON, now
+
+
+class PodMissingError(KeyError):
+    """A lifecycle helper named a pod the store does not hold."""
+
+
+class Cluster:
+    def __init__(self, history_limit: int = 10_000) -> None:
+        self.store = PodStore(history_limit=history_limit)
+        #: Seconds between a graceful API DELETE and the pod leaving the API (kubelet kill time).
+        self.deletion_delay = 0.0
+        #: Seconds between BOOKMARK events on watches that allow them.
+        self.bookmark_interval = 1.0
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _require(self, namespace: str, name: str) -> JSON:
+        pod = self.store.get(namespace, name)
+        if pod is None:
+            raise PodMissingError(f"pod {namespace}/{name} does not exist in the fake API")
+        return pod
+
+    def _mutate(self, namespace: str, name: str, mutate: Callable[[JSON], None]) -> JSON:
+        self._require(namespace, name)
+        return copy.deepcopy(self.store.update(namespace, name, mutate))
+
+    def _container_stopped(self, namespace: str, name: str, container: str) -> None:
+        runtime = self.store.runtime.get((namespace, name))
+        if runtime is not None:
+            runtime.stop_event(container).set()
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            callback()
+
+        handle = loop.call_later(max(delay, 0.0), fire)
+        self._timers.add(handle)
+
+    def cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+    # --- scheduler / kubelet ---------------------------------------------------------------------
+    def create(self, namespace: str, manifest: JSON) -> JSON:
+        return copy.deepcopy(self.store.add(namespace, manifest))
+
+    def schedule(self, namespace: str, name: str, node: str) -> JSON:
+        return self._mutate(namespace, name, lambda pod: lifecycle.schedule(pod, node))
+
+    def start(self, namespace: str, name: str) -> JSON:
+        pod = self._require(namespace, name)
+        if "nodeName" not in pod["spec"]:
+            self.schedule(namespace, name, "node-1")
+        return self._mutate(namespace, name, lifecycle.start)
+
+    def write_file(self, namespace: str, name: str, path: str, content: bytes) -> None:
+        self._require(namespace, name)
+        self.store.runtime_of(namespace, name).files[path] = content
+
+    def terminate(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        exit_code: int,
+        message: str | None,
+        reason: str | None,
+    ) -> JSON:
+        pod = self._require(namespace, name)
+        if container not in lifecycle.container_names(pod):
+            raise ValueError(f"pod {namespace}/{name} has no container {container!r}")
+        result = self._mutate(
+            namespace, name, lambda p: lifecycle.terminate(p, container, exit_code, message, reason)
+        )
+        self._container_stopped(namespace, name, container)
+        return result
+
+    def image_pull_failure(
+        self, namespace: str, name: str, container: str, reason: str, message: str | None
+    ) -> JSON:
+        return self._mutate(
+            namespace, name, lambda pod: lifecycle.image_pull_failure(pod, container, reason, message)
+        )
+
+    def unschedulable(self, namespace: str, name: str, message: str | None) -> JSON:
+        return self._mutate(namespace, name, lambda pod: lifecycle.unschedulable(pod, message))
+
+    def set_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
+        self._require(namespace, name)
+        stamp = now()
+        self.store.runtime_of(namespace, name).logs[container] = [(stamp, line) for line in lines]
+
+    def kubelet_forget(self, namespace: str, name: str) -> None:
+        """The node lost the pod's containers (node replaced, runtime wiped): exec fails 500."""
+        self._require(namespace, name)
+        runtime = self.store.runtime_of(namespace, name)
+        runtime.forgotten = True
+        runtime.files.clear()
+        for container in lifecycle.container_names(self._require(namespace, name)):
+            runtime.stop_event(container).set()
+
+    def _kill_containers(self, namespace: str, name: str, codes: dict[str, int]) -> None:
+        killed: list[str] = []
+
+        def kill(pod: JSON) -> None:
+            killed.extend(lifecycle.kill_all(pod, codes))
+
+        self.store.update(namespace, name, kill)
+        for container in killed:
+            self._container_stopped(namespace, name, container)
+
+    def evict(self, namespace: str, name: str) -> None:
+        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers killed, DELETED."""
+        pod = self._require(namespace, name)
+        grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+
+        def mark(p: JSON) -> None:
+            lifecycle.disruption(p)
+            lifecycle.mark_deleting(p, grace)
+
+        self.store.update(namespace, name, mark)
+        # PID 1 of the base container handles SIGTERM (143); the sidecar's sh ignores it: SIGKILL (137).
+        self._kill_containers(namespace, name, {lifecycle.XCOM_SIDECAR: 137, "base": 143})
+        self.store.remove(namespace, name)
+
+    def force_delete(self, namespace: str, name: str) -> JSON | None:
+        pod = self.store.get(namespace, name)
+        if pod is None:
+            return None
+        self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, 0))
+        return self.store.remove(namespace, name)
+
+    # --- API semantics ---------------------------------------------------------------------------
+    def api_delete(self, namespace: str, name: str, grace: int | None) -> JSON:
+        """Graceful delete as kube-apiserver + kubelet do it; returns the object the API answers with.
+
+        Unscheduled pods and grace 0 go at once; otherwise the pod gets ``deletionTimestamp`` now and
+        leaves the API after ``deletion_delay`` seconds (containers killed 143 first).
+        """
+        pod = self._require(namespace, name)
+        if grace is None:
+            grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        if grace == 0 or "nodeName" not in pod["spec"]:
+            self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, 0))
+            removed = self.store.remove(namespace, name)
+            assert removed is not None
+            return removed
+        if "deletionTimestamp" in pod["metadata"]:
+            return copy.deepcopy(pod)
+        marked = copy.deepcopy(
+            self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, grace))
+        )
+        uid = marked["metadata"]["uid"]
+
+        def finish() -> None:
+            current = self.store.get(namespace, name)
+            if current is None or current["metadata"]["uid"] != uid:
+                return
+            codes = {c: 143 for c in lifecycle.container_names(current)}
+            codes[lifecycle.XCOM_SIDECAR] = 137
+            self._kill_containers(namespace, name, codes)
+            self.store.remove(namespace, name)
+
+        self.later(self.deletion_delay, finish)
+        return marked

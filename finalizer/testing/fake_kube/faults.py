@@ -1,0 +1,231 @@
+"""Injected faults and the request log, applied by one aiohttp middleware.
+
+A fault rule matches method + path regex and fires ``times`` times (None = forever). Kinds:
+JSON Status error (any code), the API-Priority-and-Fairness 429 in its real plain-text form with
+``Retry-After``, added latency, and a TCP connection reset (RST, no response at all).
+Rules and the log are guarded by a lock: tests add faults from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from finalizer.testing.fake_kube.wire import APF_429_TEXT, parse_bool, reason_for, status_response
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class FaultRule:
+    method: str | None
+    path: re.Pattern[str]
+    status: int | None = 500
+    body: str | None = None
+    plaintext_429: bool = False
+    retry_after: int | None = None
+    latency: float = 0.0
+    reset: bool = False
+    times: int | None = 1
+    fired: int = 0
+
+    def matches(self, method: str, path_qs: str) -> bool:
+        if self.method is not None and self.method.upper() != method:
+            return False
+        return self.path.search(path_qs) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request as the fake saw it."""
+
+    method: str
+    path: str
+    query: str
+    verb: str  # list | watch | get | create | delete | patch | exec | log | other
+    resource: str  # "pods" or "" for non-resource paths
+    namespace: str | None
+    name: str | None
+    status: int  # 0 = connection reset injected
+    time: float  # time.time() when the request arrived
+    duration: float = 0.0
+
+
+class Faults:
+    """The rule set (``kube.faults``)."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        method: str | None = "GET",
+        path: str = r".*",
+        *,
+        status: int | None = 500,
+        body: str | None = None,
+        plaintext_429: bool = False,
+        retry_after: int | None = None,
+        latency: float = 0.0,
+        reset: bool = False,
+        times: int | None = 1,
+    ) -> FaultRule:
+        """Add a rule; ``status=None`` with ``latency`` only delays; ``reset`` drops the connection."""
+        if plaintext_429:
+            status = 429
+        rule = FaultRule(
+            method, re.compile(path), status, body, plaintext_429, retry_after, latency, reset, times
+        )
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def take(self, method: str, path_qs: str) -> FaultRule | None:
+        """The first live matching rule, counted as fired."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path_qs) and (rule.times is None or rule.fired < rule.times):
+                    rule.fired += 1
+                    return rule
+        return None
+
+
+class RequestLog:
+    def __init__(self) -> None:
+        self._entries: list[RequestRecord] = []
+        self._lock = threading.Lock()
+
+    def append(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._entries.append(record)
+
+    def snapshot(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter((r.verb, r.resource) for r in self._entries)
+
+
+_PATH_RE = re.compile(
+    r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>pods)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
+)
+
+
+def classify(request: web.Request) -> tuple[str, str, str | None, str | None]:
+    """(verb, resource, namespace, name) of a request, as audit logs would name them."""
+    match = _PATH_RE.match(request.path)
+    if match is None:
+        return "other", "", None, None
+    namespace, name, sub = match.group("ns"), match.group("name"), match.group("sub")
+    if sub in ("exec", "log"):
+        return sub, "pods", namespace, name
+    method = request.method
+    if method == "GET" and name is None:
+        try:
+            watching = parse_bool(request.query.get("watch"))
+        except ValueError:
+            watching = False
+        return ("watch" if watching else "list"), "pods", namespace, None
+    verbs = {"GET": "get", "POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
+    return verbs.get(method, method.lower()), "pods", namespace, name
+
+
+def _reset(request: web.Request) -> None:
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _fault_response(rule: FaultRule) -> web.StreamResponse:
+    assert rule.status is not None
+    headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
+    if rule.plaintext_429:
+        headers.setdefault("Retry-After", "1")
+        return web.Response(status=429, text=APF_429_TEXT, content_type="text/plain", headers=headers)
+    if rule.body is not None:
+        return web.Response(
+            status=rule.status, text=rule.body, content_type="application/json", headers=headers
+        )
+    return status_response(
+        rule.status, f"fake-kube injected fault ({rule.status})", reason_for(rule.status), headers=headers
+    )
+
+
+def make_middleware(
+    faults: Faults, log: RequestLog, latency: Callable[[], float]
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.time()
+        verb, resource, namespace, name = classify(request)
+
+        def record(status: int) -> None:
+            log.append(
+                RequestRecord(
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    verb,
+                    resource,
+                    namespace,
+                    name,
+                    status,
+                    started,
+                    time.time() - started,
+                )
+            )
+
+        if verb == "watch":
+            # A watch is logged when it opens (it may stream for minutes).
+            record(200)
+            record = lambda status: None  # noqa: E731
+        delay = latency()
+        rule = faults.take(request.method, request.path_qs)
+        if rule is not None:
+            delay += rule.latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if rule is not None and rule.reset:
+            record(0)
+            _reset(request)
+            raise asyncio.CancelledError  # nothing more may be written on this connection
+        if rule is not None and rule.status is not None:
+            response = _fault_response(rule)
+            record(response.status)
+            return response
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            record(exc.status)
+            raise
+        record(response.status)
+        return response
+
+    return middleware
+
+
+__all__ = ["FaultRule", "Faults", "RequestLog", "RequestRecord", "classify", "make_middleware"]

@@ -1,0 +1,281 @@
+"""HTTP handlers for ``/api/v1/…/pods``: LIST/WATCH, GET, CREATE, PATCH, DELETE, log, exec."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.exec import handle_exec
+from finalizer.testing.fake_kube.selectors import SelectorError, parse_field_selector, parse_label_selector
+from finalizer.testing.fake_kube.store import with_kind
+from finalizer.testing.fake_kube.watch import serve_watch
+from finalizer.testing.fake_kube.wire import (
+    JSON,
+    json_response,
+    not_found,
+    now,
+    parse_bool,
+    status_response,
+    timestamp_nano,
+)
+
+CLUSTER_KEY = web.AppKey("cluster", Cluster)
+STOP_KEY: web.AppKey[Callable[[str, str, str], None]] = web.AppKey("stop_container")
+CREATED_KEY: web.AppKey[Callable[[str, str], None]] = web.AppKey("on_api_create")
+
+
+def _cluster(request: web.Request) -> Cluster:
+    return request.app[CLUSTER_KEY]
+
+
+def _bad_request(message: str) -> web.Response:
+    return status_response(400, message, "BadRequest")
+
+
+async def list_or_watch(request: web.Request) -> web.StreamResponse:
+    cluster = _cluster(request)
+    namespace = request.match_info.get("namespace")
+    query = request.query
+    try:
+        labels = parse_label_selector(query.get("labelSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"))
+        watch = parse_bool(query.get("watch"))
+        bookmarks = parse_bool(query.get("allowWatchBookmarks"))
+        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+    except (SelectorError, ValueError) as exc:
+        return _bad_request(str(exc))
+    if watch:
+        return await serve_watch(
+            request,
+            cluster,
+            namespace,
+            labels,
+            fields,
+            query.get("resourceVersion", ""),
+            timeout,
+            bool(bookmarks),
+        )
+    items = cluster.store.list(namespace, labels, fields)
+    return json_response(
+        {
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(cluster.store.rv)},
+            "items": items,
+        }
+    )
+
+
+async def get_pod(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    pod = _cluster(request).store.get(namespace, name)
+    if pod is None:
+        return not_found(name)
+    return json_response(with_kind(pod))
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return None
+    return json.loads(raw)
+
+
+async def create_pod(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    namespace = request.match_info["namespace"]
+    try:
+        body = await _json_body(request)
+    except ValueError as exc:
+        return _bad_request(f"error decoding request body: {exc}")
+    if not isinstance(body, dict):
+        return _bad_request("the body of the request was in an unknown format")
+    meta = body.setdefault("metadata", {}) or {}
+    body["metadata"] = meta
+    if meta.get("namespace") not in (None, "", namespace):
+        return _bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    name = meta.get("name")
+    if not name and meta.get("generateName"):
+        name = meta["generateName"] + lifecycle.random_suffix()
+        meta["name"] = name
+    if not name:
+        return status_response(
+            422,
+            'Pod "" is invalid: metadata.name: Required value: name or generateName is required',
+            "Invalid",
+        )
+    if not (body.get("spec") or {}).get("containers"):
+        return status_response(422, f'Pod "{name}" is invalid: spec.containers: Required value', "Invalid")
+    if cluster.store.get(namespace, name) is not None:
+        return status_response(
+            409, f'pods "{name}" already exists', "AlreadyExists", {"name": name, "kind": "pods"}
+        )
+    pod = cluster.create(namespace, body)
+    request.app[CREATED_KEY](namespace, name)
+    return json_response(with_kind(pod), status=201)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (also right for strategic-merge patches of maps such as labels)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+_IMMUTABLE = ("uid", "name", "namespace", "creationTimestamp", "resourceVersion")
+
+
+async def patch_pod(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+    if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        return status_response(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/merge-patch+json, application/strategic-merge-patch+json",
+            "UnsupportedMediaType",
+        )
+    if cluster.store.get(namespace, name) is None:
+        return not_found(name)
+    try:
+        patch = await _json_body(request)
+    except ValueError as exc:
+        return _bad_request(f"error decoding patch: {exc}")
+    if not isinstance(patch, dict):
+        return _bad_request("patch must be a JSON object")
+    wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
+    current = cluster.store.get(namespace, name) or {}
+    if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
+        return status_response(
+            409,
+            f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            "Conflict",
+            {"name": name, "kind": "pods"},
+        )
+
+    def apply(pod: JSON) -> None:
+        merged = merge_patch(pod, patch)
+        for key in _IMMUTABLE:
+            merged["metadata"][key] = pod["metadata"].get(key)
+        merged["metadata"] = {k: v for k, v in merged["metadata"].items() if v is not None}
+        pod.clear()
+        pod.update(merged)
+
+    updated = cluster.store.update(namespace, name, apply)
+    return json_response(with_kind(updated))
+
+
+async def delete_pod(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        body = await _json_body(request) or {}
+        grace_text = request.query.get("gracePeriodSeconds")
+        grace = body.get("gracePeriodSeconds")
+        if grace_text:
+            grace = int(grace_text)
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    pod = cluster.store.get(namespace, name)
+    if pod is None:
+        return not_found(name)
+    uid = ((body.get("preconditions") or {}) if isinstance(body, dict) else {}).get("uid")
+    if uid is not None and uid != pod["metadata"]["uid"]:
+        message = (
+            f'Operation cannot be fulfilled on Pod "{name}": Precondition failed: UID in precondition: '
+            f"{uid}, UID in object meta: {pod['metadata']['uid']}"
+        )
+        return status_response(409, message, "Conflict", {"name": name, "kind": "Pod"})
+    deleted = cluster.api_delete(namespace, name, None if grace is None else int(grace))
+    return json_response(with_kind(deleted))
+
+
+async def read_log(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    query = request.query
+    pod = cluster.store.get(namespace, name)
+    if pod is None:
+        return not_found(name)
+    names = lifecycle.container_names(pod)
+    container = query.get("container", "")
+    if not container:
+        if len(names) != 1:
+            return _bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+            )
+        container = names[0]
+    if container not in names:
+        return _bad_request(f"container {container} is not valid for pod {name}")
+    state = lifecycle.container_state(pod, container)
+    if state in (None, "waiting"):
+        reason = (
+            (lifecycle.container_status(pod, container) or {}).get("state", {}).get("waiting") or {}
+        ).get("reason", "ContainerCreating")
+        return _bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+    try:
+        tail = int(query["tailLines"]) if query.get("tailLines") else None
+        since = int(query["sinceSeconds"]) if query.get("sinceSeconds") else None
+        limit = int(query["limitBytes"]) if query.get("limitBytes") else None
+        stamps = bool(parse_bool(query.get("timestamps")))
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    lines = cluster.store.runtime_of(namespace, name).logs.get(container, [])
+    if since is not None:
+        cutoff = now() - timedelta(seconds=since)
+        lines = [(ts, line) for ts, line in lines if ts >= cutoff]
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    text = "".join((f"{timestamp_nano(ts)} " if stamps else "") + line + "\n" for ts, line in lines)
+    data = text.encode()
+    if limit is not None:
+        data = data[:limit]
+    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+async def exec_pod(request: web.Request) -> web.StreamResponse:
+    return await handle_exec(
+        request,
+        _cluster(request),
+        request.match_info["namespace"],
+        request.match_info["name"],
+        request.app[STOP_KEY],
+    )
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response(
+        {"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    pods = "/api/v1/namespaces/{namespace}/pods"
+    app.router.add_get("/version", version)
+    app.router.add_get("/api/v1/pods", list_or_watch)
+    app.router.add_get(pods, list_or_watch)
+    app.router.add_post(pods, create_pod)
+    app.router.add_get(pods + "/{name}", get_pod)
+    app.router.add_get(pods + "/{name}/status", get_pod)
+    app.router.add_patch(pods + "/{name}", patch_pod)
+    app.router.add_delete(pods + "/{name}", delete_pod)
+    app.router.add_get(pods + "/{name}/log", read_log)
+    app.router.add_get(pods + "/{name}/exec", exec_pod)
+    app.router.add_post(pods + "/{name}/exec", exec_pod)

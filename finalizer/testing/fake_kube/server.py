@@ -1,0 +1,337 @@
+"""``FakeKube``: the fake API server's public face — start/stop, in-thread mode, test helpers.
+
+The server runs on one event loop (the caller's, or its own daemon thread with ``in_thread()``).
+Every helper is a plain sync method, callable from any thread: off the loop it is marshalled onto
+it and waited for, so a test on another thread sees the change (and its watch event) done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.faults import Faults, RequestLog, RequestRecord, make_middleware
+from finalizer.testing.fake_kube.kubelet import AutoKubelet
+from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
+from finalizer.testing.fake_kube.store import with_kind
+from finalizer.testing.fake_kube.wire import JSON
+
+T = TypeVar("T")
+CALL_TIMEOUT = 30.0
+
+
+class FakeKube:
+    """A wire-faithful fake Kubernetes API server on ``127.0.0.1`` (ephemeral port)."""
+
+    def __init__(
+        self,
+        *,
+        history_limit: int = 10_000,
+        bookmark_interval: float = 1.0,
+        deletion_delay: float = 0.0,
+        token: str = "fake-kube-token",
+    ) -> None:
+        self.cluster = Cluster(history_limit=history_limit)
+        self.cluster.bookmark_interval = bookmark_interval
+        self.cluster.deletion_delay = deletion_delay
+        self.faults = Faults()
+        #: Added to every request before it is handled (benchmarks: simulated API round trip).
+        self.latency = 0.0
+        self.token = token
+        self.port = 0
+        self._log = RequestLog()
+        self._kubelet = AutoKubelet(self.cluster)
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._names = 0
+
+    # --- running -------------------------------------------------------------------------------
+    async def open(self) -> FakeKube:
+        """Start serving on the running loop (``async with`` does this)."""
+        app = web.Application(middlewares=[make_middleware(self.faults, self._log, lambda: self.latency)])
+        app[CLUSTER_KEY] = self.cluster
+        app[STOP_KEY] = self._stop_container
+        app[CREATED_KEY] = self._kubelet.on_api_create
+        add_routes(app)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        self._loop = asyncio.get_running_loop()
+        self.port = int(runner.addresses[0][1])
+        return self
+
+    async def close(self) -> None:
+        """Stop: end watches and exec sessions, close the listener."""
+        self.cluster.cancel_timers()
+        self.cluster.store.close_watchers()
+        for runtime in self.cluster.store.runtime.values():
+            for event in runtime.stopped.values():
+                event.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._runner = None
+
+    async def __aenter__(self) -> FakeKube:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @classmethod
+    @contextmanager
+    def in_thread(cls, **options: Any) -> Iterator[FakeKube]:
+        """Serve from a daemon thread with its own event loop; stop and join on exit."""
+        kube = cls(**options)
+        loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(kube.open())
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(None)
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, name="fake-kube", daemon=True)
+        thread.start()
+        try:
+            ready.result(timeout=CALL_TIMEOUT)
+            yield kube
+        finally:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(kube.close(), loop).result(timeout=CALL_TIMEOUT)
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=CALL_TIMEOUT)
+            loop.close()
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError(
+                "FakeKube is not running (use `async with FakeKube()` or FakeKube.in_thread())"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return fn(*args)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout=CALL_TIMEOUT)
+
+    # --- connection details ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> JSON:
+        """For ``load_kube_config_from_dict`` (kubernetes_asyncio and the sync client alike)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "fake-kube",
+            "clusters": [{"name": "fake-kube", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake-kube", "user": {"token": self.token}}],
+            "contexts": [
+                {
+                    "name": "fake-kube",
+                    "context": {"cluster": "fake-kube", "user": "fake-kube", "namespace": "default"},
+                }
+            ],
+        }
+
+    def write_kubeconfig(self, path: str | Path) -> Path:
+        """Write the kubeconfig as a file (JSON is valid YAML) for tools that want a path."""
+        target = Path(path)
+        target.write_text(json.dumps(self.kubeconfig, indent=2))
+        return target
+
+    # --- lifecycle helpers -------------------------------------------------------------------------
+    def create_pod(
+        self,
+        namespace: str,
+        manifest: JSON | None = None,
+        *,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        with_xcom_sidecar: bool = True,
+        base_container: str = "base",
+    ) -> JSON:
+        """Create a pod as if through the API (no auto-kubelet); returns it as the API would."""
+        if manifest is None:
+            self._names += 1
+            manifest = lifecycle.default_manifest(
+                name or f"pod-{self._names}-{lifecycle.random_suffix()}",
+                labels,
+                with_xcom_sidecar,
+                base_container,
+            )
+        else:
+            manifest = copy.deepcopy(manifest)
+            meta = manifest.setdefault("metadata", {})
+            if name:
+                meta["name"] = name
+            if labels:
+                meta["labels"] = {**(meta.get("labels") or {}), **labels}
+        return with_kind(self._call(self.cluster.create, namespace, manifest))
+
+    def schedule(self, namespace: str, name: str, node: str = "node-1") -> JSON:
+        return with_kind(self._call(self.cluster.schedule, namespace, name, node))
+
+    def start(self, namespace: str, name: str) -> JSON:
+        """Scheduled (if not yet) and running: every container running and ready."""
+        return with_kind(self._call(self.cluster.start, namespace, name))
+
+    def write_xcom(self, namespace: str, name: str, content: bytes | str) -> None:
+        """Write ``/airflow/xcom/return.json`` in the pod's XCom volume."""
+        self.write_file(namespace, name, lifecycle.XCOM_FILE, content)
+
+    def write_file(self, namespace: str, name: str, path: str, content: bytes | str) -> None:
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        self._call(self.cluster.write_file, namespace, name, path, data)
+
+    def terminate(
+        self,
+        namespace: str,
+        name: str,
+        container: str = "base",
+        exit_code: int = 0,
+        message: str | None = None,
+        reason: str | None = None,
+    ) -> JSON:
+        """The container exits (``message`` = its termination message); exec sessions into it end."""
+        return with_kind(
+            self._call(self.cluster.terminate, namespace, name, container, exit_code, message, reason)
+        )
+
+    def image_pull_failure(
+        self,
+        namespace: str,
+        name: str,
+        reason: str = "ImagePullBackOff",
+        message: str | None = None,
+        container: str = "base",
+    ) -> JSON:
+        return with_kind(
+            self._call(self.cluster.image_pull_failure, namespace, name, container, reason, message)
+        )
+
+    def unschedulable(self, namespace: str, name: str, message: str | None = None) -> JSON:
+        return with_kind(self._call(self.cluster.unschedulable, namespace, name, message))
+
+    def evict(self, namespace: str, name: str) -> None:
+        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers 143/137, DELETED."""
+        self._call(self.cluster.evict, namespace, name)
+
+    def force_delete(self, namespace: str, name: str) -> JSON | None:
+        """Gone from the API at once (``--grace-period=0 --force``); DELETED is emitted."""
+        return self._call(self.cluster.force_delete, namespace, name)
+
+    def kubelet_forget(self, namespace: str, name: str) -> None:
+        """The pod stays in the API but its containers are gone from the node: exec answers 500."""
+        self._call(self.cluster.kubelet_forget, namespace, name)
+
+    def set_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
+        self._call(self.cluster.set_logs, namespace, name, container, list(lines))
+
+    def get_pod(self, namespace: str, name: str) -> JSON | None:
+        def read() -> JSON | None:
+            pod = self.cluster.store.get(namespace, name)
+            return with_kind(copy.deepcopy(pod)) if pod is not None else None
+
+        return self._call(read)
+
+    def list_pods(self, namespace: str | None = None) -> list[JSON]:
+        return self._call(
+            lambda: [
+                copy.deepcopy(p)
+                for (ns, _), p in sorted(self.cluster.store.pods.items())
+                if namespace is None or ns == namespace
+            ]
+        )
+
+    def compact(self) -> int:
+        """Forget the event history: a watch resuming from any earlier rv gets 410 Expired."""
+        return self._call(self.cluster.store.compact)
+
+    @property
+    def resource_version(self) -> int:
+        return self._call(lambda: self.cluster.store.rv)
+
+    @property
+    def bookmark_interval(self) -> float:
+        return self.cluster.bookmark_interval
+
+    @bookmark_interval.setter
+    def bookmark_interval(self, seconds: float) -> None:
+        self.cluster.bookmark_interval = seconds
+
+    @property
+    def deletion_delay(self) -> float:
+        return self.cluster.deletion_delay
+
+    @deletion_delay.setter
+    def deletion_delay(self, seconds: float) -> None:
+        self.cluster.deletion_delay = seconds
+
+    def auto_kubelet(
+        self,
+        enabled: bool = True,
+        *,
+        start_delay: float = 0.05,
+        run_seconds: float = 0.2,
+        node: str = "node-1",
+    ) -> None:
+        """Schedule, start and finish pods created through the API (scripted by annotations)."""
+        self._kubelet.enabled = enabled
+        self._kubelet.start_delay = start_delay
+        self._kubelet.run_seconds = run_seconds
+        self._kubelet.node = node
+
+    # --- observation -----------------------------------------------------------------------------
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return self._log.snapshot()
+
+    def request_counts(self) -> Counter[tuple[str, str]]:
+        return self._log.counts()
+
+    def clear_requests(self) -> None:
+        self._log.clear()
+
+    def _stop_container(self, namespace: str, name: str, container: str) -> None:
+        """SIGINT to PID 1: the sidecar's ``trap "exit 0" INT`` exits 0; others die 130."""
+        pod = self.cluster.store.get(namespace, name)
+        if pod is None or lifecycle.container_state(pod, container) != "running":
+            return
+        code = 0 if container == lifecycle.XCOM_SIDECAR else 130
+        self.cluster.terminate(namespace, name, container, code, None, None)

@@ -1,0 +1,213 @@
+"""Pods, the resourceVersion counter, bounded event history and the watch fan-out.
+
+All state lives on the server's event loop and is touched only from there (the public
+``FakeKube`` helpers marshal onto it), so nothing here locks. Each change is serialised to JSON
+once and shared by every watcher: with 1,000+ pods and a handful of watches the fan-out cost is a
+selector check and a queue put per watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube.selectors import Selector, pod_fields
+from finalizer.testing.fake_kube.wire import JSON
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the event history, shared by every watcher."""
+
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    namespace: str
+    labels: dict[str, str]
+    fields: dict[str, str]
+    old_labels: dict[str, str] | None
+    old_fields: dict[str, str] | None
+    object_json: str  # the pod with kind/apiVersion, serialised once
+
+    def line(self, type_: str | None = None) -> bytes:
+        return f'{{"type":"{type_ or self.type}","object":{self.object_json}}}\n'.encode()
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the container runtime holds for a pod: the XCom volume, logs, running exec sessions."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    logs: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    stopped: dict[str, asyncio.Event] = field(default_factory=dict)
+    forgotten: bool = False
+
+    def stop_event(self, container: str) -> asyncio.Event:
+        return self.stopped.setdefault(container, asyncio.Event())
+
+
+class Watcher:
+    """One open watch: a namespace (or all), selectors and a queue of encoded lines."""
+
+    __slots__ = ("closed", "fields", "labels", "namespace", "queue")
+
+    def __init__(self, namespace: str | None, labels: Selector, fields: Selector) -> None:
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    def _matches(self, labels: dict[str, str] | None, fields: dict[str, str] | None) -> bool:
+        if labels is None or fields is None:
+            return False
+        return self.labels.matches(labels) and self.fields.matches(fields)
+
+    def translate(self, change: Change) -> str | None:
+        """The event type this watcher sees for a change, or None (selectors move objects in/out)."""
+        if self.namespace is not None and change.namespace != self.namespace:
+            return None
+        new = self._matches(change.labels, change.fields)
+        if change.type == "ADDED":
+            return "ADDED" if new else None
+        if change.type == "DELETED":
+            return "DELETED" if new else None
+        old = self._matches(change.old_labels, change.old_fields)
+        if old and new:
+            return "MODIFIED"
+        if new:
+            return "ADDED"
+        if old:
+            return "DELETED"
+        return None
+
+    def offer(self, change: Change) -> None:
+        type_ = self.translate(change)
+        if type_ is not None:
+            self.queue.put_nowait(change.line(type_))
+
+
+def with_kind(pod: JSON) -> JSON:
+    return {"kind": "Pod", "apiVersion": "v1", **pod}
+
+
+class PodStore:
+    def __init__(self, history_limit: int = 10_000) -> None:
+        self.pods: dict[Key, JSON] = {}
+        self.runtime: dict[Key, Runtime] = {}
+        self.rv = 1
+        self.history: deque[Change] = deque()
+        self.history_limit = history_limit
+        #: Events with rv <= this are gone: watching from an older rv gets 410 Expired.
+        self.compacted_rv = 1
+        self.watchers: set[Watcher] = set()
+        #: Called after each stored change (the auto-kubelet and log followers hook in here).
+        self.listeners: list[Callable[[str, JSON], None]] = []
+
+    # --- reads -------------------------------------------------------------------------------
+    def get(self, namespace: str, name: str) -> JSON | None:
+        return self.pods.get((namespace, name))
+
+    def list(self, namespace: str | None, labels: Selector, fields: Selector) -> list[JSON]:
+        out = []
+        for (ns, _name), pod in sorted(self.pods.items()):
+            if namespace is not None and ns != namespace:
+                continue
+            if labels.empty and fields.empty:
+                out.append(pod)
+                continue
+            if labels.matches(lifecycle.labels_of(pod)) and fields.matches(pod_fields(pod)):
+                out.append(pod)
+        return out
+
+    def runtime_of(self, namespace: str, name: str) -> Runtime:
+        return self.runtime.setdefault((namespace, name), Runtime())
+
+    # --- writes ------------------------------------------------------------------------------
+    def next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def add(self, namespace: str, manifest: JSON) -> JSON:
+        pod = lifecycle.admit(manifest, namespace, self.next_rv())
+        key = (namespace, pod["metadata"]["name"])
+        self.pods[key] = pod
+        self.runtime[key] = Runtime()
+        self._emit("ADDED", pod, None)
+        return pod
+
+    def update(self, namespace: str, name: str, mutate: Callable[[JSON], None]) -> JSON:
+        """Apply ``mutate`` to a copy of the pod; store and emit MODIFIED if anything changed."""
+        key = (namespace, name)
+        old = self.pods[key]
+        new = copy.deepcopy(old)
+        mutate(new)
+        if new == old:
+            return old
+        new["metadata"]["resourceVersion"] = str(self.next_rv())
+        self.pods[key] = new
+        self._emit("MODIFIED", new, old)
+        return new
+
+    def remove(self, namespace: str, name: str) -> JSON | None:
+        key = (namespace, name)
+        pod = self.pods.pop(key, None)
+        if pod is None:
+            return None
+        pod = copy.deepcopy(pod)
+        pod["metadata"]["resourceVersion"] = str(self.next_rv())
+        runtime = self.runtime.pop(key, None)
+        if runtime is not None:
+            for event in runtime.stopped.values():
+                event.set()
+        self._emit("DELETED", pod, pod)
+        return pod
+
+    def _emit(self, type_: str, pod: JSON, old: JSON | None) -> None:
+        change = Change(
+            rv=int(pod["metadata"]["resourceVersion"]),
+            type=type_,
+            namespace=pod["metadata"]["namespace"],
+            labels=lifecycle.labels_of(pod),
+            fields=pod_fields(pod),
+            old_labels=lifecycle.labels_of(old) if old is not None else None,
+            old_fields=pod_fields(old) if old is not None else None,
+            object_json=json.dumps(with_kind(pod), separators=(",", ":")),
+        )
+        self.history.append(change)
+        while len(self.history) > self.history_limit:
+            self.compacted_rv = self.history.popleft().rv
+        for watcher in self.watchers:
+            watcher.offer(change)
+        for listener in list(self.listeners):
+            listener(type_, pod)
+
+    def compact(self) -> int:
+        """Drop the whole history: any watch resuming from an rv before now gets 410 Expired."""
+        self.history.clear()
+        self.compacted_rv = self.rv
+        return self.rv
+
+    # --- watch support ---------------------------------------------------------------------------
+    def since(self, rv: int) -> Iterable[Change]:
+        """History newer than ``rv`` (caller checked ``rv >= compacted_rv``)."""
+        return (change for change in self.history if change.rv > rv)
+
+    def subscribe(self, watcher: Watcher) -> None:
+        self.watchers.add(watcher)
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+
+    def close_watchers(self) -> None:
+        for watcher in list(self.watchers):
+            watcher.closed = True
+            watcher.queue.put_nowait(None)
+        self.watchers.clear()

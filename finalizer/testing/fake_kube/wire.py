@@ -1,0 +1,110 @@
+"""Wire-level building blocks shared by every handler: Status bodies, booleans, timestamps.
+
+The shapes here are what kube-apiserver really sends (see ``/work/shared/facts/kubernetes.md``);
+clients key on them, so they are built in one place and never by hand in handlers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+JSON = dict[str, Any]
+
+#: The API Priority-and-Fairness rejection body: plain text, not a Status.
+APF_429_TEXT = "Too many requests, please try again later.\n"
+
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def reason_for(code: int) -> str:
+    """The Status ``reason`` kube-apiserver uses for an HTTP code (``Unknown`` otherwise)."""
+    return _REASONS.get(code, "Unknown")
+
+
+def status_body(code: int, message: str, reason: str | None = None, details: JSON | None = None) -> JSON:
+    """A ``Status`` object with ``status: Failure`` as the API sends for errors."""
+    body: JSON = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or reason_for(code),
+        "code": code,
+    }
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def status_response(
+    code: int,
+    message: str,
+    reason: str | None = None,
+    details: JSON | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An HTTP error response carrying a JSON Status body."""
+    return json_response(status_body(code, message, reason, details), status=code, headers=headers)
+
+
+def not_found(name: str, resource: str = "pods") -> web.Response:
+    """The 404 for a missing pod: ``pods "x" not found``."""
+    return status_response(
+        404, f'{resource} "{name}" not found', "NotFound", {"name": name, "kind": resource}
+    )
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, as the API server writes it."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(obj), status=status, content_type="application/json", headers=headers)
+
+
+def parse_bool(value: str | None) -> bool | None:
+    """Go's ``strconv.ParseBool``: 1 t T TRUE true True / 0 f F FALSE false False; else ValueError.
+
+    ``None`` (parameter absent) stays ``None``; an empty string counts as absent too, as the API does.
+    """
+    if value is None or value == "":
+        return None
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError(f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(when: datetime | None = None) -> str:
+    """RFC 3339 seconds precision with ``Z``, the form of ``creationTimestamp``."""
+    return (when or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def timestamp_nano(when: datetime) -> str:
+    """RFC 3339 with nanoseconds, the form of ``timestamps=true`` log prefixes."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
