@@ -1,0 +1,196 @@
+"""XCom read over exec and sidecar stop, against the fake server's WebSocket exec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finalizer.exceptions import (
+    KubeTransientError,
+    PodNotFoundError,
+    SidecarNotRunningError,
+    XComExecFailedError,
+    XComInvalidJSONError,
+    XComTooLargeError,
+)
+from finalizer.jobs import PodRef
+from finalizer.kube import KubeCluster, XComResult
+from finalizer.kube.xcom import EMPTY_XCOM_RESULT, XCOM_COMMAND, ExecOutput, exit_code_of, parse_xcom
+from finalizer.pod import XCOM_SIDECAR_NAME
+from finalizer.testing import FakeKube
+from tests.kube.conftest import NS, running_pod
+
+pytestmark = pytest.mark.anyio
+
+SUCCESS = b'{"metadata":{},"status":"Success"}'
+EXIT_3 = json.dumps(
+    {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": "3"}]},
+    }
+).encode()
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (SUCCESS, 0),
+        (EXIT_3, 3),
+        (None, None),
+        (b"", None),
+        (b"garbage", None),
+        (b'{"status":"Failure"}', None),
+    ],
+)
+def test_exit_code_of(status: bytes | None, code: int | None) -> None:
+    assert exit_code_of(status) == code
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        (b'{"a": 1}', XComResult(empty=False, value={"a": 1}, size=8)),
+        (b"null", XComResult(empty=False, value=None, size=4)),
+        (b"[1, 2]\n", XComResult(empty=False, value=[1, 2], size=7)),
+        (EMPTY_XCOM_RESULT.encode() + b"\n", XComResult(empty=True)),
+        ('"ü€"'.encode(), XComResult(empty=False, value="ü€", size=7)),
+    ],
+)
+def test_parse_xcom(stdout: bytes, expected: XComResult) -> None:
+    assert parse_xcom(ExecOutput(stdout, b"", SUCCESS), "pod x") == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        (ExecOutput(b"{not json", b"", SUCCESS), XComInvalidJSONError),
+        (ExecOutput(b'"\xff"', b"", SUCCESS), XComInvalidJSONError),
+        (ExecOutput(b"1", b"cat: boom", EXIT_3), XComExecFailedError),
+        (ExecOutput(b"1", b"", None), XComExecFailedError),
+    ],
+)
+def test_parse_xcom_failures(output: ExecOutput, error: type) -> None:
+    with pytest.raises(error):
+        parse_xcom(output, "pod x")
+
+
+def test_the_command_is_the_providers() -> None:
+    assert XCOM_COMMAND == [
+        "/bin/sh",
+        "-c",
+        "if [ -s /airflow/xcom/return.json ]; then cat /airflow/xcom/return.json; "
+        "else echo __airflow_xcom_result_empty__; fi",
+    ]
+
+
+# --- over the wire -------------------------------------------------------------------------------
+
+
+async def test_read_json_xcom(fake: FakeKube, cluster: KubeCluster) -> None:
+    uid = running_pod(fake, "p")
+    payload = {"rows": 3, "name": "ünïcode €", "nested": {"ok": True, "none": None}}
+    fake.write_xcom(NS, "p", json.dumps(payload))
+    result = await cluster.exec.read_xcom(NS, "p", uid, max_bytes=1024)
+    assert result == XComResult(empty=False, value=payload, size=len(json.dumps(payload).encode()))
+    present, value = await cluster.read_xcom(PodRef(namespace=NS, name="p", uid=uid), 1024)
+    assert (present, value) == (True, payload)
+    exec_request = [r for r in fake.requests if r.verb == "exec"][0]
+    assert f"container={XCOM_SIDECAR_NAME}" in exec_request.query
+
+
+async def test_empty_file_differs_from_json_null(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    assert (await cluster.exec.read_xcom(NS, "p", max_bytes=100)).empty is True  # no file
+    fake.write_xcom(NS, "p", "")
+    assert (await cluster.exec.read_xcom(NS, "p", max_bytes=100)).empty is True  # empty file
+    fake.write_xcom(NS, "p", "null")
+    assert await cluster.exec.read_xcom(NS, "p", max_bytes=100) == XComResult(empty=False, value=None, size=4)
+
+
+async def test_invalid_json(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    fake.write_xcom(NS, "p", "{'python': 'repr'}")
+    with pytest.raises(XComInvalidJSONError):
+        await cluster.exec.read_xcom(NS, "p", max_bytes=100)
+
+
+async def test_size_cap(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    fake.write_xcom(NS, "p", json.dumps("x" * 5000))
+    with pytest.raises(XComTooLargeError, match="4096"):
+        await cluster.exec.read_xcom(NS, "p", max_bytes=4096)
+    assert (await cluster.exec.read_xcom(NS, "p", max_bytes=5002)).value == "x" * 5000
+
+
+async def test_sidecar_not_running(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    fake.write_xcom(NS, "p", "1")
+    fake.terminate(NS, "p", XCOM_SIDECAR_NAME, exit_code=0)
+    with pytest.raises(SidecarNotRunningError):
+        await cluster.exec.read_xcom(NS, "p", max_bytes=100)
+
+
+async def test_pod_without_sidecar(fake: FakeKube, cluster: KubeCluster) -> None:
+    fake.create_pod(NS, name="p", with_xcom_sidecar=False)
+    fake.start(NS, "p")
+    with pytest.raises(SidecarNotRunningError):
+        await cluster.exec.read_xcom(NS, "p", max_bytes=100)
+
+
+async def test_pod_gone(fake: FakeKube, cluster: KubeCluster) -> None:
+    uid = running_pod(fake, "p")
+    fake.force_delete(NS, "p")
+    with pytest.raises(PodNotFoundError):
+        await cluster.exec.read_xcom(NS, "p", uid, max_bytes=100)
+    # Same name, another pod: ours is gone, and we must not read the other one's XCom.
+    running_pod(fake, "p")
+    fake.kubelet_forget(NS, "p")
+    with pytest.raises(PodNotFoundError, match="now has uid"):
+        await cluster.exec.read_xcom(NS, "p", uid, max_bytes=100)
+
+
+async def test_node_lost_the_containers_is_transient(fake: FakeKube, cluster: KubeCluster) -> None:
+    """500 while the API still shows the sidecar running: maybe the node is unreachable, retry."""
+    running_pod(fake, "p")
+    fake.kubelet_forget(NS, "p")
+    with pytest.raises(KubeTransientError) as info:
+        await cluster.exec.read_xcom(NS, "p", max_bytes=100)
+    assert info.value.status == 500
+
+
+async def test_non_zero_exit(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    output = await cluster.exec._exec(NS, "p", None, ["/bin/sh", "-c", "exit 3"])
+    assert exit_code_of(output.status) == 3
+    with pytest.raises(XComExecFailedError, match="exit code 3"):
+        parse_xcom(output, "pod p")
+
+
+async def test_exec_timeout(fake: FakeKube) -> None:
+    from finalizer.kube import KubeSettings, cluster_from_kubeconfig
+
+    running_pod(fake, "p")
+    async with cluster_from_kubeconfig(fake.kubeconfig, KubeSettings(exec_timeout=0.3)) as slow:
+        with pytest.raises(KubeTransientError, match="timed out"):
+            await slow.exec._exec(NS, "p", None, ["/bin/sh", "-c", "sleep 5"])
+
+
+async def test_stop_sidecar(fake: FakeKube, cluster: KubeCluster) -> None:
+    uid = running_pod(fake, "p")
+    ref = PodRef(namespace=NS, name="p", uid=uid)
+    fake.terminate(NS, "p", "base", exit_code=0)
+    await cluster.stop_sidecar(ref)
+    pod = fake.get_pod(NS, "p")
+    sidecar = next(c for c in pod["status"]["containerStatuses"] if c["name"] == XCOM_SIDECAR_NAME)  # type: ignore[index]
+    assert "terminated" in sidecar["state"]
+    assert pod["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    # Already stopped, then gone: both count as stopped.
+    await cluster.stop_sidecar(ref)
+    fake.force_delete(NS, "p")
+    await cluster.stop_sidecar(ref)
