@@ -33,6 +33,7 @@ from finalizer.decisions import cleanup, triage
 from finalizer.exceptions import (
     FinalizerError,
     KubeTransientError,
+    LedgerUnavailableError,
     PodConflictError,
     PodNotFoundError,
     XComReadError,
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Slot = Callable[[JobSpec], AbstractAsyncContextManager[Any]]
-StepHook = Callable[[JobSpec, Step], Awaitable[None]]
+#: Awaited with each record the ledger returns (the service tracks jobs; tests crash jobs there).
+StepHook = Callable[[JobSpec, Any], Awaitable[None]]
 
 
 def _now() -> datetime:
@@ -78,9 +80,10 @@ def failed(outcome: Outcome, why: str) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """What the XCom step found: a payload to persist, or a new outcome (``final``: stop here)."""
+    """What the XCom step found: a value to persist (``read``), or a new outcome (``final``: stop)."""
 
-    payload: str | None = None
+    read: bool = False
+    value: Any = None
     outcome: Outcome | None = None
     final: bool = False
 
@@ -92,7 +95,7 @@ class Pipeline:
         self,
         *,
         config: FinalizerConfig,
-        cluster_for: Callable[[JobSpec], ClusterOps],
+        cluster_for: Callable[[JobSpec], Awaitable[ClusterOps]],
         ledger: JobLedger[Any],
         xcoms: XComSink,
         classify: Classifier,
@@ -129,10 +132,15 @@ class Pipeline:
         )
 
     async def _advance(self, spec: JobSpec, rec: Any, step: Step, **fields: Any) -> Any:
-        rec = await self._ledger.advance(rec, step, **fields)
+        """Record ``step``; a briefly unreachable ledger is retried, a lost job (``JobLostError``) is not."""
+
+        async def write() -> Any:
+            return await self._ledger.advance(rec, step, **fields)
+
+        rec = await retry_async(write, self._config.retry_policy("ledger"), _ledger_transient)
         log.debug("job %s: %s", spec.key, step.name)
         if self._on_step is not None:
-            await self._on_step(spec, step)
+            await self._on_step(spec, rec)
         return rec
 
     def _gate(self, spec: JobSpec) -> AbstractAsyncContextManager[Any]:
@@ -144,7 +152,7 @@ class Pipeline:
         """Finish one job from wherever its record says it stopped; returns the final outcome."""
         if rec.step >= Step.DONE and rec.outcome is not None:
             return rec.outcome
-        cluster = self._cluster_for(spec)
+        cluster = await self._cluster_for(spec)
         outcome = rec.outcome
         if rec.step < Step.COMPLETION_SEEN or outcome is None:
             completion, pod = await self._wait_for_completion(spec, cluster)
@@ -166,7 +174,8 @@ class Pipeline:
             if read.final:
                 await self._advance(spec, rec, Step.DONE, outcome=outcome)
                 return outcome
-            rec = await self._advance(spec, rec, Step.XCOM_PERSISTED, xcom=read.payload, outcome=outcome)
+            fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
+            rec = await self._advance(spec, rec, Step.XCOM_PERSISTED, outcome=outcome, **fields)
         if rec.step < Step.XCOM_PUSHED:
             outcome = await self._push_xcom(spec, rec, outcome)
             rec = await self._advance(spec, rec, Step.XCOM_PUSHED, outcome=outcome)
@@ -243,14 +252,16 @@ class Pipeline:
             return _Read(outcome=await self._when_gone(spec, "was deleted or evicted"), final=True)
         except XComReadError as exc:
             return _Read(outcome=failed(outcome, f"the XCom cannot be used: {exc}"))
-        return _Read(payload=steps.encode_payload(present, value))
+        # An empty return.json and a JSON null both push nothing (the task returned None).
+        return _Read(read=True, value=value if present else None)
 
     async def _push_xcom(self, spec: JobSpec, rec: JobRecordLike, outcome: Outcome) -> Outcome:
         if not _needs_xcom(spec, outcome):
             return outcome
-        present, value = steps.decode_payload(rec.xcom)
+        if not rec.xcom_read:
+            return failed(outcome, "the XCom was never read (ledger record has no payload)")
         try:
-            pushes = steps.plan_pushes(value if present else None, spec.settings)
+            pushes = steps.plan_pushes(rec.xcom_value, spec.settings)
         except steps.PushRefused as exc:
             return failed(outcome, str(exc))
         for push in pushes:
@@ -320,3 +331,8 @@ class Pipeline:
         except (PodNotFoundError, PodConflictError):
             # 409: the name now belongs to another pod, so ours is gone.
             log.info("job %s: pod already gone", spec.key)
+
+
+def _ledger_transient(exc: BaseException) -> float | None:
+    """Ledger writes: an unreachable database is worth retrying (up to the policy); nothing else is."""
+    return 0.0 if isinstance(exc, LedgerUnavailableError) else None

@@ -7,10 +7,13 @@ construction details — and a test can bind exactly the same real pieces.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from api_client.backoff import Classifier
+from finalizer.config import FinalizerConfig
 from finalizer.jobs import JobSpec, Outcome, PodRef, Step
 from finalizer.pod import PodView
 
@@ -55,13 +58,19 @@ class ClusterOps(Protocol):
 
 
 class JobRecordLike(Protocol):
-    """The parts of a ledger job record the pipeline reads."""
+    """The parts of a ledger job record (``finalizer.ledger.JobRecord``) the pipeline reads."""
+
+    @property
+    def key(self) -> str: ...
 
     @property
     def step(self) -> Step: ...
 
     @property
-    def xcom(self) -> str | None: ...
+    def xcom_read(self) -> bool: ...
+
+    @property
+    def xcom_value(self) -> Any: ...
 
     @property
     def outcome(self) -> Outcome | None: ...
@@ -86,3 +95,37 @@ class XComSink(Protocol):
     async def get(self, spec: JobSpec, key: str) -> Any:
         """The value, or None when there is none."""
         ...
+
+
+class ServiceLedger(JobLedger[Any], Protocol):
+    """What the service needs beyond ``advance``: instances, submission, adoption."""
+
+    async def register_instance(self, host: str, pid: int) -> str:
+        """Create this process's instance row; its id is the job owner."""
+        ...
+
+    async def heartbeat(self, instance_id: str) -> None: ...
+
+    async def unregister(self, instance_id: str) -> None: ...
+
+    async def submit(self, spec: JobSpec, owner: str) -> Any:
+        """The job's record: new, adopted from a dead owner, or as is (live other owner, or DONE)."""
+        ...
+
+    async def adopt_stale(self, owner: str, *, threshold: float, limit: int) -> Sequence[Any]:
+        """Claim jobs whose owner's heartbeat is older than ``threshold`` s (records carry ``.spec``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Foundation:
+    """The real pieces a running finalizer works with (closed by the exit stack that built them)."""
+
+    ledger: ServiceLedger
+    cluster_for: Callable[[JobSpec], Awaitable[ClusterOps]]
+    xcoms: XComSink
+    classify: Classifier
+
+
+#: Builds the foundation on the finalizer's own loop, registering cleanups on the exit stack.
+Wiring = Callable[[FinalizerConfig, AsyncExitStack], Awaitable[Foundation]]

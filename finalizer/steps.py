@@ -1,13 +1,12 @@
-"""Pure pieces of the finalization pipeline: XCom push plans, the ledger payload form, the marker.
+"""Pure pieces of the finalization pipeline: XCom push plans and the outcome marker.
 
 Kept apart from ``pipeline.py`` (which does the I/O) so each rule has a table-driven test:
-what gets pushed under which key, how "empty file" differs from "JSON null" once persisted,
-and how a trigger re-run elsewhere recognises the outcome marker of *its own* job.
+what gets pushed under which key (mirroring the task runner's ``_push_xcom_if_needed``), and
+how a trigger re-run elsewhere recognises the outcome marker of *its own* job.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,27 +75,6 @@ def plan_pushes(value: Any, settings: FinishSettings) -> list[Push]:
         pushes.extend(Push(str(k), v) for k, v in value.items())
     pushes.append(Push(RETURN_KEY, value, mapped_length))
     return pushes
-
-
-# -- the payload as persisted in the ledger ------------------------------------------------------
-
-
-def encode_payload(present: bool, value: Any = None) -> str:
-    """The ledger form of an XCom read: ``{"present": false}`` for an empty file, else the value.
-
-    JSON null in ``return.json`` is ``{"present": true, "value": null}``: the two stay apart.
-    """
-    if not present:
-        return json.dumps({"present": False})
-    return json.dumps({"present": True, "value": value}, separators=(",", ":"))
-
-
-def decode_payload(text: str | None) -> tuple[bool, Any]:
-    """``(present, value)`` from ``encode_payload``; a missing payload reads as not present."""
-    if not text:
-        return False, None
-    data = json.loads(text)
-    return bool(data.get("present")), data.get("value")
 
 
 # -- the outcome marker -----------------------------------------------------------------------

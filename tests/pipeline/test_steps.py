@@ -59,18 +59,6 @@ def test_plan_pushes_refuses_with_a_clear_reason(value: Any, settings: dict[str,
         steps.plan_pushes(value, FinishSettings(**settings))
 
 
-@pytest.mark.parametrize(
-    ("present", "value"),
-    [(False, None), (True, None), (True, {"k": [1, "x"]}), (True, ""), (True, 0)],
-)
-def test_payload_round_trip_keeps_empty_apart_from_json_null(present: bool, value: Any) -> None:
-    assert steps.decode_payload(steps.encode_payload(present, value)) == (present, value)
-
-
-def test_missing_payload_reads_as_not_present() -> None:
-    assert steps.decode_payload(None) == (False, None)
-
-
 def test_marker_round_trip_for_the_same_job_only() -> None:
     outcome = Outcome(kind=OutcomeKind.SUCCESS, reason="ok", exit_code=0)
     marker = steps.encode_marker(_spec(), outcome)
