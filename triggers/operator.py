@@ -1,0 +1,145 @@
+"""``FinalizingKubernetesPodOperator`` and the mixin for users with their own KPO subclass.
+
+With ``deferrable=True`` the provider's ``KubernetesPodOperator.invoke_defer_method`` builds a
+``KubernetesPodTrigger`` (execution deadline, connection extras, the "already terminal" shortcut,
+re-deferral) and calls ``self.defer``. The mixin intercepts that one call and swaps the trigger for
+a ``FinalizingPodTrigger`` with the same arguments plus what the triggerer needs to end the task
+itself. ``method_name`` stays ``"trigger_reentry"``, so any fallback event still works.
+
+``trigger_reentry`` handles the events the finalizer hands back (``triggers.events``): the pod's
+work is already done (XCom pushed, pod cleaned up), so the worker only ends the task — and a
+fail-fast outcome raises ``AirflowFailException`` (fail without retry). Classic events go to the
+provider's own ``trigger_reentry`` unchanged.
+
+Usage::
+
+    from triggers.operator import FinalizingKubernetesPodOperator
+    from triggers.policy import FinalizationPolicy
+
+    FinalizingKubernetesPodOperator(
+        task_id="train", image="…", deferrable=True, do_xcom_push=True,
+        finalization=FinalizationPolicy(fail_fast_exit_codes=(2,)),
+    )
+
+    # your own subclass: put the mixin first
+    class MyPodOperator(FinalizationMixin, MyCompanyKubernetesPodOperator): ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+from airflow.sdk.bases.operator import BaseOperatorMeta
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from finalizer.jobs import OutcomeKind
+from triggers.events import read_marker
+from triggers.pod import FinalizingPodTrigger
+from triggers.policy import FinalizationPolicy
+
+
+def finalizing_trigger_from(
+    trigger: KubernetesPodTrigger,
+    *,
+    pod_uid: str | None,
+    do_xcom_push: bool,
+    multiple_outputs: bool,
+    skip_on_exit_code: list[int] | tuple[int, ...] | int | None,
+    xcom_mapped_length: bool,
+    has_callbacks: bool,
+    finalization: FinalizationPolicy,
+) -> FinalizingPodTrigger:
+    """The ``FinalizingPodTrigger`` equivalent of an upstream trigger (every kwarg carried over)."""
+    _, kwargs = trigger.serialize()
+    kwargs["log_events_on_startup"] = trigger.log_events_on_startup
+    return FinalizingPodTrigger(
+        **kwargs,
+        pod_uid=pod_uid,
+        do_xcom_push=do_xcom_push,
+        multiple_outputs=multiple_outputs,
+        skip_on_exit_code=skip_on_exit_code,
+        xcom_mapped_length=xcom_mapped_length,
+        has_callbacks=has_callbacks,
+        finalization=finalization,
+    )
+
+
+class FinalizationMixin:
+    """Add ``finalization=`` to a ``KubernetesPodOperator`` subclass (list the mixin first)."""
+
+    def __init__(
+        self, *args: Any, finalization: FinalizationPolicy | dict[str, Any] | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        # Validated at DAG parse time: a bad policy is an import error naming the field.
+        self.finalization = FinalizationPolicy.coerce(finalization)
+        self._finalizer_ti_mapped = False
+
+    def invoke_defer_method(self, last_log_time: Any = None, context: Any = None) -> None:
+        if context is not None:
+            ti = context.get("ti")
+            map_index = getattr(ti, "map_index", None) if ti is not None else None
+            self._finalizer_ti_mapped = map_index is not None and int(map_index) >= 0
+        super().invoke_defer_method(last_log_time=last_log_time, context=context)  # type: ignore[misc]
+
+    def _finalizer_mapped_length(self) -> bool:
+        """Whether the XCom push must record a TaskMap length (a mapped task depends on us)."""
+        try:
+            has_mapped_dep = next(self.iter_mapped_dependants(), None) is not None  # type: ignore[attr-defined]
+        except Exception:
+            return False
+        return has_mapped_dep and not self._finalizer_ti_mapped
+
+    def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
+        if type(trigger) is KubernetesPodTrigger:
+            pod = getattr(self, "pod", None)
+            uid = getattr(getattr(pod, "metadata", None), "uid", None)
+            trigger = finalizing_trigger_from(
+                trigger,
+                pod_uid=uid,
+                do_xcom_push=bool(getattr(self, "do_xcom_push", True)),
+                multiple_outputs=bool(getattr(self, "multiple_outputs", False)),
+                skip_on_exit_code=getattr(self, "skip_on_exit_code", None),
+                xcom_mapped_length=self._finalizer_mapped_length(),
+                has_callbacks=bool(getattr(self, "callbacks", None)),
+                finalization=self.finalization,
+            )
+        return super().defer(  # type: ignore[misc]
+            trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout
+        )
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        marker = read_marker(event)
+        if marker is None:
+            return super().trigger_reentry(context, event)  # type: ignore[misc]
+        return end_finalized_task(marker, log=getattr(self, "log", None))
+
+
+# Operator ``__init__``s are wrapped by ``BaseOperatorMeta`` (default_args, XComArg dependencies).
+# The metaclass only wraps an ``__init__`` defined by an operator class itself, and a subclass that
+# defines none would otherwise resolve to this plain mixin method: wrap it the same way.
+FinalizationMixin.__init__ = BaseOperatorMeta._apply_defaults(FinalizationMixin.__init__)  # type: ignore[method-assign]
+
+
+def end_finalized_task(marker: dict[str, Any], log: Any = None) -> None:
+    """End a task whose pod the finalizer already handled, as its marker says.
+
+    Success returns None: the XCom is already pushed, and the task runner does not push None.
+    """
+    kind = str(marker.get("outcome", ""))
+    reason = str(marker.get("reason") or f"kpo-finalizer outcome {kind!r}")
+    if log is not None:
+        log.info("kpo-finalizer already finished the pod (outcome %s): %s", kind, reason)
+    if kind == OutcomeKind.SUCCESS:
+        return None
+    if kind == OutcomeKind.SKIPPED:
+        raise AirflowSkipException(reason)
+    if kind == OutcomeKind.FAIL_FAST:
+        raise AirflowFailException(reason)
+    raise AirflowException(reason)
+
+
+class FinalizingKubernetesPodOperator(FinalizationMixin, KubernetesPodOperator):  # type: ignore[misc]
+    """``KubernetesPodOperator`` whose deferred tasks end in the triggerer (``finalization=``)."""

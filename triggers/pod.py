@@ -1,0 +1,309 @@
+"""``FinalizingPodTrigger``: a drop-in ``KubernetesPodTrigger`` that ends the task in the triggerer.
+
+It takes every keyword of ``KubernetesPodTrigger`` (cncf-kubernetes 10.25.0) with the same
+meaning, plus what finishing the task needs: ``do_xcom_push``, ``multiple_outputs``,
+``skip_on_exit_code``, the pod ``uid``, the ``finalization`` policy, and whether the operator has
+KPO callbacks. In ``run()`` it hands the pod to the process-wide finalizer (shared watch, the
+upstream start-up rules, XCom read → push → cleanup) and yields a task-end event, so the task never
+goes back through the scheduler and a worker. See ``triggers.events`` for the event mapping.
+
+What it does not finish itself goes to the worker the classic way (the upstream ``run()``):
+finalization disabled, KPO callbacks configured (they need the pod in the worker), no pod uid,
+no task instance, a bad policy, or a finalizer that is not available.
+
+Restart is not kill: ``cleanup()`` (every exit, including triggerer shutdown and reassignment)
+never deletes a pod; ``on_kill()`` applies ``on_kill_action`` only after Airflow confirms the task
+left DEFERRED.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+from airflow.providers.cncf.kubernetes.utils.pod_manager import OnKillAction
+from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+
+from finalizer.exceptions import ConfigurationError, FinalizerError
+from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
+from triggers.events import plan_event
+from triggers.policy import FinalizationPolicy
+from triggers.runtime import finalize, release
+
+CLASSPATH = "triggers.pod.FinalizingPodTrigger"
+
+
+class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
+    """Watch a KPO pod and finish its task in the triggerer. Same kwargs as ``KubernetesPodTrigger``."""
+
+    def __init__(
+        self,
+        pod_name: str,
+        pod_namespace: str,
+        trigger_start_time: datetime.datetime,
+        base_container_name: str,
+        kubernetes_conn_id: str | None = None,
+        connection_extras: dict[str, Any] | None = None,
+        poll_interval: float = 2,
+        cluster_context: str | None = None,
+        config_dict: dict[str, Any] | None = None,
+        in_cluster: bool | None = None,
+        get_logs: bool = True,
+        startup_timeout: int = 120,
+        startup_check_interval: float = 5,
+        schedule_timeout: int = 120,
+        on_finish_action: str = "delete_pod",
+        on_kill_action: str = "delete_pod",
+        termination_grace_period: int | None = None,
+        last_log_time: Any = None,
+        logging_interval: int | None = None,
+        trigger_kwargs: dict[str, Any] | None = None,
+        log_events_on_startup: bool = True,
+        *,
+        pod_uid: str | None = None,
+        do_xcom_push: bool = True,
+        multiple_outputs: bool = False,
+        skip_on_exit_code: list[int] | tuple[int, ...] | int | None = None,
+        xcom_mapped_length: bool = False,
+        has_callbacks: bool = False,
+        finalization: FinalizationPolicy | dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            pod_name=pod_name,
+            pod_namespace=pod_namespace,
+            trigger_start_time=trigger_start_time,
+            base_container_name=base_container_name,
+            kubernetes_conn_id=kubernetes_conn_id,
+            connection_extras=connection_extras,
+            poll_interval=poll_interval,
+            cluster_context=cluster_context,
+            config_dict=config_dict,
+            in_cluster=in_cluster,
+            get_logs=get_logs,
+            startup_timeout=startup_timeout,
+            startup_check_interval=startup_check_interval,
+            schedule_timeout=schedule_timeout,
+            on_finish_action=on_finish_action,
+            on_kill_action=on_kill_action,
+            termination_grace_period=termination_grace_period,
+            last_log_time=last_log_time,
+            logging_interval=logging_interval,
+            trigger_kwargs=trigger_kwargs,
+            log_events_on_startup=log_events_on_startup,
+        )
+        self.pod_uid = pod_uid
+        self.do_xcom_push = do_xcom_push
+        self.multiple_outputs = multiple_outputs
+        if skip_on_exit_code is None:
+            codes: list[int] = []
+        elif isinstance(skip_on_exit_code, int):
+            codes = [skip_on_exit_code]
+        else:
+            codes = [int(c) for c in skip_on_exit_code]
+        self.skip_on_exit_code = codes
+        self.xcom_mapped_length = xcom_mapped_length
+        self.has_callbacks = has_callbacks
+        # Validate now: a bad policy fails at defer time in the worker, with the field named.
+        self.finalization = FinalizationPolicy.coerce(finalization)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Every constructor argument, so ``cls(**kwargs).serialize()`` round-trips exactly."""
+        _, kwargs = super().serialize()
+        kwargs["log_events_on_startup"] = self.log_events_on_startup
+        kwargs.update(
+            pod_uid=self.pod_uid,
+            do_xcom_push=self.do_xcom_push,
+            multiple_outputs=self.multiple_outputs,
+            skip_on_exit_code=list(self.skip_on_exit_code),
+            xcom_mapped_length=self.xcom_mapped_length,
+            has_callbacks=self.has_callbacks,
+            finalization=self.finalization.serialize(),
+        )
+        return CLASSPATH, kwargs
+
+    # -- what to finish, and how -------------------------------------------------------------
+
+    def job_spec(self, policy: FinalizationPolicy) -> JobSpec:
+        """The finalizer job for this trigger's task-instance try (needs ``task_instance``)."""
+        ti = self.task_instance
+        return JobSpec(
+            ti=TaskInstanceRef(
+                id=str(ti.id),
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                map_index=int(ti.map_index if ti.map_index is not None else -1),
+                try_number=int(ti.try_number or 1),
+            ),
+            cluster=ClusterRef(
+                kubernetes_conn_id=self.kubernetes_conn_id,
+                config_dict=self.config_dict,
+                cluster_context=self.cluster_context,
+                in_cluster=self.in_cluster,
+            ),
+            pod=PodRef(
+                namespace=self.pod_namespace,
+                name=self.pod_name,
+                uid=str(self.pod_uid),
+                base_container=self.base_container_name,
+            ),
+            settings=policy.finish_settings(
+                do_xcom_push=self.do_xcom_push,
+                multiple_outputs=self.multiple_outputs,
+                mapped_length=self.xcom_mapped_length,
+                on_finish_action=self.on_finish_action.value,
+                skip_on_exit_code=self.skip_on_exit_code,
+                termination_grace_period=self.termination_grace_period,
+            ),
+            startup=self.startup_rules(),
+        )
+
+    def startup_rules(self) -> StartupRules:
+        """The upstream start-up clocks for this pod (they start at ``trigger_start_time``)."""
+        deadline = self.trigger_kwargs.get("_execution_deadline")
+        start = self.trigger_start_time
+        if isinstance(start, datetime.datetime) and start.tzinfo is None:
+            start = start.replace(tzinfo=datetime.UTC)
+        return StartupRules(
+            trigger_start=start if isinstance(start, datetime.datetime) else None,
+            schedule_timeout=float(self.schedule_timeout),
+            startup_timeout=float(self.startup_timeout),
+            execution_deadline=(
+                datetime.datetime.fromtimestamp(float(deadline), tz=datetime.UTC)
+                if deadline is not None
+                else None
+            ),
+        )
+
+    def _classic_reason(self) -> tuple[FinalizationPolicy | None, str | None]:
+        """Resolve the policy; say why this task must take the classic path, if it must."""
+        try:
+            policy = self.finalization.resolve()
+        except ConfigurationError as exc:
+            return None, f"the finalization policy is invalid ({exc})"
+        if not policy.is_enabled:
+            return policy, "finalization is disabled by the policy"
+        if self.has_callbacks:
+            return policy, "the operator has KPO callbacks, which need the pod in the worker"
+        if not self.pod_uid:
+            return policy, "the trigger was created without the pod uid"
+        if getattr(self, "task_instance", None) is None:
+            return policy, "the trigger has no task instance"
+        return policy, None
+
+    # -- run ----------------------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        policy, classic = self._classic_reason()
+        if classic is None and policy is not None:
+            try:
+                job = self.job_spec(policy)
+            except (ConfigurationError, ValueError, TypeError) as exc:
+                classic = f"the finalization job could not be built ({exc})"
+        if classic is not None or policy is None:
+            self.log.info("kpo-finalizer: classic path for pod %s/%s: %s", *self._where(), classic)
+            async for event in super().run():
+                yield event
+            return
+
+        self.log.info(
+            "kpo-finalizer: finishing pod %s/%s (uid %s) in the triggerer", *self._where(), self.pod_uid
+        )
+        try:
+            outcome = await finalize(job)
+        except FinalizerError as exc:
+            self.log.error(
+                "kpo-finalizer could not finish pod %s/%s (%s: %s); handing the task to the worker "
+                "(classic path)",
+                *self._where(),
+                type(exc).__name__,
+                exc,
+            )
+            async for event in super().run():
+                yield event
+            return
+
+        plan = plan_event(
+            outcome,
+            name=self.pod_name,
+            namespace=self.pod_namespace,
+            trigger_kwargs=self.trigger_kwargs,
+            to_worker=bool(policy.fallback_to_worker),
+        )
+        self._log_outcome(plan.action, outcome.kind.value, outcome.reason, outcome.log_tail)
+        self._fired_event = True
+        if plan.action == "success":
+            yield TaskSuccessEvent()
+        elif plan.action == "failed":
+            yield TaskFailedEvent()
+        elif plan.action == "skipped":
+            yield TaskSkippedEvent()
+        else:
+            yield TriggerEvent(plan.payload)
+
+    def _where(self) -> tuple[str, str]:
+        return self.pod_namespace, self.pod_name
+
+    def _log_outcome(self, action: str, kind: str, reason: str, log_tail: str | None) -> None:
+        """The reason goes to the trigger log, which Airflow shows in the task log."""
+        if action == "success":
+            self.log.info("kpo-finalizer: task succeeded: %s", reason)
+        elif action == "skipped":
+            self.log.info("kpo-finalizer: task skipped: %s", reason)
+        elif action == "failed":
+            self.log.error("kpo-finalizer: task failed: %s", reason)
+        else:
+            self.log.warning("kpo-finalizer: outcome %s handed to the worker: %s", kind, reason)
+        if log_tail and action != "success":
+            self.log.info("kpo-finalizer: last lines of the base container's log:\n%s", log_tail)
+
+    # -- exits ----------------------------------------------------------------------------------
+
+    async def on_kill(self) -> None:
+        """A user action (mark success/failed, clear): apply ``on_kill_action`` — if really killed.
+
+        A triggerer that lost its triggers also cancels its stale copies through ``on_kill``, so
+        the pod is deleted only when Airflow says the task is no longer DEFERRED.
+        """
+        if self._fired_event:
+            self.log.debug("on_kill: an event was already fired; nothing to do")
+            return
+        if self.on_kill_action == OnKillAction.KEEP_POD:
+            self.log.info("on_kill: on_kill_action is keep_pod; pod %s/%s kept", *self._where())
+            return
+        try:
+            state = await self.get_task_state()
+        except Exception:
+            self.log.warning("on_kill: could not read the task state; pod kept to be safe", exc_info=True)
+            return
+        if str(state) == "deferred":
+            self.log.info(
+                "on_kill: the task is still DEFERRED (a triggerer restart or reassignment, not a user "
+                "action); pod %s/%s kept",
+                *self._where(),
+            )
+            return
+        self.log.info("on_kill: task is %s; deleting pod %s/%s", state, *self._where())
+        await release(self._job_key())
+        try:
+            await self.hook.delete_pod(
+                name=self.pod_name,
+                namespace=self.pod_namespace,
+                grace_period_seconds=self.termination_grace_period,
+            )
+        except Exception:
+            self.log.exception("on_kill: could not delete pod %s/%s", *self._where())
+
+    async def cleanup(self) -> None:
+        """Every exit (shutdown, reassignment, done): never delete a pod here."""
+        if not self._fired_event:
+            # Stop waiting on this process's behalf; the job itself stays durable in the ledger.
+            await release(self._job_key())
+
+    def _job_key(self) -> str | None:
+        ti = getattr(self, "task_instance", None)
+        if ti is None or not self.pod_uid:
+            return None
+        return f"{ti.id}:{ti.try_number}:{self.pod_uid}"

@@ -1,0 +1,133 @@
+"""The finalizer inside ``airflow triggerer``: one per trigger-runner process, shared by its triggers.
+
+The first ``FinalizingPodTrigger`` that needs it starts it (lazily, on the runner's event loop):
+the XCom store is created on that loop (``XCom.aset`` must run there), the configuration comes
+from Airflow's ``[kpo_finalizer]`` section, and a guard task on the runner's loop drains the
+finalizer when the loop shuts down (``asyncio.run`` cancels every remaining task at exit; the
+guard's ``finally`` runs while the loop still serves XCom calls). Triggers only ``submit`` a
+``JobSpec`` and await its ``Outcome``; they never block the runner's loop.
+
+Everything process-wide lives in one ``_Runtime`` object so tests can reset it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
+from finalizer.jobs import JobSpec, Outcome
+
+log = logging.getLogger(__name__)
+
+CONFIG_SECTION = "kpo_finalizer"
+
+
+def finalizer_config_values() -> dict[str, Any]:
+    """The ``[kpo_finalizer]`` options that belong to the process-wide finalizer (not the policy)."""
+    from airflow.configuration import conf
+
+    from finalizer.config import FinalizerConfig
+
+    fields = set(FinalizerConfig.model_fields)
+    values: dict[str, Any] = {}
+    if conf.has_section(CONFIG_SECTION):
+        for key, value in conf.getsection(CONFIG_SECTION).items():
+            if key in fields:
+                values[key] = value
+    # Environment variables for options not present in the file (getsection includes most).
+    for key in fields:
+        if key not in values:
+            value = conf.get(CONFIG_SECTION, key, fallback=None)
+            if value is not None:
+                values[key] = value
+    return values
+
+
+class _Runtime:
+    """The process's finalizer, its XCom store and the guard that drains it."""
+
+    def __init__(self) -> None:
+        self.finalizer: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.guard: asyncio.Task[None] | None = None
+        self.lock: asyncio.Lock | None = None
+        self.error: BaseException | None = None
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self.finalizer is not None and self.loop is loop:
+            return self.finalizer
+        if self.loop is not loop:
+            # A new runner loop (tests, or a fresh process image): start over.
+            self.finalizer, self.guard, self.lock, self.error = None, None, None, None
+            self.loop = loop
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            if self.finalizer is None:
+                self.finalizer = await self._start()
+                self.guard = loop.create_task(self._guard(self.finalizer), name="kpo-finalizer-guard")
+        return self.finalizer
+
+    async def _start(self) -> Any:
+        try:
+            from api_client.supervisor import SupervisorXComStore
+            from finalizer.config import FinalizerConfig
+            from finalizer.service import Finalizer
+            from finalizer.wiring import default_wiring
+        except ImportError as exc:
+            raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
+        config = FinalizerConfig.from_mapping(finalizer_config_values())
+        store = SupervisorXComStore()
+        # The XCom sink inside the triggerer is the supervisor channel, bound to this (the runner's) loop.
+        # ``shared`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
+        finalizer: Any = await asyncio.to_thread(Finalizer.shared, config, default_wiring(store))
+        log.info("kpo-finalizer started in the trigger runner (ledger %s)", config.resolved_ledger_url)
+        return finalizer
+
+    async def _guard(self, finalizer: Any) -> None:
+        """Sleeps until the runner's loop shuts down, then drains the finalizer."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(BaseException):
+                # Blocking drain in a worker thread: this loop keeps serving the XCom calls
+                # that in-flight jobs make while they finish.
+                await asyncio.shield(asyncio.to_thread(type(finalizer).reset_shared))
+            log.info("kpo-finalizer drained")
+
+
+_RUNTIME = _Runtime()
+
+
+async def finalize(job: JobSpec) -> Outcome:
+    """Submit ``job`` to this process's finalizer and await its outcome (from the runner's loop).
+
+    Raises ``FinalizerUnavailableError`` / ``ConfigurationError`` when the finalizer cannot run:
+    the trigger then takes the classic path and loses nothing.
+    """
+    try:
+        finalizer = await _RUNTIME.get()
+    except (FinalizerUnavailableError, ConfigurationError):
+        raise
+    except Exception as exc:
+        raise FinalizerUnavailableError(f"the finalizer could not start: {exc}") from exc
+    outcome: Outcome = await finalizer.submit(job)
+    return outcome
+
+
+async def release(job_key: str | None) -> None:
+    """This trigger stops waiting for ``job_key`` (shutdown, reassignment, kill). Never deletes pods."""
+    finalizer = _RUNTIME.finalizer
+    if job_key is None or finalizer is None:
+        return
+    forget = getattr(finalizer, "release", None)
+    if forget is None:
+        return
+    with contextlib.suppress(Exception):
+        result = forget(job_key)
+        if asyncio.iscoroutine(result):
+            await result
