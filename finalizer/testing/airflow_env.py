@@ -299,6 +299,25 @@ class AirflowEnv:
                 raise KeyError(f"no task instance {ti_id}")
             return _ti_info(ti)
 
+    def find_ti(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> TIInfo:
+        """The TI by coordinates. Use this after a retry: Airflow gives the new try a new TI id."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            ti = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == task_id,
+                    TaskInstance.map_index == map_index,
+                )
+            ).one_or_none()
+            if ti is None:
+                raise KeyError(f"no task instance {dag_id}/{run_id}/{task_id}[{map_index}]")
+            return _ti_info(ti)
+
     # -- XCom and task map -----------------------------------------------------------------------
 
     def get_xcom(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any:
