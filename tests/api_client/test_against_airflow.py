@@ -188,7 +188,8 @@ async def test_bad_tokens_are_permission_denied(
             await client.task_instances.succeed(ti.id)
     assert err.value.status_code == 403
     assert env.get_ti(ti.id).state == "running"
-    assert token not in str(err.value) and token not in repr(err.value)
+    assert token not in str(err.value)
+    assert token not in repr(err.value)
     assert token not in caplog.text
 
 
@@ -205,7 +206,8 @@ async def test_refreshed_token_replaces_the_token_in_place(airflow_api: AirflowA
         assert claims["exp"] > jwt.decode(short, options={"verify_signature": False})["exp"]
         # The refreshed token is the one used from now on, and the server accepts it.
         await client.task_instances.succeed(ti.id)
-        assert short not in repr(provider) and refreshed not in repr(provider)
+        assert short not in repr(provider)
+        assert refreshed not in repr(provider)
         assert refreshed not in repr(client)
     assert airflow_api.env.get_ti(ti.id).state == "success"
 
@@ -248,7 +250,8 @@ async def test_unknown_api_version_is_a_clear_error(airflow_api: AirflowAPI) -> 
             await client.check_version()
     assert err.value.requested == "1999-01-01"
     assert "2026-06-30" in err.value.supported
-    assert "1999-01-01" in str(err.value) and "2026-06-30" in str(err.value)
+    assert "1999-01-01" in str(err.value)
+    assert "2026-06-30" in str(err.value)
     async with airflow_api.client(ti=ti) as client:
         await client.check_version()
         assert (await client.server_versions())[0] == "2026-06-30"
