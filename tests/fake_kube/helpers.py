@@ -62,3 +62,20 @@ async def watch_lines(core: Any, **kwargs: Any) -> list[dict[str, Any]]:
     async for line in resp.content:
         events.append(json.loads(line))
     return events
+
+
+async def exec_handshake(core_ws: Any, name: str, namespace: str = "default", **kwargs: Any) -> None:
+    """Open (and close) an exec WebSocket; raises ``aiohttp.WSServerHandshakeError`` on a refused upgrade."""
+    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
+        name,
+        namespace,
+        command=["true"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+        **kwargs,
+    )
+    async with ws_ctx:
+        pass

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from finalizer.testing.fake_kube import lifecycle, shell
 from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.store import Runtime
 from finalizer.testing.fake_kube.wire import JSON, dumps, not_found, parse_bool, status_response
 
@@ -98,6 +99,7 @@ async def handle_exec(
     if not ws.can_prepare(request).ok:
         return status_response(400, "Upgrade request required", "BadRequest")
     await ws.prepare(request)
+    mark_opened(request, 101)
     runtime = cluster.store.runtime_of(namespace, name)
     session = _Session(ws, want_stdout, want_stderr, runtime.stop_event(container))
     await session.open()

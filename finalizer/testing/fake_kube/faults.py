@@ -23,6 +23,14 @@ from aiohttp import web
 from finalizer.testing.fake_kube.wire import APF_429_TEXT, parse_bool, reason_for, status_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RECORD_KEY: web.RequestKey[Callable[[int], None]] = web.RequestKey("fake_kube.record")
+
+
+def mark_opened(request: web.Request, status: int) -> None:
+    """Log a streaming request now (exec after its upgrade), not when the stream ends."""
+    record = request.get(RECORD_KEY)
+    if record is not None:
+        record(status)
 
 
 @dataclass(slots=True)
@@ -183,7 +191,13 @@ def make_middleware(
         started = time.time()
         verb, resource, namespace, name = classify(request)
 
+        recorded = False
+
         def record(status: int) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             log.append(
                 RequestRecord(
                     request.method,
@@ -199,10 +213,8 @@ def make_middleware(
                 )
             )
 
-        if verb == "watch":
-            # A watch is logged when it opens (it may stream for minutes).
-            record(200)
-            record = lambda status: None  # noqa: E731
+        # Long-lived streams (watch, exec) are logged as they open: see ``mark_opened``.
+        request[RECORD_KEY] = record
         delay = latency()
         rule = faults.take(request.method, request.path_qs)
         if rule is not None:
@@ -228,4 +240,4 @@ def make_middleware(
     return middleware
 
 
-__all__ = ["FaultRule", "Faults", "RequestLog", "RequestRecord", "classify", "make_middleware"]
+__all__ = ["FaultRule", "Faults", "RequestLog", "RequestRecord", "classify", "make_middleware", "mark_opened"]

@@ -13,6 +13,7 @@ import time
 from aiohttp import web
 
 from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.selectors import Selector
 from finalizer.testing.fake_kube.store import Watcher, with_kind
 from finalizer.testing.fake_kube.wire import dumps, status_body
@@ -42,6 +43,7 @@ async def serve_watch(
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     await response.prepare(request)
+    mark_opened(request, 200)
 
     watcher = Watcher(namespace, labels, fields)
     if resource_version not in ("", "0"):

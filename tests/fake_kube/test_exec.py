@@ -1,0 +1,251 @@
+"""Exec over WebSocket v4 through unmodified kubernetes_asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from finalizer.testing import FakeKube
+from tests.fake_kube.helpers import XCOM_READ, channel, exec_frames, exec_handshake, exit_status
+
+pytestmark = pytest.mark.anyio
+
+SIDECAR = "airflow-xcom-sidecar"
+
+
+def running_pod(kube: FakeKube, name: str = "p") -> None:
+    kube.create_pod("default", name=name)
+    kube.start("default", name)
+
+
+async def test_xcom_read_returns_file_bytes_and_success(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    payload = '{"ok": true, "text": "h\u00e9llo \u2603"}'
+    fake_kube.write_xcom("default", "p", payload)
+    fake_kube.terminate("default", "p", "base")
+    frames = await exec_frames(core_ws, "p", ["/bin/sh", "-c", XCOM_READ])
+    assert frames[:3] == [(1, b""), (2, b""), (3, b"")]  # one 1-byte frame opens each channel
+    assert channel(frames, 1).decode() == payload
+    assert channel(frames, 2) == b""
+    assert exit_status(frames) == {"metadata": {}, "status": "Success"}
+
+
+async def test_xcom_read_of_empty_file_prints_marker(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    fake_kube.write_xcom("default", "p", "")
+    frames = await exec_frames(core_ws, "p", ["/bin/sh", "-c", XCOM_READ])
+    assert channel(frames, 1) == b"__airflow_xcom_result_empty__\n"
+
+
+async def test_cat_missing_file_is_nonzero_exit(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    frames = await exec_frames(core_ws, "p", ["cat", "/airflow/xcom/return.json"])
+    assert b"No such file" in channel(frames, 2)
+    status = exit_status(frames)
+    assert status["status"] == "Failure"
+    assert status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"][0] == {"reason": "ExitCode", "message": "1"}
+
+
+async def test_repeated_command_params_arrive_in_order(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    fake_kube.write_xcom("default", "p", "[1, 2]")
+    frames = await exec_frames(core_ws, "p", ["cat", "/airflow/xcom/return.json"])
+    assert channel(frames, 1) == b"[1, 2]"
+    assert next(r.query for r in fake_kube.requests if r.verb == "exec").count("command=") == 2
+
+
+async def test_utf8_split_across_frames_is_clients_problem_not_ours(
+    fake_kube: FakeKube, core_ws: Any
+) -> None:
+    """Large payloads arrive intact when channel-1 bytes are joined before decoding."""
+    running_pod(fake_kube)
+    payload = json.dumps({"blob": "\u2603" * 50_000})
+    fake_kube.write_xcom("default", "p", payload)
+    frames = await exec_frames(core_ws, "p", ["cat", "/airflow/xcom/return.json"])
+    assert json.loads(channel(frames, 1).decode()) == json.loads(payload)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["kill", "-s", "SIGINT", "1"], ["kill", "-2", "1"], ["sh", "-c", "kill -INT 1"]],
+)
+async def test_sidecar_stop_terminates_container_exit_zero(
+    fake_kube: FakeKube, core_ws: Any, command: list[str]
+) -> None:
+    running_pod(fake_kube)
+    fake_kube.terminate("default", "p", "base")
+    frames = await exec_frames(core_ws, "p", command)
+    assert exit_status(frames) == {"metadata": {}, "status": "Success"}
+    pod = fake_kube.get_pod("default", "p")
+    assert pod is not None
+    sidecar = next(c for c in pod["status"]["containerStatuses"] if c["name"] == SIDECAR)
+    assert sidecar["state"]["terminated"]["exitCode"] == 0
+    assert pod["status"]["phase"] == "Succeeded"
+
+
+async def test_provider_stdin_kill_sent_as_binary_frame(fake_kube: FakeKube, core_ws: Any) -> None:
+    """The provider's ``extract_xcom_kill`` form: a shell reading stdin; no stdin EOF is ever sent."""
+    running_pod(fake_kube)
+    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
+        "p",
+        "default",
+        container=SIDECAR,
+        command=["/bin/sh"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+    )
+    async with ws_ctx as ws:
+        await ws.send_bytes(b"\x00kill -2 $(pgrep -u $(id -u) -f 'sh')\n")
+        frames = [(m.data[0], m.data[1:]) async for m in ws]
+    status = exit_status(frames)
+    assert status["details"]["causes"][0]["message"] == "137"  # the shell died with its container
+    pod = fake_kube.get_pod("default", "p")
+    assert pod is not None
+    sidecar = next(c for c in pod["status"]["containerStatuses"] if c["name"] == SIDECAR)
+    assert sidecar["state"]["terminated"]["exitCode"] == 0
+
+
+async def test_session_ends_when_container_stops(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
+        "p",
+        "default",
+        container=SIDECAR,
+        command=["sleep", "30"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+    )
+    async with ws_ctx as ws:
+        opened = [await ws.receive() for _ in range(3)]
+        assert [m.data for m in opened] == [b"\x01", b"\x02", b"\x03"]
+        fake_kube.terminate("default", "p", SIDECAR)
+        with anyio_fail_after(5):
+            rest = [(m.data[0], m.data[1:]) async for m in ws]
+    assert exit_status(rest)["details"]["causes"][0]["message"] == "137"
+
+
+def anyio_fail_after(seconds: float) -> Any:
+    import anyio
+
+    return anyio.fail_after(seconds)
+
+
+async def test_text_stdin_frames_are_accepted(fake_kube: FakeKube) -> None:
+    running_pod(fake_kube)
+    fake_kube.write_xcom("default", "p", "42")
+    url = (
+        f"{fake_kube.url}/api/v1/namespaces/default/pods/p/exec?container={SIDECAR}"
+        "&command=sh&stdin=true&stdout=true&stderr=true"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("v5.channel.k8s.io", "v4.channel.k8s.io")) as ws,
+    ):
+        assert ws.protocol == "v4.channel.k8s.io"
+        await ws.send_str("\x00cat /airflow/xcom/return.json\n")
+        await ws.send_str("\x00exit 3\n")
+        frames = [(m.data[0], m.data[1:]) async for m in ws]
+    assert channel(frames, 1) == b"42"
+    assert exit_status(frames)["details"]["causes"][0]["message"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("setup", "container", "status", "text"),
+    [
+        ("missing", SIDECAR, 404, '"reason":"NotFound"'),
+        ("terminated", SIDECAR, 500, f'container not found ("{SIDECAR}")'),
+        ("pending", SIDECAR, 400, "does not have a host assigned"),
+        ("scheduled", SIDECAR, 500, f'container not found ("{SIDECAR}")'),
+        ("forgotten", SIDECAR, 500, f'container not found ("{SIDECAR}")'),
+        ("running", "nope", 400, "container nope is not valid for pod p"),
+        ("running", "", 400, "a container name must be specified for pod p, choose one of: [base airflow"),
+    ],
+)
+async def test_pre_upgrade_errors_are_plain_http(
+    fake_kube: FakeKube, core_ws: Any, setup: str, container: str, status: int, text: str
+) -> None:
+    if setup != "missing":
+        fake_kube.create_pod("default", name="p")
+    if setup in ("running", "terminated", "forgotten"):
+        fake_kube.start("default", "p")
+    if setup == "scheduled":
+        fake_kube.schedule("default", "p")
+    if setup == "terminated":
+        fake_kube.terminate("default", "p", SIDECAR)
+    if setup == "forgotten":
+        fake_kube.kubelet_forget("default", "p")
+    kwargs = {"container": container} if container else {}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await exec_handshake(core_ws, "p", **kwargs)
+    assert info.value.status == status
+    async with aiohttp.ClientSession() as session:
+        query = f"container={container}&" if container else ""
+        async with session.get(
+            f"{fake_kube.url}/api/v1/namespaces/default/pods/p/exec?{query}command=true&stdout=true",
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Protocol": "v4.channel.k8s.io",
+            },
+        ) as resp:
+            assert resp.status == status
+            assert text in await resp.text()
+
+
+async def test_exec_after_eviction_fails_404(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    fake_kube.write_xcom("default", "p", "{}")
+    fake_kube.evict("default", "p")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        async with await core_ws.connect_get_namespaced_pod_exec(
+            "p", "default", container=SIDECAR, command=["true"], stdout=True, _preload_content=False
+        ):
+            pass
+    assert info.value.status == 404
+
+
+async def test_preloaded_exec_mangles_nothing_we_control(fake_kube: FakeKube, core_ws: Any) -> None:
+    """The default (preload) mode works against the fake; its known JSON-mangling is the client's."""
+    running_pod(fake_kube)
+    fake_kube.write_xcom("default", "p", '{"ok": true}')
+    out = await core_ws.connect_get_namespaced_pod_exec(
+        "p",
+        "default",
+        container=SIDECAR,
+        command=["cat", "/airflow/xcom/return.json"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+    )
+    assert "ok" in str(out)
+
+
+async def test_unknown_command_is_127(fake_kube: FakeKube, core_ws: Any) -> None:
+    running_pod(fake_kube)
+    frames = await exec_frames(core_ws, "p", ["frobnicate"])
+    assert exit_status(frames)["details"]["causes"][0]["message"] == "127"
+    assert b"not found" in channel(frames, 2)
+
+
+async def test_concurrent_exec_sessions(fake_kube: FakeKube, core_ws: Any) -> None:
+    for index in range(20):
+        running_pod(fake_kube, f"p{index}")
+        fake_kube.write_xcom("default", f"p{index}", str(index))
+    results = await asyncio.gather(
+        *(exec_frames(core_ws, f"p{i}", ["cat", "/airflow/xcom/return.json"]) for i in range(20))
+    )
+    assert [channel(frames, 1) for frames in results] == [str(i).encode() for i in range(20)]
