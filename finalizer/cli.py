@@ -1,27 +1,151 @@
-"""``kpo-finalizer`` command line: ``demo``, ``bench …``, ``fake-kube``."""
+"""``kpo-finalizer`` command line: ``demo``, ``bench api-load|finalize|e2e``, ``fake-kube``.
+
+Only argument parsing and dispatch live here; each command's module is imported when it runs,
+so ``--help`` stays fast and Airflow is never imported before its environment is set.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpo-finalizer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kpo-finalizer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="run N KPO tasks through a real airflow triggerer on a fake cluster")
-    demo.add_argument("--pods", type=int, default=20)
-    demo.add_argument("--json", dest="json_path", default=None)
+    demo.add_argument("--pods", type=_positive_int, default=20, help="number of KPO tasks (default 20)")
+    demo.add_argument(
+        "--json", dest="json_path", default=None, help="write per-task results and summary here"
+    )
+    demo.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        help="give up after this many seconds (default: by N)",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME (logs) afterwards")
+
+    bench = sub.add_parser("bench", help="measure: api-load | finalize | e2e")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+
+    api = bsub.add_parser(
+        "api-load", help="Kubernetes API requests and CPU: upstream KubernetesPodTrigger vs our watcher"
+    )
+    api.add_argument("--pods", type=_positive_int, default=100)
+    api.add_argument("--duration", type=_positive_float, default=30.0, help="seconds each side watches")
+    api.add_argument(
+        "--poll-interval", type=_positive_float, default=2.0, help="upstream poll_interval (2 s)"
+    )
+    api.add_argument("--json", dest="json_path", default="bench-api-load.json")
+
+    fin = bsub.add_parser("finalize", help="the finalizer pipeline alone against the fake cluster")
+    fin.add_argument("--pods", type=_positive_int, default=500)
+    fin.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="added per API request")
+    fin.add_argument("--concurrency", type=_positive_int, default=16)
+    fin.add_argument("--json", dest="json_path", default="bench-finalize.json")
+
+    e2e = bsub.add_parser(
+        "e2e", help="classic deferrable KPO vs FinalizingKubernetesPodOperator, real Airflow"
+    )
+    e2e.add_argument("--tasks", type=_positive_int, default=10)
+    e2e.add_argument(
+        "--scenarios", default="idle,contention", help="comma-separated: idle, contention (default both)"
+    )
+    e2e.add_argument("--json", dest="json_path", default="bench-e2e.json")
+
+    fake = sub.add_parser(
+        "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
+    )
+    fake.add_argument(
+        "--kubeconfig", default=None, help="also write the kubeconfig (YAML-compatible JSON) here"
+    )
     return parser
+
+
+def _bench_finalize(args: argparse.Namespace) -> int:
+    """H5's pipeline benchmark (``finalizer.bench.finalize.run``), printed and saved like the others."""
+    from finalizer.bench.report import command_line, flat_table, machine, write_json
+
+    try:  # H5's module; imported by name so this command degrades clearly while it is missing
+        finalize = importlib.import_module("finalizer.bench.finalize")
+    except ImportError as exc:
+        print(f"bench finalize is not available: {exc}", file=sys.stderr)
+        return 2
+    result: dict[str, Any] = finalize.run(
+        pods=args.pods, latency_ms=args.latency_ms, concurrency=args.concurrency
+    )
+    payload = {"command": command_line(), "machine": machine(), **result}
+    print(flat_table(result))
+    print(f"JSON written to {write_json(args.json_path, payload)}")
+    return 0
+
+
+def _run_bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.bench == "api-load":
+        from finalizer.bench import api_load
+
+        return api_load.main(
+            pods=args.pods, duration=args.duration, poll_interval=args.poll_interval, json_path=args.json_path
+        )
+    if args.bench == "finalize":
+        return _bench_finalize(args)
+    from finalizer.bench import e2e
+
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    return e2e.main(tasks=args.tasks, scenarios=scenarios, json_path=args.json_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print("kpo-finalizer demo: not built yet (see issue 6)")
-        return 0
-    return 2
+    try:
+        if args.command == "demo":
+            from finalizer.demo import run_demo
+
+            return run_demo(
+                pods=args.pods, json_path=args.json_path, timeout=args.timeout, keep=args.keep, argv=argv
+            )
+        if args.command == "bench":
+            return _run_bench(args, argv)
+        if args.command == "fake-kube":
+            from finalizer.demo.fake_kube_command import serve_fake_kube
+
+            return serve_fake_kube(args.kubeconfig)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2  # pragma: no cover - argparse rejects unknown commands
 
 
 if __name__ == "__main__":
