@@ -27,6 +27,7 @@ from api_client.exceptions import (
     ServerResponseError,
     TokenError,
     TransportError,
+    UnexpectedResponseError,
     XComNotFoundError,
     classify,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "TokenFile",
     "TokenProvider",
     "TransportError",
+    "UnexpectedResponseError",
     "XComNotFoundError",
     "XComRef",
     "XComStore",

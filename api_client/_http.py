@@ -11,9 +11,10 @@ Log lines name the method, path and status only: never headers, bodies or tokens
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from api_client.auth import TokenProvider
 from api_client.backoff import RetryPolicy, retry_async
@@ -22,12 +23,15 @@ from api_client.exceptions import (
     ExecutionAPIError,
     InvalidValueError,
     ServerResponseError,
+    UnexpectedResponseError,
     classify,
     error_from_response,
     map_httpx_errors,
 )
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 VERSION_HEADER = "Airflow-API-Version"
 REFRESH_HEADER = "Refreshed-API-Token"
@@ -114,7 +118,7 @@ class HTTPCore:
             versions = response.json()["versions"]
             return tuple(str(v["value"]) for v in versions)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ExecutionAPIError("GET /changelog: unexpected answer, not an Execution API?") from exc
+            raise UnexpectedResponseError("GET /changelog: unexpected answer, not an Execution API?") from exc
 
     async def _version_or_route_error(self, error: ServerResponseError) -> ExecutionAPIError:
         """A bare ``{"detail": "Not Found"}`` is either an unknown API version or a wrong URL: find out."""
@@ -133,6 +137,18 @@ class HTTPCore:
             requested=self.api_version,
             supported=supported,
         )
+
+
+def parse(model: type[M], response: httpx.Response) -> M:
+    """Validate a success body against ``model``; a body that does not fit is our error, not pydantic's."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        request = response.request
+        raise UnexpectedResponseError(
+            f"{request.method} {request.url.path} → {response.status_code}: answer is not a "
+            f"{model.__name__} ({exc.error_count()} validation errors)"
+        ) from exc
 
 
 def _is_bare_route_miss(error: ServerResponseError) -> bool:
@@ -159,4 +175,4 @@ def _dumps(value: Any) -> bytes:
         raise InvalidValueError(f"value is not JSON: {exc}") from exc
 
 
-__all__ = ["REFRESH_HEADER", "VERSION_HEADER", "HTTPCore"]
+__all__ = ["REFRESH_HEADER", "VERSION_HEADER", "HTTPCore", "parse"]

@@ -20,7 +20,7 @@ from typing import Self
 
 import httpx
 
-from api_client._http import HTTPCore
+from api_client._http import HTTPCore, parse
 from api_client.auth import TokenProvider, as_token_provider
 from api_client.backoff import RetryPolicy
 from api_client.models import API_VERSION, HealthPing
@@ -68,7 +68,7 @@ class ExecutionAPIClient:
     async def health(self) -> HealthPing:
         """``GET /health/ping``: the server and its token validator answer. 500 → ``ServerError``."""
         response = await self._core.request("GET", "/health/ping", authenticated=False)
-        return HealthPing.model_validate_json(response.content)
+        return parse(HealthPing, response)
 
     async def server_versions(self) -> tuple[str, ...]:
         """The API versions the server serves, newest first."""

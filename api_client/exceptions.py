@@ -7,6 +7,7 @@
     ├── InvalidValueError              an XCom value is not JSON (NaN, bytes, set…): nothing was sent
     ├── TransportError                 no HTTP answer: connect refused, timeout, protocol error   [transient]
     ├── APIVersionError                the server does not serve our pinned ``Airflow-API-Version``
+    ├── UnexpectedResponseError        a success answer we cannot understand (not JSON, wrong shape)
     └── ServerResponseError            the server answered with an error status (status_code, reason, detail)
         ├── BadRequestError            400 / 422: the request is invalid (empty key, bad payload, map length)
         ├── AuthenticationError        401: no token
@@ -49,6 +50,7 @@ __all__ = [
     "ServerResponseError",
     "TokenError",
     "TransportError",
+    "UnexpectedResponseError",
     "XComNotFoundError",
     "classify",
     "error_for_status",
@@ -85,6 +87,10 @@ class APIVersionError(ExecutionAPIError):
         super().__init__(message)
         self.requested = requested
         self.supported = supported
+
+
+class UnexpectedResponseError(ExecutionAPIError):
+    """The server said success but the body is not what the API defines (a proxy page, …)."""
 
 
 class ServerResponseError(ExecutionAPIError):

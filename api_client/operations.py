@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from api_client._http import HTTPCore
+from api_client._http import HTTPCore, parse
 from api_client.exceptions import NotFoundError, XComNotFoundError
 from api_client.models import (
     TerminalStateNonSuccess,
@@ -58,7 +58,7 @@ class XComOperations:
                 reason=exc.reason,
                 detail=exc.detail,
             ) from exc
-        return XComResponse.model_validate_json(response.content).value
+        return parse(XComResponse, response).value
 
     async def delete(self, ref: XComRef) -> None:
         """Remove the XCom; a missing one is fine (the server answers 200)."""
