@@ -112,18 +112,3 @@ def kube_errors(what: str = "Kubernetes API call") -> Iterator[None]:
         if translated is None:
             raise
         raise translated from exc
-
-
-async def raise_for_response(
-    response: aiohttp.ClientResponse, *, what: str, max_body: int = 64 * 1024
-) -> None:
-    """Check a raw (``_preload_content=False``) response: kubernetes_asyncio does not."""
-    if 200 <= response.status <= 299:
-        return
-    try:
-        body = await response.content.read(max_body)
-    except (TimeoutError, aiohttp.ClientError):
-        body = b""
-    finally:
-        response.release()
-    raise error_for_status(response.status, body, response.headers, what=what)

@@ -17,7 +17,8 @@ from kubernetes_asyncio.client import CoreV1Api
 
 from finalizer.exceptions import KubeTransientError, PodNotFoundError
 from finalizer.kube.config import KubeSettings
-from finalizer.kube.errors import kube_errors, raise_for_response
+from finalizer.kube.errors import kube_errors
+from finalizer.kube.responses import raise_for_response, read_body
 from finalizer.pod import JSON, PodView
 
 #: The provider's label for a kept pod, so a retried KPO does not re-attach to it.
@@ -44,7 +45,9 @@ class PodOps:
         self._settings = settings
         self._limiter = limiter
 
-    async def _raw(self, what: str, call: RawCall, *args: Any, max_bytes: int, **kwargs: Any) -> bytes:
+    async def _raw(
+        self, what: str, call: RawCall, *args: Any, max_bytes: int, truncate: bool = False, **kwargs: Any
+    ) -> bytes:
         """One bounded call; the body as bytes, at most ``max_bytes`` of it."""
         async with self._limiter:
             with kube_errors(what):
@@ -52,10 +55,7 @@ class PodOps:
                     *args, _preload_content=False, _request_timeout=self._settings.request_timeout, **kwargs
                 )
                 await raise_for_response(response, what=what)
-                try:
-                    return await response.content.read(max_bytes)
-                finally:
-                    response.release()
+                return await read_body(response, max_bytes, what=what, truncate=truncate)
 
     async def _json(self, what: str, call: RawCall, *args: Any, **kwargs: Any) -> JSON:
         body = await self._raw(what, call, *args, max_bytes=MAX_POD_BYTES, **kwargs)
@@ -137,5 +137,6 @@ class PodOps:
             tail_lines=tail_lines,
             limit_bytes=limit_bytes,
             max_bytes=limit_bytes,
+            truncate=True,
         )
         return body.decode("utf-8", "replace")

@@ -34,8 +34,9 @@ from kubernetes_asyncio.client import CoreV1Api
 from api_client.backoff import retry_async
 from finalizer.exceptions import FinalizerError, KubeError, KubeTransientError, PodNotFoundError
 from finalizer.kube.config import KubeSettings
-from finalizer.kube.errors import error_for_status, kube_errors, raise_for_response
+from finalizer.kube.errors import error_for_status, kube_errors
 from finalizer.kube.pods import PodOps
+from finalizer.kube.responses import raise_for_response, read_body
 from finalizer.pod import JSON, PodView
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class Subscription:
     @property
     def gone_reason(self) -> str | None:
         return self._gone
+
+    @property
+    def error(self) -> FinalizerError | None:
+        """Why the watch cannot serve this pod right now (cleared when it recovers)."""
+        return self._error
 
     async def wait(
         self,
@@ -289,10 +295,11 @@ class _Stream:
         self.next_resync = time.monotonic() + self.settings.resync_seconds * (0.9 + 0.2 * random.random())
         for name, subs in list(self.subs.items()):
             item = items.get(name)
+            pod = PodView(item) if item is not None else None
             for sub in list(subs):
                 judged = sub.seq <= list_seq
-                if item is not None:
-                    sub._observe(PodView(item), authoritative=judged)
+                if pod is not None:
+                    sub._observe(pod, authoritative=judged)
                 elif judged:
                     sub.set_gone(f"pod {sub.namespace}/{sub.name} is not in the LIST of {self.what}")
 
@@ -310,10 +317,7 @@ class _Stream:
                     response.release()
                     raise WatchExpiredError(what)
                 await raise_for_response(response, what=what)
-                try:
-                    body = await response.content.read(MAX_LIST_BYTES)
-                finally:
-                    response.release()
+                body = await read_body(response, MAX_LIST_BYTES, what=what)
         try:
             page = json.loads(body)
         except ValueError as exc:

@@ -100,7 +100,7 @@ async def test_read_json_xcom(fake: FakeKube, cluster: KubeCluster) -> None:
     assert result == XComResult(empty=False, value=payload, size=len(json.dumps(payload).encode()))
     present, value = await cluster.read_xcom(PodRef(namespace=NS, name="p", uid=uid), 1024)
     assert (present, value) == (True, payload)
-    exec_request = [r for r in fake.requests if r.verb == "exec"][0]
+    exec_request = next(r for r in fake.requests if r.verb == "exec")
     assert f"container={XCOM_SIDECAR_NAME}" in exec_request.query
 
 

@@ -1,0 +1,52 @@
+"""Raw (``_preload_content=False``) responses: check the status, read a bounded body.
+
+kubernetes_asyncio hands back the aiohttp response as is: no status check, and
+``content.read(n)`` returns whatever chunk has arrived, not ``n`` bytes. These helpers do
+both properly, so a body is either whole or refused, never silently cut.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from finalizer.exceptions import KubeTransientError
+from finalizer.kube.errors import error_for_status
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+async def read_body(
+    response: aiohttp.ClientResponse, limit: int, *, what: str, truncate: bool = False
+) -> bytes:
+    """The whole body, or its first ``limit`` bytes when ``truncate``; else over-limit raises.
+
+    The response is released either way.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await response.content.read(min(limit + 1 - size, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        response.release()
+    body = b"".join(chunks)
+    if len(body) > limit:
+        if truncate:
+            return body[:limit]
+        raise KubeTransientError(f"{what}: the response is larger than {limit} bytes")
+    return body
+
+
+async def raise_for_response(response: aiohttp.ClientResponse, *, what: str) -> None:
+    """Raise the finalizer error for a non-2xx answer (the response is then released)."""
+    if 200 <= response.status <= 299:
+        return
+    try:
+        body = await read_body(response, MAX_ERROR_BODY, what=what, truncate=True)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    raise error_for_status(response.status, body, response.headers, what=what)
