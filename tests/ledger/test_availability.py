@@ -1,0 +1,104 @@
+"""Crash, don't hang: an unreachable or stuck ledger fails fast with LedgerUnavailableError."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import sqlalchemy as sa
+
+from finalizer.exceptions import LedgerUnavailableError
+from finalizer.ledger import Ledger
+from tests.ledger.conftest import make_spec
+
+pytestmark = pytest.mark.anyio
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def blackhole_port() -> Iterator[int]:
+    """A port that accepts TCP connections (kernel backlog) and never says a word."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield int(s.getsockname()[1])
+
+
+async def test_closed_port_fails_fast_with_a_clear_error() -> None:
+    port = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailableError, match=rf"127\.0\.0\.1:{port}") as info:
+        await Ledger.connect(f"postgresql://kpof:secret@127.0.0.1:{port}/ledger", connect_timeout=2)
+    assert time.monotonic() - started < 2
+    assert "secret" not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+async def test_silent_server_fails_within_the_connect_timeout(blackhole_port: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailableError):
+        await Ledger.connect(f"postgresql://kpof@127.0.0.1:{blackhole_port}/ledger", connect_timeout=1)
+    assert time.monotonic() - started < 3
+
+
+async def _aiosqlite_threads_gone(deadline: float = 5.0) -> bool:
+    """Poll (no event exists for it) until aiosqlite's worker threads have exited."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if not [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]:
+            return True
+        await anyio.sleep(0.01)
+    return False
+
+
+async def test_unopenable_sqlite_file_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(LedgerUnavailableError, match="unable to open database file"):
+        await Ledger.connect(f"sqlite:///{tmp_path / 'missing-dir' / 'ledger.sqlite3'}", connect_timeout=1)
+    # aiosqlite 0.22 stops its worker thread after a failed open with a future nobody awaits;
+    # let it finish on this loop rather than on a closed one.
+    assert await _aiosqlite_threads_gone()
+
+
+async def test_a_stuck_postgres_operation_times_out(pg_url: str) -> None:
+    """A table lock held elsewhere must not hang the loop past operation_timeout."""
+    async with await Ledger.connect(pg_url, operation_timeout=1) as ledger:
+        me = await ledger.register_instance("h", 1)
+        rec = await ledger.submit(make_spec(1), me)
+        async with ledger.engine.connect() as blocker:
+            await blocker.execute(sa.text("BEGIN"))
+            await blocker.execute(sa.text("LOCK TABLE kpof_jobs IN ACCESS EXCLUSIVE MODE"))
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailableError, match="timed out"):
+                await ledger.get(rec.key)
+            assert time.monotonic() - started < 3
+            await blocker.rollback()
+        assert await ledger.get(rec.key) == rec  # the pool recovered
+
+
+async def test_a_stuck_sqlite_writer_times_out(tmp_path: Path) -> None:
+    """Another process holding the write lock: bounded by busy_timeout, then unavailable."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    async with await Ledger.connect(url, connect_timeout=1, operation_timeout=5) as ledger:
+        other = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailableError, match="database is locked"):
+                await ledger.register_instance("h", 1)
+            assert time.monotonic() - started < 4
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await ledger.register_instance("h", 1)
