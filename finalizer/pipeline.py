@@ -213,21 +213,21 @@ class Pipeline:
             )
 
         async with cluster.watch(spec.pod) as sub:
-            pod = sub.latest
             while True:
-                current = verdict(pod)
-                if isinstance(current, triage.Completed):
-                    return current, pod
-                timeout = None
-                if current.wake_at is not None:
-                    timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
+                timeout: float | None = None  # until the first state arrives
+                if sub.known:
+                    current = verdict(sub.latest)  # latest is None once the pod is gone
+                    if isinstance(current, triage.Completed):
+                        return current, sub.latest
+                    if current.wake_at is not None:
+                        timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
                 try:
                     pod = await sub.wait(lambda p: isinstance(verdict(p), triage.Completed), timeout)
                 except TimeoutError:
-                    pod = sub.latest
-                    continue
-                if pod is None:
-                    return verdict(None), None  # type: ignore[return-value]
+                    continue  # a start-up clock ran out: assess again
+                final = verdict(pod)
+                if isinstance(final, triage.Completed):
+                    return final, pod
 
     async def _when_gone(self, spec: JobSpec, why: str) -> Outcome:
         """The pod is gone: a marker from whoever finished it says how it ended, else the XCom is lost."""

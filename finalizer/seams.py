@@ -22,7 +22,14 @@ class PodWatch(Protocol):
     """A subscription to one pod on the shared watch."""
 
     @property
-    def latest(self) -> PodView | None: ...
+    def latest(self) -> PodView | None:
+        """The latest state; None while unknown and once the pod is gone."""
+        ...
+
+    @property
+    def known(self) -> bool:
+        """A first state (or the pod's absence) has been seen."""
+        ...
 
     async def wait(
         self,

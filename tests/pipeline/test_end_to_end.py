@@ -1,0 +1,221 @@
+"""The pipeline end to end: fake cluster over real sockets, real Execution API, real ledger.
+
+Each case: a real TI, a running pod on the fake API server; the base container ends (or the
+pod goes wrong); the pipeline runs; we read back Airflow's XCom table, the fake cluster's pods
+and requests, and the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from finalizer.jobs import JobSpec, OutcomeKind, Step
+from tests.pipeline.harness import NS, Rig, World
+
+
+def _gone_or_deleting(world: World, spec: JobSpec) -> bool:
+    pod = world.pod(spec)
+    return pod is None or bool(pod["metadata"].get("deletionTimestamp"))
+
+
+async def _done_record(rig: Rig, spec: JobSpec) -> Any:
+    assert rig.ledger is not None
+    rec = await rig.ledger.get(spec.key)
+    assert rec is not None
+    assert rec.step is Step.DONE
+    return rec
+
+
+@pytest.mark.anyio
+async def test_success_pushes_clean_json_and_deletes_the_pod(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom=json.dumps({"rows": 3, "ok": True}))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert outcome.exit_code == 0
+    assert world.xcom(spec) == {"rows": 3, "ok": True}
+    raw = world.xcom_raw(spec)
+    assert json.loads(raw) if isinstance(raw, str) else raw == {"rows": 3, "ok": True}  # not double-encoded
+    assert _gone_or_deleting(world, spec)
+    assert world.deletes(spec) == 1
+    rec = await _done_record(rig, spec)
+    assert rec.outcome == outcome
+    assert rec.xcom_value == {"rows": 3, "ok": True}
+    assert set(rec.step_times) >= {Step.COMPLETION_SEEN, Step.XCOM_PERSISTED, Step.XCOM_PUSHED, Step.DONE}
+    marker = world.xcom(spec, "__kpo_finalizer_outcome")
+    assert marker["job"] == spec.key
+    assert marker["outcome"]["kind"] == "success"
+
+
+@pytest.mark.anyio
+async def test_failure_keeps_no_xcom_labels_and_deletes(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="[1]")
+    world.kube.terminate(NS, spec.pod.name, exit_code=3, message="boom: bad input")
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.exit_code == 3
+    assert "boom: bad input" in (outcome.termination_message or "")
+    assert not world.has_xcom(spec)
+    assert world.deletes(spec) == 1
+    patches = [r for r in world.kube.requests if r.verb == "patch" and r.name == spec.pod.name]
+    assert patches, "a failed pod is labelled already_checked before deletion"
+
+
+@pytest.mark.anyio
+async def test_skip_on_exit_code(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="1", skip_on_exit_code=(99,))
+    world.kube.terminate(NS, spec.pod.name, exit_code=99)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SKIPPED
+    assert not world.has_xcom(spec)
+    assert _gone_or_deleting(world, spec)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("content", [None, "", "null"])
+async def test_empty_or_null_xcom_is_success_without_a_return_value(
+    world: World, rig: Rig, content: str | None
+) -> None:
+    spec = world.make_job(xcom=content)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert not world.has_xcom(spec)
+    rec = await _done_record(rig, spec)
+    assert rec.xcom_read and rec.xcom_value is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("xcom", "settings", "needle"),
+    [
+        ("{not json", {}, "JSON"),
+        (json.dumps({"blob": "x" * 4000}), {"xcom_max_bytes": 1000}, "larg"),
+        ("[1, 2]", {"multiple_outputs": True}, "multiple_outputs requires"),
+        ('"abc"', {"mapped_length": True}, "cannot be mapped over"),
+    ],
+)
+async def test_unusable_xcom_fails_the_task_clearly_and_still_cleans_up(
+    world: World, rig: Rig, xcom: str, settings: dict[str, Any], needle: str
+) -> None:
+    spec = world.make_job(xcom=xcom, **settings)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert needle.lower() in outcome.reason.lower()
+    assert not world.has_xcom(spec)
+    assert _gone_or_deleting(world, spec)
+
+
+@pytest.mark.anyio
+async def test_missing_sidecar_is_a_clear_failure(world: World, rig: Rig) -> None:
+    spec = world.make_job(sidecar=False)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "airflow-xcom-sidecar" in outcome.reason or "sidecar" in outcome.reason.lower()
+    assert not world.has_xcom(spec)
+
+
+@pytest.mark.anyio
+async def test_no_xcom_push_needs_no_sidecar(world: World, rig: Rig) -> None:
+    spec = world.make_job(sidecar=False, do_xcom_push=False)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert not world.has_xcom(spec)
+    assert world.deletes(spec) == 1
+
+
+@pytest.mark.anyio
+async def test_pod_evicted_before_the_read_is_failed_with_xcom_lost(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom='{"a": 1}')
+    world.kube.evict(NS, spec.pod.name)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "XCom" in outcome.reason
+    assert "lost" in outcome.reason or "cannot" in outcome.reason
+    assert not world.has_xcom(spec)
+
+
+@pytest.mark.anyio
+async def test_pod_deleted_before_completion_is_failed_with_xcom_lost(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom='{"a": 1}')
+    world.kube.force_delete(NS, spec.pod.name)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "XCom was lost" in outcome.reason
+    assert not world.has_xcom(spec)
+
+
+@pytest.mark.anyio
+async def test_keep_pod_labels_it_and_keeps_it(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="5", on_finish_action="keep_pod")
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == 5
+    pod = world.pod(spec)
+    assert pod is not None
+    assert pod["metadata"]["labels"].get("already_checked") == "True"
+    assert world.deletes(spec) == 0
+
+
+@pytest.mark.anyio
+async def test_multiple_outputs_and_mapped_length(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom=json.dumps({"a": 1, "b": [1, 2]}), multiple_outputs=True, mapped_length=True)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec, "a") == 1
+    assert world.xcom(spec, "b") == [1, 2]
+    assert world.xcom(spec) == {"a": 1, "b": [1, 2]}
+    ti = spec.ti
+    assert world.env.get_task_map_length(ti.dag_id, ti.run_id, ti.task_id) == 2
+
+
+@pytest.mark.anyio
+async def test_waits_for_completion_on_the_shared_watch(world: World, rig: Rig) -> None:
+    import anyio
+
+    spec = world.make_job(xcom='"late"')
+    async with anyio.create_task_group() as tg:
+        result: list[Any] = []
+
+        async def run() -> None:
+            result.append(await rig.run(spec))
+
+        tg.start_soon(run)
+        await anyio.sleep(0.3)
+        assert not result, "the job must wait while the base container runs"
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    assert result[0].kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == "late"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [500, 429])
+async def test_error_storms_on_every_call_are_retried(world: World, rig: Rig, status: int) -> None:
+    spec = world.make_job(xcom='{"storm": true}')
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    for method, path in [
+        ("GET", r"/pods\?"),  # LIST
+        ("GET", rf"/pods/{spec.pod.name}$"),  # read
+        ("GET", rf"/pods/{spec.pod.name}/exec"),  # XCom read, sidecar stop
+        ("GET", rf"/pods/{spec.pod.name}/log"),
+        ("PATCH", rf"/pods/{spec.pod.name}"),
+        ("DELETE", rf"/pods/{spec.pod.name}"),
+    ]:
+        if status == 429:
+            world.kube.faults.add(method, path, status=429, plaintext_429=True, retry_after=0, times=2)
+        else:
+            world.kube.faults.add(method, path, status=500, times=3)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == {"storm": True}
+    assert _gone_or_deleting(world, spec)
+    errors = [r for r in world.kube.requests if r.status == status]
+    assert len(errors) >= 6
