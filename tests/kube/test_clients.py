@@ -1,0 +1,104 @@
+"""The per-cluster client pool: one client per ClusterRef, config sources, bounds, clean close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from finalizer.exceptions import ConfigurationError
+from finalizer.jobs import ClusterRef
+from finalizer.kube import KubeClients, KubeSettings
+from finalizer.kube.config import _uses_exec_auth, load_configuration
+from finalizer.testing import FakeKube
+from tests.kube.conftest import FAST, NS, running_pod
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_one_client_per_cluster_key(fake: FakeKube) -> None:
+    ref = ClusterRef(config_dict=fake.kubeconfig)
+    async with KubeClients(FAST) as clients:
+        many = await asyncio.gather(*(clients.get(ref) for _ in range(20)))
+        assert all(c is many[0] for c in many)
+        again = await clients.get(ClusterRef(config_dict=fake.kubeconfig))  # equal ref, same key
+        assert again is many[0]
+        other = await clients.get(ClusterRef(config_dict=fake.kubeconfig, cluster_context="fake-kube"))
+        assert other is not many[0]
+        assert len(clients) == 2
+        running_pod(fake, "p")
+        for _ in range(5):
+            await many[0].pods.read_pod(NS, "p")
+        assert many[0].api.rest_client.pool_manager is again.api.rest_client.pool_manager
+    assert many[0].api.rest_client.pool_manager.closed
+    assert other.api.rest_client.pool_manager.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await clients.get(ref)
+
+
+async def test_airflow_connection_is_read_by_the_providers_hook(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {"conn_type": "kubernetes", "extra": {"kube_config": fake.kubeconfig}}
+    monkeypatch.setenv("AIRFLOW_CONN_H3_FAKE_KUBE", json.dumps(conn))
+    running_pod(fake, "p")
+    async with KubeClients(FAST) as clients:
+        cluster = await clients.get(ClusterRef(kubernetes_conn_id="h3_fake_kube"))
+        assert cluster.configuration.host == fake.url
+        assert (await cluster.pods.read_pod(NS, "p")).name == "p"
+        assert fake.token in str(cluster.configuration.api_key)
+
+
+async def test_bad_configuration_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="cannot load Kubernetes configuration"):
+        await load_configuration(ClusterRef(config_dict={"clusters": [], "contexts": [], "users": []}))
+
+
+async def test_failed_creation_is_not_cached(fake: FakeKube) -> None:
+    bad = ClusterRef(config_dict={"current-context": "nope", "contexts": [], "clusters": [], "users": []})
+    async with KubeClients(FAST) as clients:
+        for _ in range(2):
+            with pytest.raises(ConfigurationError):
+                await clients.get(bad)
+        assert len(clients) == 0
+
+
+@pytest.mark.parametrize(
+    ("user", "exec_auth"),
+    [({"token": "t"}, False), ({"exec": {"command": "aws"}}, True)],
+)
+def test_exec_auth_detection(user: dict[str, object], exec_auth: bool) -> None:
+    kubeconfig = {
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "users": [{"name": "u", "user": user}, {"name": "other", "user": {"exec": {}}}],
+    }
+    assert _uses_exec_auth(kubeconfig, None) is exec_auth
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ConfigurationError):
+        KubeSettings(max_concurrency=0)
+    with pytest.raises(ConfigurationError):
+        KubeSettings(read_timeout=0)
+    assert KubeSettings(connect_timeout=3, read_timeout=7).request_timeout == (3, 7)
+
+
+async def test_concurrency_is_bounded_per_cluster(fake: FakeKube) -> None:
+    running_pod(fake, "p")
+    fake.latency = 0.1
+    settings = KubeSettings(max_concurrency=3)
+    async with KubeClients(settings) as clients:
+        cluster = await clients.get(ClusterRef(config_dict=fake.kubeconfig))
+        await asyncio.gather(*(cluster.pods.read_pod(NS, "p") for _ in range(12)))
+    gets = [r for r in fake.requests if r.verb == "get"]
+    assert len(gets) == 12
+    # At most 3 requests were ever in flight at the server at once.
+    edges = sorted([(r.time, 1) for r in gets] + [(r.time + r.duration, -1) for r in gets])
+    in_flight = peak = 0
+    for _, delta in edges:
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak <= 3
+    assert peak >= 2  # and the bound is not a serialisation
