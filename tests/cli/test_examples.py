@@ -1,0 +1,114 @@
+"""examples/ must be usable as shipped: DAGs parse in Airflow's DagBag, YAML is valid, the config
+section names only options kpo-finalizer knows and they validate."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+PARSE_DAGS = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "dags": {d: sorted(bag.dags[d].task_ids) for d in bag.dags}}))
+"""
+
+
+@pytest.mark.airflow
+def test_example_dags_parse_in_dagbag(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES / "dags"),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE_DAGS, str(EXAMPLES / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert result["dags"] == {
+        "kpo_finalizer_settings": ["extract", "load", "transform"],
+        "kpo_finalizer_fallback": ["classic", "report_on_worker", "with_callbacks"],
+    }
+
+
+def test_rbac_role_grants_what_the_finalizer_does() -> None:
+    docs = list(yaml.safe_load_all((EXAMPLES / "rbac.yaml").read_text()))
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding"]
+    role = docs[1]
+    grants = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    needed = {("pods", v) for v in ("get", "list", "watch", "delete", "patch")}
+    needed |= {("pods/exec", "create"), ("pods/log", "get")}
+    assert needed <= grants
+    binding = docs[2]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == docs[0]["metadata"]["name"]
+
+
+def _snippet_options() -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string((EXAMPLES / "airflow.cfg.snippet").read_text())
+    assert parser.sections() == ["kpo_finalizer"]
+    return dict(parser["kpo_finalizer"])
+
+
+def test_config_snippet_options_are_known_and_valid() -> None:
+    from finalizer.config import FinalizerConfig
+    from triggers.policy import FinalizationPolicy, config_defaults
+
+    options = _snippet_options()
+    policy_keys = set(FinalizationPolicy.model_fields)
+    loop_keys = set(FinalizerConfig.model_fields)
+    assert set(options) - policy_keys - loop_keys == set()
+    assert policy_keys <= set(options)  # every per-task default is documented
+    policy = FinalizationPolicy.build(config_defaults(options.get))
+    assert policy.enabled is True
+    assert policy.fail_fast_waiting_reasons == ("InvalidImageName", "ErrImageNeverPull")
+    config = FinalizerConfig.from_mapping({k: v for k, v in options.items() if k in loop_keys})
+    assert config.stale_threshold == 30
+    assert str(config.state_dir) == "/opt/airflow/kpo-finalizer"
+
+
+def test_env_file_names_known_options() -> None:
+    from finalizer.config import FinalizerConfig
+    from triggers.policy import FinalizationPolicy
+
+    known = set(FinalizationPolicy.model_fields) | set(FinalizerConfig.model_fields)
+    prefix = "AIRFLOW__KPO_FINALIZER__"
+    lines = [ln for ln in (EXAMPLES / "kpo_finalizer.env").read_text().splitlines() if ln and ln[0] != "#"]
+    assert lines
+    for line in lines:
+        name, _, value = line.partition("=")
+        assert name.startswith(prefix), line
+        assert name[len(prefix) :].lower() in known, line
+        assert value
+
+
+def test_dockerfile_installs_the_package() -> None:
+    text = (EXAMPLES / "Dockerfile.triggerer").read_text()
+    assert text.lstrip().startswith("#")
+    assert "\nFROM apache/airflow:3.3.2" in text
+    assert "kpo-finalizer" in text
+    assert "apache-airflow-providers-cncf-kubernetes>=10.25.0" in text
