@@ -122,8 +122,8 @@ class AirflowEnv:
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
         url = _normalise_db_url(db_url) if db_url else _sqlite_url(home / "airflow.db")
-        if url.startswith("sqlite") and ":memory:" in url:
-            raise ValueError("use a SQLite file, not :memory: (other processes must share the DB)")
+        if url.startswith("sqlite") and (":memory:" in url or not url.split("://", 1)[1].strip("/")):
+            raise ValueError(f"use a SQLite file, not an in-memory DB ({url}): other processes share it")
         self = cls(home=home, db_url=url)
         self.dags_folder.mkdir(exist_ok=True)
         env = {
@@ -145,6 +145,16 @@ class AirflowEnv:
         self.activate()
         return self
 
+    @classmethod
+    def from_environ(cls) -> AirflowEnv:
+        """The env a parent prepared, in a child process started with ``env.env`` (demo, helpers)."""
+        keys = ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+        missing = [k for k in keys if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"AirflowEnv.from_environ: {', '.join(missing)} not set")
+        env = {k: v for k, v in os.environ.items() if k == "AIRFLOW_HOME" or k.startswith("AIRFLOW__")}
+        return cls(home=Path(env["AIRFLOW_HOME"]), db_url=env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], env=env)
+
     def activate(self) -> None:
         """Write ``self.env`` into ``os.environ``; if Airflow is imported, re-point its ORM here."""
         os.environ.update(self.env)
@@ -153,6 +163,9 @@ class AirflowEnv:
 
             settings.configure_vars()
             settings.reconfigure_orm()
+        if "airflow.models.crypto" in sys.modules:
+            # get_fernet() is @cache'd: drop the previous env's key.
+            sys.modules["airflow.models.crypto"].get_fernet.cache_clear()
 
     # -- schema and DAGs ---------------------------------------------------------------------------
 
