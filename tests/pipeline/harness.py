@@ -104,7 +104,7 @@ class AirflowServer:
                 )
                 self._server = uvicorn.Server(config)
                 task = asyncio.create_task(self._server.serve())
-                while not self._server.started and not task.done():
+                while not self._server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
                     await asyncio.sleep(0.01)
                 ready.set()
                 await task
@@ -221,12 +221,17 @@ class World:
             1 for r in self.kube.requests if r.verb == "delete" and r.name == spec.pod.name and r.status < 300
         )
 
-    def wiring(self) -> Wiring:
+    def wiring(self, ledger_url: str | None = None) -> Wiring:
         """The real foundation (ledger, kube pool, HTTP XCom client) for a Finalizer."""
-        url, server = self.ledger_url, self.airflow
+        url, server = ledger_url or self.ledger_url, self.airflow
 
         async def wire(config: FinalizerConfig, stack: AsyncExitStack) -> Foundation:
-            ledger = await Ledger.connect(url, stale_threshold=config.stale_threshold, operation_timeout=5.0)
+            ledger = await Ledger.connect(
+                url,
+                connect_timeout=config.ledger_deadline,
+                operation_timeout=min(5.0, config.ledger_deadline),
+                stale_threshold=config.stale_threshold,
+            )
             stack.push_async_callback(ledger.aclose)
             clients = KubeClients()
             stack.push_async_callback(clients.aclose)
@@ -267,7 +272,9 @@ class Rig:
         return self
 
     def pipeline(self, on_step: StepHook | None = None, config: FinalizerConfig | None = None) -> Pipeline:
-        assert self.ledger is not None and self.clients is not None and self.client is not None
+        assert self.ledger is not None
+        assert self.clients is not None
+        assert self.client is not None
         clients = self.clients
 
         async def cluster_for(spec: JobSpec) -> ClusterOps:

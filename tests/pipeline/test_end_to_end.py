@@ -85,7 +85,8 @@ async def test_empty_or_null_xcom_is_success_without_a_return_value(
     assert outcome.kind is OutcomeKind.SUCCESS
     assert not world.has_xcom(spec)
     rec = await _done_record(rig, spec)
-    assert rec.xcom_read and rec.xcom_value is None
+    assert rec.xcom_read
+    assert rec.xcom_value is None
 
 
 @pytest.mark.anyio

@@ -1,0 +1,161 @@
+"""The process-wide Finalizer: own loop and thread, submit/join, health, drain, fail loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from finalizer.config import FinalizerConfig
+from finalizer.exceptions import FinalizerUnavailableError, LedgerUnavailableError
+from finalizer.jobs import OutcomeKind, Step
+from finalizer.ledger import Ledger
+from finalizer.pipeline import StepHook
+from finalizer.seams import Wiring
+from finalizer.service import Finalizer
+from tests.pipeline.harness import NS, World, fast_config
+
+
+@asynccontextmanager
+async def running(
+    config: FinalizerConfig, wiring: Wiring, on_step: StepHook | None = None
+) -> AsyncIterator[Finalizer]:
+    finalizer = await anyio.to_thread.run_sync(lambda: Finalizer.launch(config, wiring, on_step=on_step))
+    try:
+        yield finalizer
+    finally:
+        await finalizer.adrain(2.0)
+
+
+async def _eventually(check: Any, within: float = 10.0) -> None:
+    """Poll-with-deadline for conditions that have no event to await."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await anyio.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_submit_from_another_loop_twice_joins_one_job(world: World) -> None:
+    spec = world.make_job(xcom='{"n": 1}')
+    async with running(world.config, world.wiring()) as finalizer:
+        first = asyncio.ensure_future(finalizer.submit(spec))
+        second = asyncio.ensure_future(finalizer.submit(spec))  # a trigger re-run: joins
+        await _eventually(lambda: finalizer.health().watching == 1)
+        assert not first.done()
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+        a, b = await asyncio.gather(first, second)
+        assert a == b
+        assert a.kind is OutcomeKind.SUCCESS
+        third = await finalizer.submit(spec)  # after DONE: the recorded outcome, no new work
+        assert third == a
+        health = finalizer.health()
+        assert health.running
+        assert health.jobs_done >= 1
+        assert health.loop_lag_max < 1.0
+    assert world.xcom(spec) == {"n": 1}
+    assert world.deletes(spec) == 1
+    execs = [r for r in world.kube.requests if r.verb == "exec" and r.name == spec.pod.name]
+    assert len(execs) == 2  # one XCom read + one sidecar stop, despite three submissions
+
+
+@pytest.mark.anyio
+async def test_concurrency_per_cluster_is_bounded(world: World) -> None:
+    config = fast_config(world.config.state_dir, concurrency_per_cluster=2)
+    seen: list[int] = []
+    holder: list[Finalizer] = []
+
+    async def on_step(spec: Any, rec: Any) -> None:
+        if holder:
+            seen.append(holder[0].health().in_flight)
+        await anyio.sleep(0.01)
+
+    specs = [world.make_job(xcom=str(i)) for i in range(6)]
+    for spec in specs:
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    async with running(config, world.wiring(), on_step) as finalizer:
+        holder.append(finalizer)
+        outcomes = await asyncio.gather(*(finalizer.submit(s) for s in specs))
+    assert all(o.kind is OutcomeKind.SUCCESS for o in outcomes)
+    assert seen
+    assert max(seen) <= 2
+    assert [world.xcom(s) for s in specs] == list(range(6))
+
+
+@pytest.mark.anyio
+async def test_drain_parks_waiting_jobs_never_deletes_and_a_restart_finishes_them(world: World) -> None:
+    spec = world.make_job(xcom='"after restart"')
+    finalizer = await anyio.to_thread.run_sync(lambda: Finalizer.launch(world.config, world.wiring()))
+    waiter = asyncio.ensure_future(finalizer.submit(spec))
+    await _eventually(lambda: finalizer.health().watching == 1)
+    await finalizer.adrain(1.0)
+    with pytest.raises(FinalizerUnavailableError, match="parked"):
+        await waiter
+    with pytest.raises(FinalizerUnavailableError, match="draining or stopped"):
+        await finalizer.submit(spec)
+    assert world.pod(spec) is not None, "shutdown never deletes a pod"
+    assert world.deletes(spec) == 0
+    async with _ledger(world) as ledger:
+        rec = await ledger.get(spec.key)
+        assert rec is not None
+        assert rec.step < Step.DONE
+    # A new instance adopts the parked job (its owner unregistered) and finishes it once the pod ends.
+    async with running(world.config, world.wiring()) as second:
+        await _eventually(lambda: second.health().watching == 1)
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+        outcome = await second.submit(spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == "after restart"
+    assert world.deletes(spec) == 1
+
+
+@asynccontextmanager
+async def _ledger(world: World) -> AsyncIterator[Ledger]:
+    ledger = await Ledger.connect(world.ledger_url)
+    try:
+        yield ledger
+    finally:
+        await ledger.aclose()
+
+
+@pytest.mark.anyio
+async def test_unreachable_ledger_at_start_fails_within_the_deadline(world: World) -> None:
+    config = fast_config(
+        world.config.state_dir, ledger_url="postgresql://postgres@127.0.0.1:1/nope", ledger_deadline=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailableError):
+        await anyio.to_thread.run_sync(
+            lambda: Finalizer.launch(config, world.wiring(config.resolved_ledger_url))
+        )
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.anyio
+async def test_shared_is_one_per_process_and_thread_safe(world: World) -> None:
+    await anyio.to_thread.run_sync(Finalizer.reset_shared, 1.0)
+    got: list[Finalizer] = []
+
+    def start() -> None:
+        got.append(Finalizer.shared(world.config, world.wiring()))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    await _eventually(lambda: not any(t.is_alive() for t in threads), within=30)
+    try:
+        assert len(got) == 4
+        assert all(f is got[0] for f in got)
+        assert got[0].health().running
+    finally:
+        await anyio.to_thread.run_sync(Finalizer.reset_shared, 1.0)
+    assert not got[0].health().running
+    with pytest.raises(FinalizerUnavailableError):
+        got[0].submit_future(world.make_job())
