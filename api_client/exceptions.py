@@ -6,6 +6,7 @@
     ├── TokenError                     the token provider could not produce a token (file missing, …)
     ├── InvalidValueError              an XCom value is not JSON (NaN, bytes, set…): nothing was sent
     ├── TransportError                 no HTTP answer: connect refused, timeout, protocol error   [transient]
+    │                                  (except an unsupported URL scheme: terminal)
     ├── APIVersionError                the server does not serve our pinned ``Airflow-API-Version``
     ├── UnexpectedResponseError        a success answer we cannot understand (not JSON, wrong shape)
     └── ServerResponseError            the server answered with an error status (status_code, reason, detail)
@@ -250,5 +251,10 @@ def map_httpx_errors(method: str, path: str) -> Iterator[None]:
     """The one place where httpx exceptions become ours (``TransportError``), chained ``from``."""
     try:
         yield
+    except httpx.UnsupportedProtocol as exc:
+        # A misconfigured URL (no scheme, ftp://…): retrying cannot help.
+        error = TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
+        error.retry_after = None
+        raise error from exc
     except httpx.TransportError as exc:
         raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc

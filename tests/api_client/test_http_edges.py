@@ -116,3 +116,10 @@ async def test_garbage_success_body_on_get_is_an_error() -> None:
     async with ExecutionAPIClient("http://api", token=SECRET, transport=transport) as client:
         with pytest.raises(UnexpectedResponseError, match="not a XComResponse"):
             await client.xcoms.get(REF)
+
+
+async def test_unsupported_url_scheme_is_terminal() -> None:
+    async with ExecutionAPIClient("ftp://api", token=SECRET) as client:
+        with pytest.raises(TransportError) as err:
+            await client.xcoms.set(REF, 1)
+    assert err.value.retry_after is None

@@ -249,3 +249,28 @@ async def _store_with_factory(factory: Any) -> SupervisorXComStore:
 def test_creating_outside_a_loop_needs_an_explicit_loop() -> None:
     with pytest.raises(RuntimeError):
         SupervisorXComStore(ops=StandIn().ops())
+
+
+def test_the_real_airflow_calls_exist_with_the_parameters_we_use() -> None:
+    """Guards ``airflow_ops`` against task-sdk drift (the end-to-end proof is the triggerer test)."""
+    import inspect
+
+    from airflow.sdk.execution_time.xcom import XCom
+
+    from api_client.supervisor import airflow_ops
+
+    ops = airflow_ops()
+    assert inspect.iscoroutinefunction(XCom.aset)
+    assert inspect.iscoroutinefunction(XCom.aget_one)
+    assert {"dag_id", "task_id", "run_id", "map_index", "_mapped_length"} <= set(
+        inspect.signature(XCom.aset).parameters
+    )
+    assert {"key", "dag_id", "task_id", "run_id", "map_index"} <= set(
+        inspect.signature(XCom.aget_one).parameters
+    )
+    assert {"key", "dag_id", "task_id", "run_id", "map_index"} <= set(
+        inspect.signature(XCom.delete).parameters
+    )
+    assert callable(ops.set)
+    assert callable(ops.get)
+    assert callable(ops.delete)
