@@ -44,7 +44,7 @@ async def test_rv_empty_or_zero_gives_synthetic_added(fake_kube: FakeKube, core:
     fake_kube.start("default", "b")
     for rv in (None, "0"):
         kwargs = {"resource_version": rv} if rv else {}
-        events = await watch_lines(core, timeout_seconds=1, **kwargs)
+        events = await watch_lines(core, timeout_seconds=0.3, **kwargs)
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
             ("ADDED", "a"),
             ("ADDED", "b"),
@@ -58,7 +58,7 @@ async def test_rv_replays_newer_events_only(fake_kube: FakeKube, core: Any) -> N
     rv = fake_kube.resource_version
     fake_kube.start("default", "a")
     fake_kube.terminate("default", "a")
-    events = await watch_lines(core, resource_version=str(rv), timeout_seconds=1)
+    events = await watch_lines(core, resource_version=str(rv), timeout_seconds=0.3)
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "MODIFIED"]
     versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert versions == sorted(versions)

@@ -27,6 +27,8 @@ class Cluster:
         #: Seconds between BOOKMARK events on watches that allow them.
         self.bookmark_interval = 1.0
         self._timers: set[asyncio.TimerHandle] = set()
+        #: The loop serving the API (set by ``FakeKube.open``); timers run there.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- helpers -------------------------------------------------------------------------------
     def _require(self, namespace: str, name: str) -> JSON:
@@ -45,7 +47,7 @@ class Cluster:
             runtime.stop_event(container).set()
 
     def later(self, delay: float, callback: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(handle)
@@ -108,6 +110,13 @@ class Cluster:
         self._require(namespace, name)
         stamp = now()
         self.store.runtime_of(namespace, name).logs[container] = [(stamp, line) for line in lines]
+
+    def append_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
+        self._require(namespace, name)
+        stamp = now()
+        self.store.runtime_of(namespace, name).logs.setdefault(container, []).extend(
+            (stamp, line) for line in lines
+        )
 
     def kubelet_forget(self, namespace: str, name: str) -> None:
         """The node lost the pod's containers (node replaced, runtime wiped): exec fails 500."""

@@ -44,6 +44,7 @@ class FaultRule:
     latency: float = 0.0
     reset: bool = False
     times: int | None = 1
+    reset_after_handling: bool = False
     fired: int = 0
 
     def matches(self, method: str, path_qs: str) -> bool:
@@ -87,12 +88,28 @@ class Faults:
         latency: float = 0.0,
         reset: bool = False,
         times: int | None = 1,
+        reset_after_handling: bool = False,
     ) -> FaultRule:
-        """Add a rule; ``status=None`` with ``latency`` only delays; ``reset`` drops the connection."""
+        """Add a rule; ``status=None`` with ``latency`` only delays; ``reset`` drops the connection.
+
+        ``reset_after_handling``: the request takes effect, then the connection is reset instead of
+        answering (a DELETE that succeeded but whose answer was lost).
+        """
         if plaintext_429:
             status = 429
+        if reset_after_handling:
+            status = None
         rule = FaultRule(
-            method, re.compile(path), status, body, plaintext_429, retry_after, latency, reset, times
+            method,
+            re.compile(path),
+            status,
+            body,
+            plaintext_429,
+            retry_after,
+            latency,
+            reset,
+            times,
+            reset_after_handling,
         )
         with self._lock:
             self._rules.append(rule)
@@ -234,6 +251,10 @@ def make_middleware(
         except web.HTTPException as exc:
             record(exc.status)
             raise
+        if rule is not None and rule.reset_after_handling:
+            record(0)
+            _reset(request)
+            raise asyncio.CancelledError
         record(response.status)
         return response
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from aiohttp import web
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.exec import handle_exec
+from finalizer.testing.fake_kube.logs import handle_log
 from finalizer.testing.fake_kube.selectors import SelectorError, parse_field_selector, parse_label_selector
 from finalizer.testing.fake_kube.store import with_kind
 from finalizer.testing.fake_kube.watch import serve_watch
@@ -20,10 +20,8 @@ from finalizer.testing.fake_kube.wire import (
     JSON,
     json_response,
     not_found,
-    now,
     parse_bool,
     status_response,
-    timestamp_nano,
 )
 
 CLUSTER_KEY = web.AppKey("cluster", Cluster)
@@ -207,47 +205,10 @@ async def delete_pod(request: web.Request) -> web.Response:
     return json_response(with_kind(deleted))
 
 
-async def read_log(request: web.Request) -> web.Response:
-    cluster = _cluster(request)
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    query = request.query
-    pod = cluster.store.get(namespace, name)
-    if pod is None:
-        return not_found(name)
-    names = lifecycle.container_names(pod)
-    container = query.get("container", "")
-    if not container:
-        if len(names) != 1:
-            return _bad_request(
-                f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
-            )
-        container = names[0]
-    if container not in names:
-        return _bad_request(f"container {container} is not valid for pod {name}")
-    state = lifecycle.container_state(pod, container)
-    if state in (None, "waiting"):
-        reason = (
-            (lifecycle.container_status(pod, container) or {}).get("state", {}).get("waiting") or {}
-        ).get("reason", "ContainerCreating")
-        return _bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
-    try:
-        tail = int(query["tailLines"]) if query.get("tailLines") else None
-        since = int(query["sinceSeconds"]) if query.get("sinceSeconds") else None
-        limit = int(query["limitBytes"]) if query.get("limitBytes") else None
-        stamps = bool(parse_bool(query.get("timestamps")))
-    except ValueError as exc:
-        return _bad_request(str(exc))
-    lines = cluster.store.runtime_of(namespace, name).logs.get(container, [])
-    if since is not None:
-        cutoff = now() - timedelta(seconds=since)
-        lines = [(ts, line) for ts, line in lines if ts >= cutoff]
-    if tail is not None:
-        lines = lines[-tail:] if tail > 0 else []
-    text = "".join((f"{timestamp_nano(ts)} " if stamps else "") + line + "\n" for ts, line in lines)
-    data = text.encode()
-    if limit is not None:
-        data = data[:limit]
-    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+async def read_log(request: web.Request) -> web.StreamResponse:
+    return await handle_log(
+        request, _cluster(request), request.match_info["namespace"], request.match_info["name"]
+    )
 
 
 async def exec_pod(request: web.Request) -> web.StreamResponse:

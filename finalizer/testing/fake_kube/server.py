@@ -56,6 +56,7 @@ class FakeKube:
         self._kubelet = AutoKubelet(self.cluster)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._names = 0
 
     # --- running -------------------------------------------------------------------------------
@@ -72,6 +73,8 @@ class FakeKube:
         await site.start()
         self._runner = runner
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.cluster.loop = self._loop
         self.port = int(runner.addresses[0][1])
         return self
 
@@ -130,11 +133,9 @@ class FakeKube:
             raise RuntimeError(
                 "FakeKube is not running (use `async with FakeKube()` or FakeKube.in_thread())"
             )
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if threading.get_ident() == self._loop_thread:
+            # On the loop's own thread (inside a coroutine, or between loop runs as in sync
+            # fixtures): nothing else can touch the state right now, so run directly.
             return fn(*args)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -262,6 +263,10 @@ class FakeKube:
 
     def set_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
         self._call(self.cluster.set_logs, namespace, name, container, list(lines))
+
+    def append_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
+        """Add log lines (followers see them)."""
+        self._call(self.cluster.append_logs, namespace, name, container, list(lines))
 
     def get_pod(self, namespace: str, name: str) -> JSON | None:
         def read() -> JSON | None:
