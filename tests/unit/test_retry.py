@@ -1,0 +1,135 @@
+"""finalizer.retry: classification table, per-step policies, and the retry wiring with metrics."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from api_client.backoff import RetryPolicy
+from api_client.exceptions import ExecutionAPIError, TransportError, error_from_response
+from finalizer import exceptions as fx
+from finalizer.config import RETRY_STEPS
+from finalizer.metrics import FinalizerMetrics, Registry, StatsSink
+from finalizer.retry import STEP_POLICIES, call_with_retry, classify, policy_for
+
+
+def api_error(status: int, headers: dict[str, str] | None = None) -> ExecutionAPIError:
+    response = httpx.Response(status, headers=headers or {}, json={"detail": {"reason": "x", "message": "m"}})
+    return error_from_response(response, method="POST", path="/xcoms/d/r/t/k")
+
+
+CASES: list[tuple[str, BaseException, float | None]] = [
+    ("kube-transient", fx.KubeTransientError("reset"), 0.0),
+    ("kube-429-retry-after", fx.KubeTransientError("429", status=429, retry_after=7), 7.0),
+    ("kube-negative-retry-after", fx.KubeTransientError("x", retry_after=-3), 0.0),
+    ("pod-not-found", fx.PodNotFoundError(status=404), None),
+    ("pod-conflict", fx.PodConflictError(status=409), None),
+    ("kube-4xx", fx.KubeRequestError(status=422), None),
+    ("sidecar-not-running", fx.SidecarNotRunningError(), None),
+    ("xcom-too-large", fx.XComTooLargeError(), None),
+    ("xcom-invalid-json", fx.XComInvalidJSONError(), None),
+    ("xcom-exec-failed", fx.XComExecFailedError(), None),
+    ("ledger-unavailable", fx.LedgerUnavailableError(), 0.0),
+    ("job-lost", fx.JobLostError(), None),
+    ("ledger-other", fx.LedgerError(), None),
+    ("configuration", fx.ConfigurationError(), None),
+    ("finalizer-unavailable", fx.FinalizerUnavailableError(), None),
+    ("api-transport", TransportError("connect refused"), 0.0),
+    ("api-429", api_error(429, {"Retry-After": "3"}), 3.0),
+    ("api-503", api_error(503), 0.0),
+    ("api-400", api_error(400), None),
+    ("api-404", api_error(404), None),
+    ("api-409", api_error(409), None),
+    ("api-403", api_error(403), None),
+    ("bare-timeout", TimeoutError(), 0.0),
+    ("bare-connection-reset", ConnectionResetError(), 0.0),
+    ("bug", KeyError("x"), None),
+    ("value-error", ValueError("x"), None),
+]
+
+
+@pytest.mark.parametrize(("exc", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_classify(exc: BaseException, expected: float | None) -> None:
+    assert classify(exc) == expected
+
+
+def test_every_configurable_step_has_a_bounded_default_policy() -> None:
+    assert set(STEP_POLICIES) == set(RETRY_STEPS)
+    for step in RETRY_STEPS:
+        policy = policy_for(step)
+        assert policy.max_attempts >= 2
+        assert policy.deadline is not None
+        assert policy.deadline <= 300
+    with pytest.raises(KeyError, match="unknown retry step 'nope'"):
+        policy_for("nope")
+
+
+def _metrics() -> FinalizerMetrics:
+    return FinalizerMetrics(Registry(StatsSink(mode="off")))
+
+
+FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.002, deadline=5.0)
+
+
+@pytest.mark.anyio
+async def test_transient_errors_are_retried_and_counted() -> None:
+    metrics = _metrics()
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise fx.KubeTransientError("reset")
+        return "ok"
+
+    assert await call_with_retry("read_pod", flaky, policy=FAST, metrics=metrics) == "ok"
+    assert calls == 3
+    assert metrics.retries.value(step="read_pod") == 2
+    assert metrics.errors.value(step="read_pod", error="KubeTransientError") == 0
+
+
+@pytest.mark.anyio
+async def test_terminal_errors_are_raised_at_once_and_counted() -> None:
+    metrics = _metrics()
+    calls = 0
+
+    async def gone() -> None:
+        nonlocal calls
+        calls += 1
+        raise fx.PodNotFoundError("pod gone", status=404)
+
+    with pytest.raises(fx.PodNotFoundError):
+        await call_with_retry("cleanup", gone, policy=FAST, metrics=metrics)
+    assert calls == 1
+    assert metrics.retries.value(step="cleanup") == 0
+    assert metrics.errors.value(step="cleanup", error="PodNotFoundError") == 1
+
+
+@pytest.mark.anyio
+async def test_attempts_run_out_with_the_last_error() -> None:
+    metrics = _metrics()
+
+    async def down() -> None:
+        raise fx.LedgerUnavailableError("db down")
+
+    with pytest.raises(fx.LedgerUnavailableError, match="db down"):
+        await call_with_retry("ledger", down, policy=FAST, metrics=metrics)
+    assert metrics.retries.value(step="ledger") == FAST.max_attempts - 1
+    assert metrics.errors.value(step="ledger", error="LedgerUnavailableError") == 1
+
+
+@pytest.mark.anyio
+async def test_server_retry_after_is_honoured() -> None:
+    calls: list[float] = []
+
+    async def limited() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise fx.KubeTransientError("429", status=429, retry_after=0.2)
+        return "ok"
+
+    assert await call_with_retry("read_xcom", limited, policy=FAST, metrics=_metrics()) == "ok"
+    assert calls[1] - calls[0] >= 0.2
