@@ -1,0 +1,183 @@
+"""Crash-resume: a job interrupted at any step boundary and resumed by a fresh finalizer ends
+with exactly one XCom value, the pod handled once, and the same outcome.
+
+Interruptions: the task cancelled right after a step is recorded, and a child process SIGKILLed
+there. The resumer is a new instance (new owner) on the same ledger; it adopts the job because
+the old owner is unregistered (cancel) or its heartbeat went stale (kill).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.ledger import Ledger
+from tests.pipeline.harness import NS, Rig, World
+
+BOUNDARIES = [
+    Step.REGISTERED,
+    Step.COMPLETION_SEEN,
+    Step.XCOM_PERSISTED,
+    Step.XCOM_PUSHED,
+    Step.DIAGNOSTICS_CAPTURED,
+    Step.SIDECAR_STOPPED,
+    Step.POD_CLEANED,
+]
+VALUE = {"rows": [1, 2, 3], "name": "résumé"}
+
+
+def _xcom_reads(world: World, spec: JobSpec) -> int:
+    return sum(
+        1
+        for r in world.kube.requests
+        if r.verb == "exec" and r.name == spec.pod.name and "return.json" in r.query
+    )
+
+
+async def _cancel_at(rig: Rig, spec: JobSpec, step: Step) -> None:
+    """Run the job and cancel it right after ``step`` is recorded (REGISTERED: before it starts)."""
+    assert rig.ledger is not None
+    rec = await rig.ledger.submit(spec, rig.owner)
+    if step is Step.REGISTERED:
+        return
+    with anyio.CancelScope() as scope:
+
+        async def on_step(job: JobSpec, current: Any) -> None:
+            if current.step == step:
+                scope.cancel()
+
+        await rig.pipeline(on_step).run(spec, rec)
+    assert scope.cancelled_caught, f"the job never reached {step.name}"
+
+
+async def _resume(world: World, spec: JobSpec, *, wait_stale: bool = False) -> Outcome:
+    async with AsyncExitStack() as stack:
+        fresh = await Rig(world, stack).open()
+        assert fresh.ledger is not None
+        deadline = time.monotonic() + 10
+        rec = await fresh.ledger.submit(spec, fresh.owner)
+        while rec.owner != fresh.owner:  # the old owner's heartbeat must go stale first
+            assert wait_stale, f"job not adopted: owner {rec.owner}"
+            assert time.monotonic() < deadline, "the dead owner never went stale"
+            await anyio.sleep(0.1)
+            rec = await fresh.ledger.submit(spec, fresh.owner)
+        return await fresh.pipeline().run(spec, rec)
+
+
+def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None:
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert outcome.exit_code == 0
+    assert world.xcom(spec) == VALUE
+    assert _xcom_reads(world, spec) == 1, "the XCom is read from the sidecar exactly once"
+    assert world.deletes(spec) == 1, "the pod is deleted exactly once"
+    marker = world.xcom(spec, "__kpo_finalizer_outcome")
+    assert Outcome.model_validate(marker["outcome"]) == outcome
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("step", BOUNDARIES, ids=lambda s: s.name)
+async def test_cancelled_at_each_boundary_resumes_to_the_same_end(world: World, rig: Rig, step: Step) -> None:
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0, message="done")
+    await _cancel_at(rig, spec, step)
+    assert rig.ledger is not None
+    await rig.ledger.unregister(rig.owner)  # the crashed instance is gone
+    outcome = await _resume(world, spec)
+    _assert_finished_once(world, spec, outcome)
+    assert outcome.termination_message == "done"
+
+
+@pytest.mark.anyio
+async def test_pod_gone_after_the_payload_was_persisted_still_succeeds(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    await _cancel_at(rig, spec, Step.XCOM_PERSISTED)
+    world.kube.force_delete(NS, spec.pod.name)  # e.g. evicted right after the read
+    assert rig.ledger is not None
+    await rig.ledger.unregister(rig.owner)
+    outcome = await _resume(world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == VALUE  # pushed from the ledger's copy
+    assert world.deletes(spec) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "step", [Step.COMPLETION_SEEN, Step.XCOM_PERSISTED, Step.SIDECAR_STOPPED], ids=lambda s: s.name
+)
+async def test_killed_process_resumes_to_the_same_end(world: World, tmp_path: Path, step: Step) -> None:
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    args = {
+        "spec": spec.model_dump(mode="json"),
+        "ledger_url": world.ledger_url,
+        "base_url": world.airflow.base_url,
+        "token": world.airflow.token,
+        "kill_at": step.name,
+        "state_dir": str(tmp_path),
+    }
+    result = await anyio.run_process(
+        [sys.executable, "-m", "tests.pipeline.crash_child", json.dumps(args)], check=False
+    )
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    rec_step = await _recorded_step(world, spec)
+    assert rec_step == step
+    outcome = await _resume(world, spec, wait_stale=True)
+    _assert_finished_once(world, spec, outcome)
+
+
+async def _recorded_step(world: World, spec: JobSpec) -> Step:
+    ledger = await Ledger.connect(world.ledger_url)
+    try:
+        rec = await ledger.get(spec.key)
+    finally:
+        await ledger.aclose()
+    assert rec is not None
+    return rec.step
+
+
+@pytest.mark.anyio
+async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_marker(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    """Another triggerer has its own empty local ledger; Airflow's XCom store is shared."""
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0, message="bye")
+    first = await rig.run(spec)
+    world.kube.force_delete(NS, spec.pod.name)  # whatever is left of it is gone now
+    other = World(
+        world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
+    )
+    async with AsyncExitStack() as stack:
+        elsewhere = await Rig(other, stack).open()
+        again = await elsewhere.run(spec)
+    assert again == first
+    assert again.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == VALUE
+    assert world.deletes(spec) == 1
+    assert _xcom_reads(world, spec) == 1
+
+
+@pytest.mark.anyio
+async def test_marker_of_another_try_is_not_taken(world: World, rig: Rig, tmp_path: Path) -> None:
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    await rig.run(spec)
+    world.kube.force_delete(NS, spec.pod.name)
+    retry = spec.model_copy(update={"ti": spec.ti.model_copy(update={"try_number": spec.ti.try_number + 1})})
+    other = World(
+        world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
+    )
+    async with AsyncExitStack() as stack:
+        elsewhere = await Rig(other, stack).open()
+        outcome = await elsewhere.run(retry)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "XCom was lost" in outcome.reason
