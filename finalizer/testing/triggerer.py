@@ -14,7 +14,7 @@ Typical use::
         run = env.create_run("d")
         async with env.execution_api_app() as app, worker_client(app) as client:
             await defer_like_worker(client, env, run.ti("t"), trigger)
-        final = wait_for_ti_state(env, ti.id, {"success", "failed"})
+        final = wait_for_ti_state(ti, {"success", "failed"})
     triggerer.logs()       # the process's own output; trigger_logs(env, ti) for the task's trigger log
 
 ``TriggererProcess.kill()`` sends SIGKILL (crash tests); ``stop()`` SIGTERM (graceful). The process
@@ -41,6 +41,7 @@ from finalizer.testing.airflow_env import EXECUTION_API_VERSION, AirflowEnv, TII
 
 __all__ = [
     "TriggererProcess",
+    "current_ti",
     "defer_like_worker",
     "serialize_trigger",
     "trigger_logs",
@@ -240,9 +241,12 @@ async def defer_like_worker(
 ) -> None:
     """QUEUED → RUNNING → DEFERRED through the Execution API, as the Task SDK's supervisor does.
 
-    The TI is set QUEUED first (what the scheduler does before a worker starts it).
+    The TI is first set QUEUED with its try number raised by one — what the scheduler does
+    before a worker starts it — unless it is already QUEUED.
     """
-    env.set_ti_state(ti.id, "queued")
+    current = env.get_ti(ti.id)
+    if current.state != "queued":
+        env.set_ti_state(ti.id, "queued", try_number=current.try_number + 1)
     run_body = {
         "state": "running",
         "hostname": socket.gethostname(),
@@ -279,18 +283,48 @@ async def defer_like_worker(
         )
 
 
-def wait_for_ti_state(env: AirflowEnv, ti_id: str, states: Iterable[str], timeout: float = 60.0) -> TIInfo:
+def current_ti(ti: TIInfo) -> TIInfo:
+    """The TI row now, found by (dag_id, run_id, task_id, map_index).
+
+    Not by id: a retry (UP_FOR_RETRY) moves the finished try to ``task_instance_history`` and
+    gives the TI row a new id.
+    """
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == ti.dag_id,
+                TaskInstance.run_id == ti.run_id,
+                TaskInstance.task_id == ti.task_id,
+                TaskInstance.map_index == ti.map_index,
+            )
+        ).one()
+        return TIInfo(
+            id=str(row.id),
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            task_id=row.task_id,
+            map_index=int(row.map_index),
+            try_number=int(row.try_number or 0),
+            state=None if row.state is None else str(row.state),
+        )
+
+
+def wait_for_ti_state(ti: TIInfo, states: Iterable[str], timeout: float = 60.0) -> TIInfo:
     """Poll Airflow's own model until the TI is in one of ``states``; return it."""
     wanted = set(states)
 
     def check() -> TIInfo | None:
-        info = env.get_ti(ti_id)
+        info = current_ti(ti)
         return info if info.state in wanted else None
 
     try:
-        result: TIInfo = wait_for(check, timeout, 0.2, f"TI {ti_id} to reach {sorted(wanted)}")
+        result: TIInfo = wait_for(check, timeout, 0.2, f"TI {ti.task_id} to reach {sorted(wanted)}")
     except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; it is {env.get_ti(ti_id).state}") from None
+        raise TimeoutError(f"{exc}; it is {current_ti(ti).state}") from None
     return result
 
 

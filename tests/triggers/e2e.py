@@ -20,19 +20,42 @@ from triggers.pod import FinalizingPodTrigger
 DAG_ID = "kpo_finalizer_e2e"
 NAMESPACE = "jobs"
 
-DAG_SOURCE = f'''
+#: Task ids of the e2e DAG and their retries (one TI per scenario in one dag run).
+TASKS: dict[str, int] = {
+    "dict": 0,
+    "list": 0,
+    "scalar": 0,
+    "empty": 0,
+    "multi": 0,
+    "fail": 0,
+    "fail_retry": 1,
+    "skip": 0,
+    "bad_json": 0,
+    "image_pull": 0,
+    "evicted": 0,
+    "keep": 0,
+    "fail_fast": 1,
+    "no_retry": 0,
+    "a": 0,
+    "b": 0,
+    "c": 0,
+    "d": 0,
+    "e": 0,
+    "f": 0,
+}
+
+DAG_SOURCE = f"""
 import datetime
 from airflow.sdk import DAG
 from triggers.operator import FinalizingKubernetesPodOperator
 
 with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), catchup=False):
-    for task_id, retries in [("no_retry", 0), ("one_retry", 1), ("multi", 0), ("keep", 0), ("a", 0),
-                             ("b", 0), ("c", 0), ("d", 0)]:
+    for task_id, retries in {TASKS!r}.items():
         FinalizingKubernetesPodOperator(
             task_id=task_id, name=task_id, namespace="{NAMESPACE}", image="alpine:3",
             deferrable=True, retries=retries, kubernetes_conn_id=None,
         )
-'''
+"""
 
 #: Triggerer settings for tests: quick heartbeats, a short health threshold (takeover tests).
 TRIGGERER_ENV = {
@@ -109,3 +132,12 @@ def has_xcom(env: AirflowEnv, ti: TIInfo, key: str = "return_value") -> bool:
 
 def dumps(value: Any) -> str:
     return json.dumps(value)
+
+
+def finalizer_env(ledger_url: str, **extra: str) -> dict[str, str]:
+    """Triggerer env: test heartbeats plus the finalizer's ``[kpo_finalizer]`` settings."""
+    values = dict(TRIGGERER_ENV)
+    values["AIRFLOW__KPO_FINALIZER__LEDGER_URL"] = ledger_url
+    values["AIRFLOW__KPO_FINALIZER__DRAIN_TIMEOUT"] = "5"
+    values.update(extra)
+    return values

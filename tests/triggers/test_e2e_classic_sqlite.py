@@ -47,7 +47,7 @@ async def test_disabled_finalization_yields_the_classic_event_for_trigger_reentr
     await e2e.defer(env, app, ti, trigger)
     assert env.get_ti(ti.id).state == "deferred"
     fake_kube.terminate(e2e.NAMESPACE, pod.name, exit_code=0)
-    final = wait_for_ti_state(env, ti.id, {"scheduled", "success", "failed"}, timeout=60)
+    final = wait_for_ti_state(ti, {"scheduled", "success", "failed"}, timeout=60)
     # The classic path hands the task back to the scheduler for a worker's trigger_reentry,
     # and leaves the pod (and its XCom) to that worker.
     assert final.state == "scheduled", triggerer.logs()[-3000:]
