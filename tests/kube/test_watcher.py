@@ -11,7 +11,7 @@ import pytest
 
 from finalizer.exceptions import KubeRequestError
 from finalizer.kube import KubeCluster, Subscription, cluster_from_kubeconfig
-from finalizer.kube.watcher import rv_newer
+from finalizer.kube.watcher import rv_newer, unwanted_event
 from finalizer.pod import PodView
 from finalizer.testing import FakeKube
 from tests.kube.conftest import FAST, NS, running_pod
@@ -57,6 +57,34 @@ async def quick_cluster(fake: FakeKube, **changes: object) -> AsyncIterator[Kube
 )
 def test_rv_newer(candidate: str, known: str | None, newer: bool) -> None:
     assert rv_newer(candidate, known) is newer
+
+
+def _line(name: str, rv: str = "7", *, extra: str = "", type_: str = "MODIFIED") -> bytes:
+    return (
+        f'{{"type":"{type_}","object":{{"kind":"Pod","metadata":{{"name":"{name}","namespace":"default",'
+        f'"resourceVersion":"{rv}"{extra}}},"spec":{{"containers":[{{"name":"base"}}]}}}}}}\n'
+    ).encode()
+
+
+WANTED = {"mine": [object()]}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (_line("theirs"), (True, "7")),
+        (_line("mine"), (False, None)),
+        (_line("theirs").replace(b'"name":"base"', b'"name":"mine"'), (False, None)),  # a container "mine"
+        (_line("theirs").replace(b'"name":"theirs"', b'"name" : "theirs"'), (True, "7")),
+        (_line("theirs", extra=',"annotations":{"a":"{\\"name\\":\\"mine\\"}"}'), (True, "7")),
+        (_line("theirs", extra=',"x":{"resourceVersion":"9"}'), (False, None)),  # ambiguous: parse
+        (_line("theirs", type_="BOOKMARK"), (False, None)),
+        (b'{"type":"ERROR","object":{"kind":"Status","code":410}}', (False, None)),
+        (b'{"type":"ADDED","object":{}}', (False, None)),
+    ],
+)
+def test_unwanted_event_prefilter(line: bytes, expected: tuple[bool, str | None]) -> None:
+    assert unwanted_event(line, WANTED) == expected
 
 
 async def test_one_watch_connection_serves_1000_pods(fake: FakeKube, cluster: KubeCluster) -> None:
@@ -172,6 +200,24 @@ async def test_unsubscribed_pods_are_dropped(fake: FakeKube, cluster: KubeCluste
         stats = cluster.watcher.stats()[NS]
         assert stats.events_dropped >= 1
         assert stats.events > stats.events_dropped
+
+
+async def test_dropped_events_still_advance_the_resource_version() -> None:
+    async with FakeKube(bookmark_interval=3600) as fake, quick_cluster(fake) as cluster:
+        uid = running_pod(fake, "mine")
+        async with cluster.watcher.subscribe(NS, "mine", uid) as sub:
+            await sub.wait(lambda p: True, timeout=2)
+            await eventually(lambda: len(fake.cluster.store.watchers) == 1)
+            for i in range(3):
+                running_pod(fake, f"theirs-{i}")
+            target = str(fake.resource_version)
+            stream = cluster.watcher._streams[(NS, None)]
+            await eventually(lambda: stream.resource_version == target)
+            assert stream.stats.bookmarks == 0
+            # Every event (create, schedule, start of three pods) was dropped before any parse.
+            assert stream.stats.events_dropped == stream.stats.events >= 3
+            assert sub.latest is not None
+            assert sub.latest.name == "mine"
 
 
 async def test_two_subscribers_one_pod(fake: FakeKube, cluster: KubeCluster) -> None:
