@@ -137,7 +137,7 @@ class Result:
 
 
 async def run_matrix(
-    env: AirflowEnv, app: Any, kube: FakeKube, kubeconfig: Path, prefix: str, timeout: float = 150
+    env: AirflowEnv, app: Any, kube: FakeKube, kubeconfig: Path, prefix: str, wait_seconds: float = 150
 ) -> dict[str, Result]:
     """Defer every case's TI, drive its pod, wait for every TI to end; collect what Airflow shows."""
     run = env.create_run(e2e.DAG_ID)
@@ -155,7 +155,7 @@ async def run_matrix(
         started[task_id] = (case, ti, pod, time.monotonic())
 
     results: dict[str, Result] = {}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     while len(results) < len(started) and time.monotonic() < deadline:
         for task_id, (case, ti, pod, t0) in started.items():
             if task_id in results:
