@@ -10,6 +10,7 @@ Log lines name the method, path and status only: never headers, bodies or tokens
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, TypeVar
 
@@ -59,15 +60,21 @@ class HTTPCore:
         path: str,
         *,
         params: dict[str, Any] | None = None,
-        json: Any = None,
-        send_json: bool = False,
+        body: Any = None,
+        send_body: bool = False,
         authenticated: bool = True,
     ) -> httpx.Response:
-        """Send with retries; return the successful (< 400) response or raise our error."""
+        """Send with retries; return the successful (< 400) response or raise our error.
+
+        With ``send_body`` the JSON of ``body`` is the request body (``None`` → the literal ``null``,
+        which the XCom endpoint stores as a JSON null). It is encoded once, before any attempt.
+        """
+        content = _dumps(body) if send_body else None
+        query = _clean_params(params)
 
         async def attempt() -> httpx.Response:
             return await self._attempt(
-                method, path, params=params, json=json, send_json=send_json, authenticated=authenticated
+                method, path, query=query, content=content, authenticated=authenticated
             )
 
         def on_retry(attempt_no: int, exc: BaseException, wait: float) -> None:
@@ -82,21 +89,17 @@ class HTTPCore:
         method: str,
         path: str,
         *,
-        params: dict[str, Any] | None,
-        json: Any,
-        send_json: bool,
+        query: dict[str, str] | None,
+        content: bytes | None,
         authenticated: bool,
     ) -> httpx.Response:
         headers = {VERSION_HEADER: self.api_version}
         if authenticated and self.tokens is not None:
             headers["Authorization"] = f"Bearer {await self.tokens.get_token()}"
-        kwargs: dict[str, Any] = {"headers": headers, "params": _clean_params(params)}
-        if send_json:
-            # ``json=None`` would send no body; the XCom endpoint wants the literal ``null``.
-            kwargs["content"] = _dumps(json)
+        if content is not None:
             headers["Content-Type"] = "application/json"
         with map_httpx_errors(method, path):
-            response = await self.http.request(method, path, **kwargs)
+            response = await self.http.request(method, path, headers=headers, params=query, content=content)
         refreshed = response.headers.get(REFRESH_HEADER)
         if refreshed and self.tokens is not None:
             self.tokens.refreshed(refreshed)
@@ -167,8 +170,6 @@ def _clean_params(params: dict[str, Any] | None) -> dict[str, str] | None:
 
 
 def _dumps(value: Any) -> bytes:
-    import json
-
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:

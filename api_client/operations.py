@@ -44,7 +44,7 @@ class XComOperations:
         params: dict[str, Any] = {"map_index": ref.map_index, "mapped_length": mapped_length}
         if dag_result:
             params["dag_result"] = True
-        await self._core.request("POST", _xcom_path(ref), params=params, json=value, send_json=True)
+        await self._core.request("POST", _xcom_path(ref), params=params, body=value, send_body=True)
 
     async def get(self, ref: XComRef) -> Any:
         """The stored value; ``XComNotFoundError`` when there is none (a stored ``null`` is ``None``)."""
@@ -77,7 +77,7 @@ class TaskInstanceOperations:
 
     async def update_state(self, ti_id: uuid.UUID | str, payload: TIStatePayload) -> None:
         path = f"/task-instances/{quote(str(ti_id), safe='')}/state"
-        await self._core.request("PATCH", path, json=dump_payload(payload), send_json=True)
+        await self._core.request("PATCH", path, body=dump_payload(payload), send_body=True)
 
     async def succeed(self, ti_id: uuid.UUID | str, *, rendered_map_index: str | None = None) -> None:
         await self.update_state(ti_id, TISuccessStatePayload(rendered_map_index=rendered_map_index))
