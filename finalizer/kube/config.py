@@ -47,7 +47,7 @@ class KubeSettings:
     #: Overall limit of one exec session (exec ignores ``_request_timeout``).
     exec_timeout: float = 60.0
     #: Re-load exec-plugin credentials (EKS, GKE) at most this often.
-    credential_refresh_seconds: float = 60.0
+    credential_refresh_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

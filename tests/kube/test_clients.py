@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,39 @@ async def test_concurrency_is_bounded_per_cluster(fake: FakeKube) -> None:
         peak = max(peak, in_flight)
     assert peak <= 3
     assert peak >= 2  # and the bound is not a serialisation
+
+
+async def test_exec_plugin_tokens_are_refreshed(fake: FakeKube, tmp_path: Path) -> None:
+    """EKS/GKE-style short-lived tokens: the shared client re-runs the plugin, keeps its session."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        "import json, sys\n"
+        "token = open(sys.argv[1]).read().strip()\n"
+        'print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",'
+        ' "status": {"token": token}}))\n'
+    )
+    kubeconfig = fake.kubeconfig
+    kubeconfig["users"] = [
+        {
+            "name": "fake-kube",
+            "user": {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1",
+                    "command": sys.executable,
+                    "args": [str(plugin), str(token_file)],
+                }
+            },
+        }
+    ]
+    running_pod(fake, "p")
+    settings = dataclasses.replace(FAST, credential_refresh_seconds=0.0)
+    async with KubeClients(settings) as clients:
+        cluster = await clients.get(ClusterRef(config_dict=kubeconfig))
+        session = cluster.api.rest_client.pool_manager
+        assert cluster.configuration.api_key["BearerToken"] == "Bearer first-token"
+        token_file.write_text("second-token")
+        assert (await cluster.pods.read_pod(NS, "p")).name == "p"
+        assert cluster.configuration.api_key["BearerToken"] == "Bearer second-token"
+        assert cluster.api.rest_client.pool_manager is session
