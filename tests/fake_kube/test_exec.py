@@ -28,7 +28,8 @@ async def test_xcom_read_returns_file_bytes_and_success(fake_kube: FakeKube, cor
     fake_kube.write_xcom("default", "p", payload)
     fake_kube.terminate("default", "p", "base")
     frames = await exec_frames(core_ws, "p", ["/bin/sh", "-c", XCOM_READ])
-    assert frames[:3] == [(1, b""), (2, b""), (3, b"")]  # one 1-byte frame opens each channel
+    assert frames[0] == (1, b"")  # one 1-byte frame on the lowest output channel opens the stream
+    assert frames[1:2] == [(1, payload.encode())]
     assert channel(frames, 1).decode() == payload
     assert channel(frames, 2) == b""
     assert exit_status(frames) == {"metadata": {}, "status": "Success"}
@@ -127,8 +128,8 @@ async def test_session_ends_when_container_stops(fake_kube: FakeKube, core_ws: A
         _preload_content=False,
     )
     async with ws_ctx as ws:
-        opened = [await ws.receive() for _ in range(3)]
-        assert [m.data for m in opened] == [b"\x01", b"\x02", b"\x03"]
+        opened = await ws.receive()
+        assert opened.data == b"\x01"
         fake_kube.terminate("default", "p", SIDECAR)
         with anyio_fail_after(5):
             rest = [(m.data[0], m.data[1:]) async for m in ws]
@@ -249,3 +250,25 @@ async def test_concurrent_exec_sessions(fake_kube: FakeKube, core_ws: Any) -> No
         *(exec_frames(core_ws, f"p{i}", ["cat", "/airflow/xcom/return.json"]) for i in range(20))
     )
     assert [channel(frames, 1) for frames in results] == [str(i).encode() for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "opening_channel"),
+    [("true", "true", 1), ("false", "true", 2), ("false", "false", 3)],
+)
+async def test_opening_frame_goes_to_lowest_output_channel(
+    fake_kube: FakeKube, stdout: str, stderr: str, opening_channel: int
+) -> None:
+    running_pod(fake_kube)
+    url = (
+        f"{fake_kube.url}/api/v1/namespaces/default/pods/p/exec?container=base"
+        f"&command=echo&command=hi&stdout={stdout}&stderr={stderr}"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("v4.channel.k8s.io",)) as ws,
+    ):
+        frames = [(m.data[0], m.data[1:]) async for m in ws]
+    assert frames[0] == (opening_channel, b"")
+    assert channel(frames, 1) == (b"hi\n" if stdout == "true" else b"")
+    assert exit_status(frames) == {"metadata": {}, "status": "Success"}

@@ -7,12 +7,11 @@ Container stops also end every exec session into that container, as the real run
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Callable
 
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.store import PodStore
-from finalizer.testing.fake_kube.wire import JSON, now
+from finalizer.testing.fake_kube.wire import JSON, clone, now
 
 
 class PodMissingError(KeyError):
@@ -39,7 +38,7 @@ class Cluster:
 
     def _mutate(self, namespace: str, name: str, mutate: Callable[[JSON], None]) -> JSON:
         self._require(namespace, name)
-        return copy.deepcopy(self.store.update(namespace, name, mutate))
+        return clone(self.store.update(namespace, name, mutate))
 
     def _container_stopped(self, namespace: str, name: str, container: str) -> None:
         runtime = self.store.runtime.get((namespace, name))
@@ -63,7 +62,7 @@ class Cluster:
 
     # --- scheduler / kubelet ---------------------------------------------------------------------
     def create(self, namespace: str, manifest: JSON) -> JSON:
-        return copy.deepcopy(self.store.add(namespace, manifest))
+        return clone(self.store.add(namespace, manifest))
 
     def schedule(self, namespace: str, name: str, node: str) -> JSON:
         return self._mutate(namespace, name, lambda pod: lifecycle.schedule(pod, node))
@@ -174,10 +173,8 @@ class Cluster:
             assert removed is not None
             return removed
         if "deletionTimestamp" in pod["metadata"]:
-            return copy.deepcopy(pod)
-        marked = copy.deepcopy(
-            self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, grace))
-        )
+            return clone(pod)
+        marked = clone(self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, grace)))
         uid = marked["metadata"]["uid"]
 
         def finish() -> None:

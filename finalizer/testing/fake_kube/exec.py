@@ -2,10 +2,10 @@
 
 Checks the real API server and kubelet make *before* the upgrade answer as plain HTTP (404 Status for
 a missing pod; 400 Status for a bad container name or an unscheduled pod; 500 text
-``container not found ("…")`` when the container does not run). After the upgrade every frame is
-binary, first byte = channel; a 1-byte frame per output channel opens the stream; channel 3 carries
-the exit status; then a normal close. Stdin is accepted as binary *and* text frames (the sync
-``kubernetes.stream`` client sends text). A session ends when its container stops.
+``container not found ("…")`` when the container does not run). After the upgrade every frame
+is binary, first byte = channel; one 1-byte frame on the lowest output channel opens the stream;
+channel 3 carries the exit status; then a normal close. Stdin is accepted as binary *and* text
+frames (the sync ``kubernetes.stream`` client sends text). A session ends when its container stops.
 """
 
 from __future__ import annotations
@@ -130,9 +130,11 @@ class _Session:
         await self.ws.send_bytes(bytes([channel]) + data)
 
     async def open(self) -> None:
-        for channel, wanted in ((STDOUT, self.stdout), (STDERR, self.stderr), (ERROR, True)):
-            if wanted:
-                await self.send(channel, b"")
+        """One empty message on the lowest writable channel tells the client the stream is up.
+
+        (kubelet ``remotecommand/websocket.go`` ``createWebSocketStreams``: stdout, else stderr, else error.)
+        """
+        await self.send(STDOUT if self.stdout else STDERR if self.stderr else ERROR, b"")
 
     async def emit(self, result: shell.Result) -> None:
         if result.stdout and self.stdout:

@@ -8,11 +8,10 @@ finalizer reads exactly these fields: container ``state.terminated.exitCode``/``
 
 from __future__ import annotations
 
-import copy
 import uuid
 from typing import Any
 
-from finalizer.testing.fake_kube.wire import JSON, timestamp
+from finalizer.testing.fake_kube.wire import JSON, clone, timestamp
 
 XCOM_SIDECAR = "airflow-xcom-sidecar"
 XCOM_DIR = "/airflow/xcom"
@@ -52,7 +51,7 @@ def default_manifest(
 
 def admit(manifest: JSON, namespace: str, rv: int) -> JSON:
     """What the API server stores on CREATE: identity, timestamps, defaults, ``phase: Pending``."""
-    pod = copy.deepcopy(manifest)
+    pod = clone(manifest)
     pod.pop("kind", None)
     pod.pop("apiVersion", None)
     meta = pod.setdefault("metadata", {})

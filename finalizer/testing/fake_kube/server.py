@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import json
 import threading
 from collections import Counter
@@ -27,7 +26,7 @@ from finalizer.testing.fake_kube.faults import Faults, RequestLog, RequestRecord
 from finalizer.testing.fake_kube.kubelet import AutoKubelet
 from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
 from finalizer.testing.fake_kube.store import with_kind
-from finalizer.testing.fake_kube.wire import JSON
+from finalizer.testing.fake_kube.wire import JSON, clone
 
 T = TypeVar("T")
 CALL_TIMEOUT = 30.0
@@ -197,7 +196,7 @@ class FakeKube:
                 base_container,
             )
         else:
-            manifest = copy.deepcopy(manifest)
+            manifest = clone(manifest)
             meta = manifest.setdefault("metadata", {})
             if name:
                 meta["name"] = name
@@ -271,14 +270,14 @@ class FakeKube:
     def get_pod(self, namespace: str, name: str) -> JSON | None:
         def read() -> JSON | None:
             pod = self.cluster.store.get(namespace, name)
-            return with_kind(copy.deepcopy(pod)) if pod is not None else None
+            return with_kind(clone(pod)) if pod is not None else None
 
         return self._call(read)
 
     def list_pods(self, namespace: str | None = None) -> list[JSON]:
         return self._call(
             lambda: [
-                copy.deepcopy(p)
+                clone(p)
                 for (ns, _), p in sorted(self.cluster.store.pods.items())
                 if namespace is None or ns == namespace
             ]

@@ -9,7 +9,6 @@ selector check and a queue put per watcher.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,7 +17,7 @@ from datetime import datetime
 
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.selectors import Selector, pod_fields
-from finalizer.testing.fake_kube.wire import JSON
+from finalizer.testing.fake_kube.wire import JSON, clone
 
 Key = tuple[str, str]
 
@@ -147,7 +146,7 @@ class PodStore:
         """Apply ``mutate`` to a copy of the pod; store and emit MODIFIED if anything changed."""
         key = (namespace, name)
         old = self.pods[key]
-        new = copy.deepcopy(old)
+        new = clone(old)
         mutate(new)
         if new == old:
             return old
@@ -161,7 +160,7 @@ class PodStore:
         pod = self.pods.pop(key, None)
         if pod is None:
             return None
-        pod = copy.deepcopy(pod)
+        pod = clone(pod)
         pod["metadata"]["resourceVersion"] = str(self.next_rv())
         runtime = self.runtime.pop(key, None)
         if runtime is not None:
