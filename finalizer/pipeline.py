@@ -20,20 +20,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 
-from api_client.backoff import Classifier, retry_async
+from api_client.backoff import Classifier, RetryPolicy, retry_async
 from finalizer import steps
 from finalizer.config import FinalizerConfig
 from finalizer.decisions import cleanup, triage
 from finalizer.exceptions import (
     FinalizerError,
+    JobLostError,
     KubeTransientError,
-    LedgerUnavailableError,
+    LedgerError,
     PodConflictError,
     PodNotFoundError,
     XComReadError,
@@ -137,7 +138,7 @@ class Pipeline:
         async def write() -> Any:
             return await self._ledger.advance(rec, step, **fields)
 
-        rec = await retry_async(write, self._config.retry_policy("ledger"), _ledger_transient)
+        rec = await retry_async(write, ledger_policy(self._config), ledger_transient)
         log.debug("job %s: %s", spec.key, step.name)
         if self._on_step is not None:
             await self._on_step(spec, rec)
@@ -333,6 +334,18 @@ class Pipeline:
             log.info("job %s: pod already gone", spec.key)
 
 
-def _ledger_transient(exc: BaseException) -> float | None:
-    """Ledger writes: an unreachable database is worth retrying (up to the policy); nothing else is."""
-    return 0.0 if isinstance(exc, LedgerUnavailableError) else None
+def ledger_transient(exc: BaseException) -> float | None:
+    """Ledger calls: a lost job is final; any other ledger failure (a dropped connection, an
+    unreachable database) is retried — the service's heartbeat fails loudly past ``ledger_deadline``."""
+    if isinstance(exc, JobLostError):
+        return None
+    return 0.0 if isinstance(exc, LedgerError) else None
+
+
+def ledger_policy(config: FinalizerConfig) -> RetryPolicy:
+    """The ledger retry policy, never retrying past ``ledger_deadline``."""
+    policy = config.retry_policy("ledger")
+    deadline = (
+        config.ledger_deadline if policy.deadline is None else min(policy.deadline, config.ledger_deadline)
+    )
+    return replace(policy, deadline=deadline)

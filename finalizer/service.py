@@ -33,6 +33,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from api_client.backoff import retry_async
 from api_client.store import XComStore
 from finalizer.config import FinalizerConfig
 from finalizer.exceptions import (
@@ -43,7 +44,7 @@ from finalizer.exceptions import (
     LedgerUnavailableError,
 )
 from finalizer.jobs import JobSpec, Outcome, Step
-from finalizer.pipeline import Pipeline, StepHook
+from finalizer.pipeline import Pipeline, StepHook, ledger_policy, ledger_transient
 from finalizer.seams import Foundation, ServiceLedger, Wiring
 
 log = logging.getLogger(__name__)
@@ -397,9 +398,10 @@ class Finalizer:
         """
         assert self._foundation is not None
         assert self.instance_id is not None
-        ledger = self._foundation.ledger
+        ledger, owner = self._foundation.ledger, self.instance_id
+        policy = ledger_policy(self.config)
         while True:
-            rec = await ledger.submit(spec, self.instance_id)
+            rec = await retry_async(lambda: ledger.submit(spec, owner), policy, ledger_transient)
             if rec.owner == self.instance_id or rec.step >= Step.DONE:
                 return rec
             log.info("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)
