@@ -41,10 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api_client.models import API_VERSION
+
 __all__ = ["AirflowEnv", "RunInfo", "TIInfo"]
 
 #: Execution API version this harness and ``api_client`` are written against (Airflow 3.3.2).
-EXECUTION_API_VERSION = "2026-06-30"
+EXECUTION_API_VERSION = API_VERSION
 
 
 @dataclass(frozen=True, slots=True)
