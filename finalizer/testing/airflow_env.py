@@ -20,6 +20,12 @@ Typical use::
         ...
     env.get_xcom(run.dag_id, run.run_id, "my_task", "return_value")
 
+For an ``airflow triggerer`` sharing the DB: start it with ``env=env.env`` (plus PATH), then
+``env.defer_ti(ti.id, classpath, kwargs)`` creates the Trigger row and defers the TI, as a worker
+would; poll ``env.get_ti``/``env.find_ti`` (a retried TI gets a new id) for the outcome. A child
+process rebuilds the handle with ``AirflowEnv.from_environ()``. PostgreSQL: pass any
+``postgresql://`` URL of an empty database; the harness pins the psycopg2 driver.
+
 One process can switch to another database: calling ``prepare`` again (or ``activate``) re-points
 Airflow's ORM (``settings.configure_vars`` + ``settings.reconfigure_orm``). Apps built before the
 switch must not be used afterwards. SQLite must be a file (not ``:memory:``) when another process
