@@ -9,6 +9,11 @@ seconds pass, then measures ``duration`` seconds of steady state:
 * CPU seconds of the watcher process per pod per minute (``time.process_time``),
 * watch connections opened (whole run, and in the window), RSS per subscribed pod.
 
+Idle running pods cost almost nothing, so ``churn`` adds pod updates per second (annotation
+merge patches sent by this process, spread over the watched pods and ``noise`` pods that
+match the selector but nobody subscribed to) to price each watch event; the churn patches
+are not counted as the watcher's requests.
+
 ``run(pods, duration) -> dict`` is the entry point for ``kpo-finalizer bench``.
 """
 
@@ -17,11 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +97,25 @@ def child_main(spec_path: str) -> int:
     return 0
 
 
-# --- parent: the fake server, the pods, the accounting ----------------------------------------
+# --- parent: the fake server, the pods, the churn, the accounting --------------------------------
+
+
+def _churn(port: int, token: str, names: list[str], per_second: float, stop: threading.Event) -> None:
+    """Merge-patch an annotation of a random pod ``per_second`` times a second until ``stop``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/merge-patch+json", "Authorization": f"Bearer {token}"}
+    interval, tick, next_at = 1.0 / per_second, 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            tick += 1
+            body = json.dumps({"metadata": {"annotations": {"bench/tick": str(tick)}}})
+            path = f"/api/v1/namespaces/{NAMESPACE}/pods/{random.choice(names)}"
+            conn.request("PATCH", path, body, headers)
+            conn.getresponse().read()
+            next_at += interval
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    finally:
+        conn.close()
 
 
 def run(
@@ -99,12 +125,14 @@ def run(
     warmup: float = 3.0,
     watch_timeout_seconds: int = 300,
     bookmark_interval: float = 60.0,
+    churn: float = 0.0,
+    noise: int = 0,
 ) -> dict[str, Any]:
     """Watch ``pods`` running pods for ``duration`` seconds of steady state; the figures as a dict."""
     from finalizer.testing import FakeKube
 
-    if pods < 1 or duration <= 0:
-        raise ValueError("pods must be >= 1 and duration > 0")
+    if pods < 1 or duration <= 0 or churn < 0 or noise < 0:
+        raise ValueError("pods must be >= 1, duration > 0, churn and noise >= 0")
     with (
         FakeKube.in_thread(bookmark_interval=bookmark_interval) as fake,
         tempfile.TemporaryDirectory() as tmp,
@@ -114,6 +142,10 @@ def run(
             name = f"watched-{i:05d}"
             fake.create_pod(NAMESPACE, name=name, labels=LABELS)
             refs.append((name, str(fake.start(NAMESPACE, name)["metadata"]["uid"])))
+        noise_names = [f"noise-{i:05d}" for i in range(noise)]
+        for name in noise_names:
+            fake.create_pod(NAMESPACE, name=name, labels=LABELS)
+            fake.start(NAMESPACE, name)
         fake.clear_requests()
         spec = {
             "kubeconfig": fake.kubeconfig,
@@ -126,19 +158,32 @@ def run(
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "finalizer.bench.watch_load", "--child", str(spec_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=warmup + duration + 300,
-            check=False,
+        stop = threading.Event()
+        targets = [n for n, _ in refs] + noise_names
+        churner = threading.Thread(
+            target=_churn, args=(fake.port, fake.token, targets, churn, stop), name="churn", daemon=True
         )
+        if churn > 0:
+            churner.start()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "finalizer.bench.watch_load", "--child", str(spec_path)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=warmup + duration + 300,
+                check=False,
+            )
+        finally:
+            stop.set()
+            if churner.is_alive():
+                churner.join(timeout=15)
         if proc.returncode != 0:
             raise RuntimeError(f"watcher child failed ({proc.returncode}): {proc.stderr[-2000:]}")
         child = json.loads(proc.stdout.strip().splitlines()[-1])
         requests = fake.requests
-    return summarize(pods, duration, child, [(r.verb, r.time) for r in requests], watch_timeout_seconds)
+    result = summarize(pods, duration, child, [(r.verb, r.time) for r in requests], watch_timeout_seconds)
+    return {**result, "noise_pods": noise, "churn_per_second": churn}
 
 
 def summarize(
@@ -152,11 +197,15 @@ def summarize(
     start, end = float(child["window_start"]), float(child["window_end"])
     window = max(end - start, 1e-9)
     minutes = window / 60.0
+    # The churn's PATCH requests are load this benchmark generates, not the watcher's.
+    updates = sum(1 for verb, at in requests if verb == "patch" and start <= at <= end)
+    requests = [(verb, at) for verb, at in requests if verb != "patch"]
     in_window = [verb for verb, at in requests if start <= at <= end]
     startup = [verb for verb, at in requests if at < start]
     # One WATCH per mean server timeout (T..1.5T) is the steady-state cost, shared by every pod.
     modelled = 60.0 / (watch_timeout_seconds * 1.25) / pods
     rss_delta = max(0, int(child["rss_after_kib"]) - int(child["rss_before_kib"]))
+    cpu = float(child["cpu_seconds"])
     return {
         "pods": pods,
         "duration_s": round(window, 3),
@@ -168,9 +217,11 @@ def summarize(
         "modelled_requests_per_pod_per_min": modelled,
         "watch_connections_opened": sum(verb == "watch" for verb, _ in requests),
         "watch_connections_in_window": in_window.count("watch"),
-        "cpu_seconds": round(float(child["cpu_seconds"]), 4),
-        "cpu_seconds_per_pod_per_min": float(child["cpu_seconds"]) / pods / minutes,
+        "cpu_seconds": round(cpu, 4),
+        "cpu_seconds_per_pod_per_min": cpu / pods / minutes,
         "rss_kib_per_pod": round(rss_delta / pods, 2),
+        "pod_updates_in_window": updates,
+        "cpu_us_per_pod_update": cpu / updates * 1e6 if updates else None,
         "watch_timeout_seconds": watch_timeout_seconds,
         "watcher_stats": child["stats"],
     }
@@ -179,6 +230,7 @@ def summarize(
 def render(result: dict[str, Any]) -> str:
     from finalizer.bench.report import render_table
 
+    per_update = result["cpu_us_per_pod_update"]
     rows = [
         ("pods watched", result["pods"]),
         ("steady-state window (s)", result["duration_s"]),
@@ -194,6 +246,8 @@ def render(result: dict[str, Any]) -> str:
         ("CPU s in window", f"{result['cpu_seconds']:.4f}"),
         ("CPU s / pod / min", f"{result['cpu_seconds_per_pod_per_min']:.7f}"),
         ("RSS KiB / pod", result["rss_kib_per_pod"]),
+        ("pod updates in window (churn)", result["pod_updates_in_window"]),
+        ("CPU us / pod update", f"{per_update:.1f}" if per_update is not None else None),
     ]
     return render_table(("figure", "value"), rows)
 
@@ -208,12 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watch-timeout", type=int, default=300, help="server-side timeoutSeconds of a WATCH"
     )
+    parser.add_argument("--churn", type=float, default=0.0, help="pod updates per second during the run")
+    parser.add_argument("--noise", type=int, default=0, help="matching pods nobody subscribes to")
     parser.add_argument("--json", dest="json_path", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args.child)
-    result = run(args.pods, args.duration, warmup=args.warmup, watch_timeout_seconds=args.watch_timeout)
+    result = run(
+        args.pods,
+        args.duration,
+        warmup=args.warmup,
+        watch_timeout_seconds=args.watch_timeout,
+        churn=args.churn,
+        noise=args.noise,
+    )
     print(render(result))
     if args.json_path:
         from finalizer.bench.report import machine, write_json

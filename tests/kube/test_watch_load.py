@@ -19,9 +19,18 @@ def test_summarize_counts_only_the_window() -> None:
         "rss_after_kib": 1500,
         "stats": {},
     }
-    requests = [("list", 90.5), ("watch", 90.6), ("watch", 130.0), ("get", 161.0)]
+    requests = [
+        ("list", 90.5),
+        ("watch", 90.6),
+        ("watch", 130.0),
+        ("patch", 131.0),
+        ("patch", 140.0),
+        ("get", 161.0),
+    ]
     result = watch_load.summarize(10, 60.0, child, requests, watch_timeout_seconds=300)
-    assert result["requests_in_window"] == 1
+    assert result["requests_in_window"] == 1  # the churn's patches are not the watcher's
+    assert result["pod_updates_in_window"] == 2
+    assert result["cpu_us_per_pod_update"] == pytest.approx(0.3e6)
     assert result["requests_per_pod_per_min"] == pytest.approx(0.1)
     assert result["watch_connections_opened"] == 2
     assert result["watch_connections_in_window"] == 1
@@ -40,6 +49,16 @@ def test_short_real_run() -> None:
     assert result["watch_connections_opened"] == 1
     assert result["requests_in_window"] == 0
     assert result["cpu_seconds"] >= 0
+
+
+def test_churn_run_prices_each_update() -> None:
+    """Updates to watched and to unwatched (noise) pods reach the child; only the watched are parsed."""
+    result = watch_load.run(20, 1.5, warmup=0.2, churn=40.0, noise=20)
+    assert result["pod_updates_in_window"] > 10
+    assert result["requests_in_window"] == 0
+    stats = next(iter(result["watcher_stats"].values()))
+    assert stats["events"] >= result["pod_updates_in_window"]
+    assert 0 < stats["events_dropped"] < stats["events"]
 
 
 def test_bad_arguments() -> None:
