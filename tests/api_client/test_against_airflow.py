@@ -61,7 +61,14 @@ async def test_xcom_round_trip_is_clean_json(airflow_api: AirflowAPI, value: Any
     # Airflow's own model reads it back identical, and the stored column is the value itself:
     # not a JSON string of it (the double encoding TaskSuccessEvent(xcoms=...) produces).
     assert env.get_xcom(DAG_ID, ti.run_id, ti.task_id, "return_value") == value
-    assert env.get_xcom_raw(DAG_ID, ti.run_id, ti.task_id, "return_value") == value
+    raw = env.get_xcom_raw(DAG_ID, ti.run_id, ti.task_id, "return_value")
+    assert raw == value
+    # What a downstream task's xcom_pull returns: the Task SDK's deserialisation of the stored value.
+    from types import SimpleNamespace
+
+    from airflow.sdk.bases.xcom import BaseXCom
+
+    assert BaseXCom.deserialize_value(SimpleNamespace(value=raw)) == value
 
 
 async def test_overwrite_delete_and_missing(airflow_api: AirflowAPI) -> None:
