@@ -272,3 +272,24 @@ async def test_opening_frame_goes_to_lowest_output_channel(
     assert frames[0] == (opening_channel, b"")
     assert channel(frames, 1) == (b"hi\n" if stdout == "true" else b"")
     assert exit_status(frames) == {"metadata": {}, "status": "Success"}
+
+
+async def test_server_close_ends_open_exec_sessions() -> None:
+    import anyio
+
+    kube = FakeKube()
+    await kube.open()
+    running_pod(kube)
+    url = (
+        f"{kube.url}/api/v1/namespaces/default/pods/p/exec"
+        f"?container={SIDECAR}&command=sleep&command=60&stdout=1"
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("v4.channel.k8s.io",)) as ws,
+    ):
+        assert (await ws.receive()).data == b"\x01"
+        with anyio.fail_after(5):
+            await kube.close()
+            rest = [(m.data[0], m.data[1:]) async for m in ws]
+    assert exit_status(rest)["reason"] == "NonZeroExitCode"

@@ -207,3 +207,39 @@ async def test_delete_uid_precondition(fake_kube: FakeKube, core: Any) -> None:
     assert fake_kube.get_pod("default", "a") is not None
     await core.delete_namespaced_pod("a", "default", body={"preconditions": {"uid": pod["metadata"]["uid"]}})
     assert fake_kube.get_pod("default", "a") is None  # never scheduled: deleted at once
+
+
+async def test_list_pagination(fake_kube: FakeKube, core: Any) -> None:
+    for index in range(5):
+        fake_kube.create_pod("default", name=f"p{index}")
+    first = await read_json(await core.list_namespaced_pod("default", limit=2, _preload_content=False))
+    assert [p["metadata"]["name"] for p in first["items"]] == ["p0", "p1"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    token = first["metadata"]["continue"]
+    second = await read_json(
+        await core.list_namespaced_pod("default", limit=2, _continue=token, _preload_content=False)
+    )
+    assert [p["metadata"]["name"] for p in second["items"]] == ["p2", "p3"]
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    third = await read_json(
+        await core.list_namespaced_pod(
+            "default", limit=2, _continue=second["metadata"]["continue"], _preload_content=False
+        )
+    )
+    assert [p["metadata"]["name"] for p in third["items"]] == ["p4"]
+    assert "continue" not in third["metadata"]
+
+
+async def test_list_continue_expired_and_invalid(fake_kube: FakeKube, core: Any) -> None:
+    for index in range(3):
+        fake_kube.create_pod("default", name=f"p{index}")
+    first = await read_json(await core.list_namespaced_pod("default", limit=1, _preload_content=False))
+    fake_kube.create_pod("default", name="late")
+    fake_kube.compact()
+    with pytest.raises(ApiException) as info:
+        await core.list_namespaced_pod("default", limit=1, _continue=first["metadata"]["continue"])
+    assert info.value.status == 410
+    assert json.loads(info.value.body)["reason"] == "Expired"
+    with pytest.raises(ApiException) as bad:
+        await core.list_namespaced_pod("default", _continue="%%%")
+    assert bad.value.status == 400

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import watch_lines
+from tests.fake_kube.helpers import eventually, watch_lines
 
 pytestmark = pytest.mark.anyio
 
@@ -234,3 +234,52 @@ async def test_watch_ends_when_server_closes() -> None:
         rest = await resp.content.read()
         assert rest == b""
         resp.close()
+
+
+async def test_client_disconnect_unsubscribes_watcher(fake_kube: FakeKube) -> None:
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(f"{fake_kube.url}/api/v1/namespaces/default/pods", params={"watch": "true"})
+        assert resp.status == 200
+        assert len(fake_kube.cluster.store.watchers) == 1
+        resp.close()
+    await eventually(lambda: not fake_kube.cluster.store.watchers)
+    fake_kube.create_pod("default", name="after")  # nothing left to deliver to
+
+
+async def test_thousand_pods_fan_out_to_several_watchers(fake_kube: FakeKube) -> None:
+    """Benchmarks run 1,000+ pods: every watcher gets every event, in order."""
+    watchers = 5
+    pods = 1000
+
+    async def consume(session: aiohttp.ClientSession, ready: Any) -> list[int]:
+        async with session.get(
+            f"{fake_kube.url}/api/v1/namespaces/default/pods",
+            params={"watch": "1", "resourceVersion": str(fake_kube.resource_version), "timeoutSeconds": "30"},
+        ) as resp:
+            ready.set()
+            versions = []
+            async for line in resp.content:
+                versions.append(int(json.loads(line)["object"]["metadata"]["resourceVersion"]))
+                if len(versions) == 3 * pods:  # ADDED, MODIFIED (deletionTimestamp), DELETED
+                    return versions
+        return versions
+
+    import anyio
+
+    results: list[list[int]] = []
+    async with aiohttp.ClientSession() as session, anyio.create_task_group() as group:
+        for _ in range(watchers):
+            ready = anyio.Event()
+
+            async def run(ready: Any = ready) -> None:
+                results.append(await consume(session, ready))
+
+            group.start_soon(run)
+            await ready.wait()
+        for index in range(pods):
+            fake_kube.create_pod("default", name=f"p{index}")
+            fake_kube.force_delete("default", f"p{index}")
+    assert len(results) == watchers
+    expected = list(range(results[0][0], results[0][0] + 3 * pods))
+    for versions in results:
+        assert versions == expected  # every event, in resourceVersion order, nothing skipped

@@ -13,6 +13,7 @@ from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.exec import handle_exec
 from finalizer.testing.fake_kube.logs import handle_log
+from finalizer.testing.fake_kube.paging import ContinueError, decode_token, page
 from finalizer.testing.fake_kube.selectors import SelectorError, parse_field_selector, parse_label_selector
 from finalizer.testing.fake_kube.store import with_kind
 from finalizer.testing.fake_kube.watch import serve_watch
@@ -60,15 +61,16 @@ async def list_or_watch(request: web.Request) -> web.StreamResponse:
             timeout,
             bool(bookmarks),
         )
-    items = cluster.store.list(namespace, labels, fields)
-    return json_response(
-        {
-            "kind": "PodList",
-            "apiVersion": "v1",
-            "metadata": {"resourceVersion": str(cluster.store.rv)},
-            "items": items,
-        }
-    )
+    try:
+        limit = int(query["limit"]) if query.get("limit") else None
+        token = query.get("continue")
+        rv, after = decode_token(token, cluster.store.compacted_rv) if token else (cluster.store.rv, None)
+    except ContinueError as exc:
+        return status_response(exc.code, str(exc))
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    items, meta = page(cluster.store.list(namespace, labels, fields), rv, limit, after)
+    return json_response({"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items})
 
 
 async def get_pod(request: web.Request) -> web.Response:
