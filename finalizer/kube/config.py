@@ -46,6 +46,8 @@ class KubeSettings:
     resolve_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6, deadline=120.0))
     #: Overall limit of one exec session (exec ignores ``_request_timeout``).
     exec_timeout: float = 60.0
+    #: Limit of the sidecar stop: a stop that hangs is only worth a warning.
+    sidecar_stop_timeout: float = 15.0
     #: Re-load exec-plugin credentials (EKS, GKE) at most this often.
     credential_refresh_seconds: float = 300.0
 

@@ -35,7 +35,13 @@ import aiohttp
 from kubernetes_asyncio.client import CoreV1Api
 
 from api_client.backoff import retry_async
-from finalizer.exceptions import FinalizerError, KubeError, KubeTransientError, PodNotFoundError
+from finalizer.exceptions import (
+    FinalizerError,
+    FinalizerUnavailableError,
+    KubeError,
+    KubeTransientError,
+    PodNotFoundError,
+)
 from finalizer.kube.config import KubeSettings
 from finalizer.kube.errors import error_for_status, kube_errors
 from finalizer.kube.pods import PodOps
@@ -101,6 +107,7 @@ class Subscription:
         self._gone: str | None = None
         self._error: FinalizerError | None = None
         self._changed = asyncio.Event()
+        self._resolver: asyncio.Task[None] | None = None
 
     @property
     def latest(self) -> PodView | None:
@@ -222,6 +229,8 @@ class _Stream:
         return sub
 
     def remove(self, sub: Subscription) -> None:
+        if sub._resolver is not None:
+            sub._resolver.cancel()
         same_name = self.subs.get(sub.name, [])
         if sub in same_name:
             same_name.remove(sub)
@@ -230,6 +239,7 @@ class _Stream:
 
     def _spawn_resolve(self, sub: Subscription) -> None:
         task = asyncio.create_task(self._resolve(sub), name=f"kube-resolve {sub.namespace}/{sub.name}")
+        sub._resolver = task
         self.resolvers.add(task)
         task.add_done_callback(self.resolvers.discard)
 
@@ -276,7 +286,11 @@ class _Stream:
                 attempt += 1
                 if attempt > 1:  # 410 right after a fresh LIST: do not spin
                     await asyncio.sleep(policy.delay(attempt - 1))
-            except FinalizerError as exc:
+            except Exception as exc:
+                if not isinstance(exc, FinalizerError):
+                    # A bug or an unforeseen answer: never die silently with subscribers waiting.
+                    log.exception("watch loop of %s failed unexpectedly", self.what)
+                    exc = KubeError(f"watch of {self.what} failed unexpectedly: {exc!r}")
                 attempt += 1
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
@@ -444,12 +458,15 @@ class PodWatcher:
         self._limiter = limiter
         self._streams: dict[tuple[str, str | None], _Stream] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def subscribe(
         self, namespace: str, name: str, uid: str, label_selector: str | None = None
     ) -> AsyncIterator[Subscription]:
         """Follow pod ``namespace/name`` with ``uid``; the watch stops with its last subscriber."""
+        if self._closed:
+            raise FinalizerUnavailableError("the pod watcher is closed")
         key = (namespace, label_selector or None)
         stream = self._streams.get(key)
         if stream is None:
@@ -477,6 +494,8 @@ class PodWatcher:
         return sum(len(subs) for s in self._streams.values() for subs in s.subs.values())
 
     async def aclose(self) -> None:
+        """Stop every watch; waiting subscribers then wait in vain, so close only at shutdown."""
+        self._closed = True
         tasks = [t for s in self._streams.values() for t in s.stop()] + list(self._stopping)
         self._streams.clear()
         for sub_task in tasks:

@@ -160,6 +160,7 @@ class ExecOps:
         stdin_lines: Sequence[str] = (),
         max_stdout: int | None = None,
         stop_on_stderr: bool = False,
+        limit_seconds: float | None = None,
     ) -> ExecOutput:
         where = f"pod {namespace}/{name}"
         stdout: list[bytes] = []
@@ -169,7 +170,7 @@ class ExecOps:
         got_status = False
         async with self._limiter:
             try:
-                async with asyncio.timeout(self._settings.exec_timeout):
+                async with asyncio.timeout(limit_seconds or self._settings.exec_timeout):
                     ctx = await self._ws_core().connect_get_namespaced_pod_exec(
                         name,
                         namespace,
@@ -245,7 +246,13 @@ class ExecOps:
             for command in (KILL_COMMAND, FALLBACK_KILL_COMMAND):
                 # The session ends when the sidecar stops; stderr means this command failed.
                 output = await self._exec(
-                    namespace, name, uid, ["/bin/sh"], stdin_lines=[command + "\n"], stop_on_stderr=True
+                    namespace,
+                    name,
+                    uid,
+                    ["/bin/sh"],
+                    stdin_lines=[command + "\n"],
+                    stop_on_stderr=True,
+                    limit_seconds=self._settings.sidecar_stop_timeout,
                 )
                 if not output.stderr:
                     return

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from finalizer.exceptions import KubeRequestError
+from finalizer.exceptions import FinalizerUnavailableError, KubeRequestError
 from finalizer.kube import KubeCluster, Subscription, cluster_from_kubeconfig
 from finalizer.kube.watcher import rv_newer, unwanted_event
 from finalizer.pod import PodView
@@ -108,7 +108,12 @@ async def test_one_watch_connection_serves_1000_pods(fake: FakeKube, cluster: Ku
         assert cluster.watcher.subscribed == 1000
         counts = fake.request_counts()
         assert counts[("watch", "pods")] == 1
-        assert counts[("list", "pods")] == 1
+        # One LIST, in pages of 500: the second page continues the first.
+        assert cluster.watcher.stats()[f"{NS}?app=load"].lists == 1
+        lists = [r.query for r in fake.requests if r.verb == "list"]
+        assert len(lists) == 2
+        assert "continue=" not in lists[0]
+        assert "continue=" in lists[1]
         assert counts[("get", "pods")] == 0
         assert len(fake.cluster.store.watchers) == 1
     # The last unsubscribe stops the watch.
@@ -353,3 +358,34 @@ async def test_aclose_stops_every_watch(fake: FakeKube, cluster: KubeCluster) ->
         await sub.wait(lambda p: True, timeout=2)
         await cluster.watcher.aclose()
         await eventually(lambda: not fake.cluster.store.watchers)
+    with pytest.raises(FinalizerUnavailableError):
+        async with cluster.watcher.subscribe(NS, "p", uid):
+            pass
+
+
+async def test_garbage_on_the_watch_is_transient(fake: FakeKube, cluster: KubeCluster) -> None:
+    uid = running_pod(fake, "p")
+    fake.faults.add("GET", r"watch=True", status=200, body="<html>proxy error</html>", times=1)
+    async with cluster.watcher.subscribe(NS, "p", uid) as sub:
+        await sub.wait(lambda p: True, timeout=2)
+        await eventually(lambda: len(watches(fake)) >= 2)
+        fake.terminate(NS, "p", "base", exit_code=0)
+        assert await sub.wait(base_done, timeout=5) is not None
+        stats = cluster.watcher.stats()[NS]
+        assert stats.errors == 1
+        assert "malformed" in (stats.last_error or "")
+
+
+async def test_expired_continue_token_restarts_the_list(fake: FakeKube) -> None:
+    uids = [running_pod(fake, f"p{i}") for i in range(5)]
+    fake.faults.add("GET", r"continue=", status=410, times=1)
+    async with (
+        quick_cluster(fake, list_page_size=2) as cluster,
+        cluster.watcher.subscribe(NS, "p4", uids[4]) as sub,
+    ):
+        assert await sub.wait(lambda p: True, timeout=5) is not None
+        stats = cluster.watcher.stats()[NS]
+        assert stats.expired == 1
+        assert stats.lists == 1
+    pages = [(r.status, "continue=" in r.query) for r in fake.requests if r.verb == "list"]
+    assert pages == [(200, False), (410, True), (200, False), (200, True), (200, True)]
