@@ -113,3 +113,12 @@ def test_logs(fake_kube_thread: FakeKube, v1: Any) -> None:
     assert resp.data == b"one\ntwo\nthree\n"
     resp = v1.read_namespaced_pod_log("p", "default", container="base", tail_lines=1, _preload_content=False)
     assert resp.data == b"three\n"
+
+
+def test_provider_reads_pod_events(fake_kube_thread: FakeKube, v1: Any) -> None:
+    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    fake_kube_thread.create_pod("default", name="p")
+    fake_kube_thread.unschedulable("default", "p", message="0/1 nodes are available: 1 Insufficient memory.")
+    manager = pod_manager_module.PodManager(kube_client=v1)
+    events = manager.read_pod_events(v1.read_namespaced_pod("p", "default"))
+    assert [(e.reason, e.type) for e in events.items] == [("FailedScheduling", "Warning")]

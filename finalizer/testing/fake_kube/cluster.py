@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube.events import EventStore
 from finalizer.testing.fake_kube.store import PodStore
 from finalizer.testing.fake_kube.wire import JSON, clone, now
 
@@ -21,6 +22,7 @@ class PodMissingError(KeyError):
 class Cluster:
     def __init__(self, history_limit: int = 10_000) -> None:
         self.store = PodStore(history_limit=history_limit)
+        self.events = EventStore(history_limit=history_limit)
         #: Seconds between a graceful API DELETE and the pod leaving the API (kubelet kill time).
         self.deletion_delay = 0.0
         #: Seconds between BOOKMARK events on watches that allow them.
@@ -65,13 +67,32 @@ class Cluster:
         return clone(self.store.add(namespace, manifest))
 
     def schedule(self, namespace: str, name: str, node: str) -> JSON:
-        return self._mutate(namespace, name, lambda pod: lifecycle.schedule(pod, node))
+        was_bound = "nodeName" in self._require(namespace, name)["spec"]
+        pod = self._mutate(namespace, name, lambda p: lifecycle.schedule(p, node))
+        if not was_bound:
+            message = f"Successfully assigned {namespace}/{name} to {node}"
+            self.events.record(pod, "Scheduled", message, component="default-scheduler")
+        return pod
 
     def start(self, namespace: str, name: str) -> JSON:
-        pod = self._require(namespace, name)
-        if "nodeName" not in pod["spec"]:
+        before = self._require(namespace, name)
+        if "nodeName" not in before["spec"]:
             self.schedule(namespace, name, "node-1")
-        return self._mutate(namespace, name, lifecycle.start)
+            before = self._require(namespace, name)
+        waiting = [
+            c for c in lifecycle.container_names(before) if lifecycle.container_state(before, c) != "running"
+        ]
+        waiting = [c for c in waiting if lifecycle.container_state(before, c) != "terminated"]
+        pod = self._mutate(namespace, name, lifecycle.start)
+        for container in waiting:
+            image = lifecycle.image_of(pod, container)
+            path = f"spec.containers{{{container}}}"
+            self.events.record(
+                pod, "Pulled", f'Container image "{image}" already present on machine', field_path=path
+            )
+            self.events.record(pod, "Created", f"Created container: {container}", field_path=path)
+            self.events.record(pod, "Started", f"Started container {container}", field_path=path)
+        return pod
 
     def write_file(self, namespace: str, name: str, path: str, content: bytes) -> None:
         self._require(namespace, name)
@@ -98,12 +119,28 @@ class Cluster:
     def image_pull_failure(
         self, namespace: str, name: str, container: str, reason: str, message: str | None
     ) -> JSON:
-        return self._mutate(
-            namespace, name, lambda pod: lifecycle.image_pull_failure(pod, container, reason, message)
+        pod = self._mutate(
+            namespace, name, lambda p: lifecycle.image_pull_failure(p, container, reason, message)
         )
+        image = lifecycle.image_of(pod, container)
+        path = f"spec.containers{{{container}}}"
+        text = ((lifecycle.container_status(pod, container) or {}).get("state") or {}).get("waiting", {})
+        self.events.record(pod, "Pulling", f'Pulling image "{image}"', field_path=path)
+        self.events.record(pod, "Failed", str(text.get("message", "")), type_="Warning", field_path=path)
+        self.events.record(pod, "Failed", f"Error: {reason}", type_="Warning", field_path=path)
+        if reason == "ImagePullBackOff":
+            self.events.record(
+                pod, "BackOff", f'Back-off pulling image "{image}"', type_="Warning", field_path=path
+            )
+        return pod
 
     def unschedulable(self, namespace: str, name: str, message: str | None) -> JSON:
-        return self._mutate(namespace, name, lambda pod: lifecycle.unschedulable(pod, message))
+        pod = self._mutate(namespace, name, lambda p: lifecycle.unschedulable(p, message))
+        condition = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+        self.events.record(
+            pod, "FailedScheduling", condition["message"], type_="Warning", component="default-scheduler"
+        )
+        return pod
 
     def set_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
         self._require(namespace, name)
@@ -132,9 +169,11 @@ class Cluster:
         def kill(pod: JSON) -> None:
             killed.extend(lifecycle.kill_all(pod, codes))
 
-        self.store.update(namespace, name, kill)
+        pod = self.store.update(namespace, name, kill)
         for container in killed:
             self._container_stopped(namespace, name, container)
+            path = f"spec.containers{{{container}}}"
+            self.events.record(pod, "Killing", f"Stopping container {container}", field_path=path)
 
     def evict(self, namespace: str, name: str) -> None:
         """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers killed, DELETED."""

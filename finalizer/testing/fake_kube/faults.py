@@ -152,7 +152,7 @@ class RequestLog:
 
 
 _PATH_RE = re.compile(
-    r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>pods)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
+    r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>pods|events)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
 )
 
 
@@ -162,6 +162,7 @@ def classify(request: web.Request) -> tuple[str, str, str | None, str | None]:
     if match is None:
         return "other", "", None, None
     namespace, name, sub = match.group("ns"), match.group("name"), match.group("sub")
+    resource = match.group("res")
     if sub in ("exec", "log"):
         return sub, "pods", namespace, name
     method = request.method
@@ -170,9 +171,9 @@ def classify(request: web.Request) -> tuple[str, str, str | None, str | None]:
             watching = parse_bool(request.query.get("watch"))
         except ValueError:
             watching = False
-        return ("watch" if watching else "list"), "pods", namespace, None
+        return ("watch" if watching else "list"), resource, namespace, None
     verbs = {"GET": "get", "POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}
-    return verbs.get(method, method.lower()), "pods", namespace, name
+    return verbs.get(method, method.lower()), resource, namespace, name
 
 
 def _reset(request: web.Request) -> None:

@@ -111,7 +111,7 @@ def container_state(pod: JSON, name: str) -> str | None:
     return None
 
 
-def _image(pod: JSON, name: str) -> str:
+def image_of(pod: JSON, name: str) -> str:
     for container in (pod.get("spec") or {}).get("containers") or []:
         if container.get("name") == name:
             return str(container.get("image", ""))
@@ -127,7 +127,7 @@ def _put_container(pod: JSON, name: str, state: JSON, ready: bool, started: bool
         "lastState": {},
         "ready": ready,
         "restartCount": 0,
-        "image": _image(pod, name),
+        "image": image_of(pod, name),
         "imageID": previous.get("imageID", ""),
         "started": started,
     }
@@ -217,7 +217,7 @@ def update_phase(pod: JSON) -> None:
 def image_pull_failure(pod: JSON, container: str, reason: str, message: str | None) -> None:
     if "nodeName" not in pod["spec"]:
         schedule(pod, "node-1")
-    text = message or f'Back-off pulling image "{_image(pod, container)}"'
+    text = message or f'Back-off pulling image "{image_of(pod, container)}"'
     _put_container(pod, container, {"waiting": {"reason": reason, "message": text}}, False, False)
     _refresh_readiness(pod)
 

@@ -49,8 +49,8 @@ def page(
 ) -> tuple[list[JSON], JSON]:
     """One page of ``items`` (sorted by namespace/name) and the list metadata for it."""
 
-    def key(pod: JSON) -> tuple[str, str]:
-        return (pod["metadata"]["namespace"], pod["metadata"]["name"])
+    def key(obj: JSON) -> tuple[str, str]:
+        return (obj["metadata"]["namespace"], obj["metadata"]["name"])
 
     if after is not None:
         items = [pod for pod in items if key(pod) > after]

@@ -11,10 +11,16 @@ from aiohttp import web
 
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.events import EVENT_FIELDS
 from finalizer.testing.fake_kube.exec import handle_exec
 from finalizer.testing.fake_kube.logs import handle_log
 from finalizer.testing.fake_kube.paging import ContinueError, decode_token, page
-from finalizer.testing.fake_kube.selectors import SelectorError, parse_field_selector, parse_label_selector
+from finalizer.testing.fake_kube.selectors import (
+    POD_FIELDS,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
 from finalizer.testing.fake_kube.store import with_kind
 from finalizer.testing.fake_kube.watch import serve_watch
 from finalizer.testing.fake_kube.wire import (
@@ -40,11 +46,22 @@ def _bad_request(message: str) -> web.Response:
 
 async def list_or_watch(request: web.Request) -> web.StreamResponse:
     cluster = _cluster(request)
+    return await _list_or_watch(request, cluster.store, "PodList", POD_FIELDS, cluster.bookmark_interval)
+
+
+async def list_or_watch_events(request: web.Request) -> web.StreamResponse:
+    cluster = _cluster(request)
+    return await _list_or_watch(request, cluster.events, "EventList", EVENT_FIELDS, cluster.bookmark_interval)
+
+
+async def _list_or_watch(
+    request: web.Request, store: Any, list_kind: str, field_names: tuple[str, ...], bookmark_interval: float
+) -> web.StreamResponse:
     namespace = request.match_info.get("namespace")
     query = request.query
     try:
         labels = parse_label_selector(query.get("labelSelector"))
-        fields = parse_field_selector(query.get("fieldSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"), field_names)
         watch = parse_bool(query.get("watch"))
         bookmarks = parse_bool(query.get("allowWatchBookmarks"))
         timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
@@ -53,7 +70,8 @@ async def list_or_watch(request: web.Request) -> web.StreamResponse:
     if watch:
         return await serve_watch(
             request,
-            cluster,
+            store,
+            bookmark_interval,
             namespace,
             labels,
             fields,
@@ -64,13 +82,13 @@ async def list_or_watch(request: web.Request) -> web.StreamResponse:
     try:
         limit = int(query["limit"]) if query.get("limit") else None
         token = query.get("continue")
-        rv, after = decode_token(token, cluster.store.compacted_rv) if token else (cluster.store.rv, None)
+        rv, after = decode_token(token, store.compacted_rv) if token else (store.rv, None)
     except ContinueError as exc:
         return status_response(exc.code, str(exc))
     except ValueError as exc:
         return _bad_request(str(exc))
-    items, meta = page(cluster.store.list(namespace, labels, fields), rv, limit, after)
-    return json_response({"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items})
+    items, meta = page(store.list(namespace, labels, fields), rv, limit, after)
+    return json_response({"kind": list_kind, "apiVersion": "v1", "metadata": meta, "items": items})
 
 
 async def get_pod(request: web.Request) -> web.Response:
@@ -233,6 +251,8 @@ def add_routes(app: web.Application) -> None:
     pods = "/api/v1/namespaces/{namespace}/pods"
     app.router.add_get("/version", version)
     app.router.add_get("/api/v1/pods", list_or_watch)
+    app.router.add_get("/api/v1/events", list_or_watch_events)
+    app.router.add_get("/api/v1/namespaces/{namespace}/events", list_or_watch_events)
     app.router.add_get(pods, list_or_watch)
     app.router.add_post(pods, create_pod)
     app.router.add_get(pods + "/{name}", get_pod)

@@ -130,8 +130,8 @@ def parse_label_selector(text: str | None) -> Selector:
     return Selector(tuple(reqs))
 
 
-def parse_field_selector(text: str | None) -> Selector:
-    """Parse ``fieldSelector`` for pods; unknown fields are a 400 as on the real API."""
+def parse_field_selector(text: str | None, allowed: tuple[str, ...] = POD_FIELDS) -> Selector:
+    """Parse ``fieldSelector`` (pods by default); unknown fields are a 400 as on the real API."""
     if not text or not text.strip():
         return Selector()
     reqs: list[Matcher] = []
@@ -143,7 +143,7 @@ def parse_field_selector(text: str | None) -> Selector:
                 break
         else:
             raise SelectorError(f"invalid selector: {text!r}; can't understand {part!r}")
-        if key not in POD_FIELDS:
+        if key not in allowed:
             raise SelectorError(f'field label not supported: "{key}"')
         reqs.append(_not_equals(key, value) if op == "!=" else _equals(key, value))
     return Selector(tuple(reqs))

@@ -25,6 +25,7 @@ from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.faults import Faults, RequestLog, RequestRecord, make_middleware
 from finalizer.testing.fake_kube.kubelet import AutoKubelet
 from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
+from finalizer.testing.fake_kube.selectors import Selector
 from finalizer.testing.fake_kube.store import with_kind
 from finalizer.testing.fake_kube.wire import JSON, clone
 
@@ -81,6 +82,7 @@ class FakeKube:
         """Stop: end watches and exec sessions, close the listener."""
         self.cluster.cancel_timers()
         self.cluster.store.close_watchers()
+        self.cluster.events.close_watchers()
         for runtime in self.cluster.store.runtime.values():
             for event in runtime.stopped.values():
                 event.set()
@@ -284,8 +286,25 @@ class FakeKube:
         )
 
     def compact(self) -> int:
-        """Forget the event history: a watch resuming from any earlier rv gets 410 Expired."""
-        return self._call(self.cluster.store.compact)
+        """Forget the watch history (pods and events): resuming from any earlier rv gets 410 Expired."""
+
+        def compact_all() -> int:
+            self.cluster.events.compact()
+            return self.cluster.store.compact()
+
+        return self._call(compact_all)
+
+    def events(self, namespace: str | None = None, name: str | None = None) -> list[JSON]:
+        """Events recorded so far (optionally for one pod), oldest first."""
+
+        def read() -> list[JSON]:
+            return [
+                clone(e)
+                for e in self.cluster.events.list(namespace, Selector(), Selector())
+                if name is None or e["involvedObject"]["name"] == name
+            ]
+
+        return self._call(read)
 
     @property
     def resource_version(self) -> int:

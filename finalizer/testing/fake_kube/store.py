@@ -98,6 +98,8 @@ def with_kind(pod: JSON) -> JSON:
 
 
 class PodStore:
+    kind = "Pod"
+
     def __init__(self, history_limit: int = 10_000) -> None:
         self.pods: dict[Key, JSON] = {}
         self.runtime: dict[Key, Runtime] = {}

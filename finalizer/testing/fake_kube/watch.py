@@ -1,4 +1,4 @@
-"""``GET …/pods?watch=true``: chunked JSON lines, resourceVersion replay, bookmarks, 410, timeouts.
+"""``GET …/pods?watch=true`` (and events): chunked JSON lines, rv replay, bookmarks, 410, timeouts.
 
 Replay and subscription happen in one synchronous step on the loop, so no change can fall between
 them. A BOOKMARK is sent only when the watcher's queue is empty, so its resourceVersion never runs
@@ -9,18 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from typing import Protocol
 
 from aiohttp import web
 
-from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.selectors import Selector
-from finalizer.testing.fake_kube.store import Watcher, with_kind
-from finalizer.testing.fake_kube.wire import dumps, status_body
+from finalizer.testing.fake_kube.store import Change, Watcher
+from finalizer.testing.fake_kube.wire import JSON, dumps, status_body
 
 
-def _bookmark(rv: int) -> bytes:
-    obj = {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}}
+class WatchSource(Protocol):
+    """What a watch needs from a store (pods, events)."""
+
+    kind: str
+    rv: int
+    compacted_rv: int
+
+    def list(self, namespace: str | None, labels: Selector, fields: Selector) -> list[JSON]: ...
+    def since(self, rv: int) -> Iterable[Change]: ...
+    def subscribe(self, watcher: Watcher) -> None: ...
+    def unsubscribe(self, watcher: Watcher) -> None: ...
+
+
+def _bookmark(kind: str, rv: int) -> bytes:
+    obj = {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}}
     return (dumps({"type": "BOOKMARK", "object": obj}) + "\n").encode()
 
 
@@ -31,7 +45,8 @@ def _expired(requested: int, oldest: int) -> bytes:
 
 async def serve_watch(
     request: web.Request,
-    cluster: Cluster,
+    store: WatchSource,
+    bookmark_interval: float,
     namespace: str | None,
     labels: Selector,
     fields: Selector,
@@ -39,7 +54,6 @@ async def serve_watch(
     timeout_seconds: float | None,
     bookmarks: bool,
 ) -> web.StreamResponse:
-    store = cluster.store
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     await response.prepare(request)
@@ -58,15 +72,17 @@ async def serve_watch(
         initial = [change.line(t) for change in store.since(since) if (t := watcher.translate(change))]
     else:
         initial = [
-            (dumps({"type": "ADDED", "object": with_kind(pod)}) + "\n").encode()
-            for pod in store.list(namespace, labels, fields)
+            (
+                dumps({"type": "ADDED", "object": {"kind": store.kind, "apiVersion": "v1", **obj}}) + "\n"
+            ).encode()
+            for obj in store.list(namespace, labels, fields)
         ]
     store.subscribe(watcher)
     try:
         for line in initial:
             await response.write(line)
         deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
-        next_bookmark = time.monotonic() + cluster.bookmark_interval
+        next_bookmark = time.monotonic() + bookmark_interval
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -79,8 +95,8 @@ async def serve_watch(
                 item = await asyncio.wait_for(watcher.queue.get(), timeout)
             except TimeoutError:
                 if bookmarks and time.monotonic() >= next_bookmark and watcher.queue.empty():
-                    await response.write(_bookmark(store.rv))
-                    next_bookmark = time.monotonic() + cluster.bookmark_interval
+                    await response.write(_bookmark(store.kind, store.rv))
+                    next_bookmark = time.monotonic() + bookmark_interval
                 continue
             if item is None:
                 break
