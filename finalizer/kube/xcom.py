@@ -168,6 +168,7 @@ class ExecOps:
         status = bytearray()
         size = 0
         got_status = False
+        refused: aiohttp.WSServerHandshakeError | None = None
         async with self._limiter:
             try:
                 async with asyncio.timeout(limit_seconds or self._settings.exec_timeout):
@@ -212,7 +213,7 @@ class ExecOps:
             except FinalizerError:
                 raise
             except aiohttp.WSServerHandshakeError as exc:
-                raise await self._explain_handshake(exc, namespace, name, uid) from exc
+                refused = exc  # explained below, outside the limiter: the explanation reads the pod
             except TimeoutError as exc:
                 raise KubeTransientError(f"exec into {where} timed out", status=None) from exc
             except Exception as exc:
@@ -220,6 +221,8 @@ class ExecOps:
                 if translated is None:
                     raise
                 raise translated from exc
+        if refused is not None:
+            raise await self._explain_handshake(refused, namespace, name, uid) from refused
         return ExecOutput(b"".join(stdout), bytes(stderr), bytes(status) if got_status else None)
 
     async def read_xcom(

@@ -194,3 +194,16 @@ async def test_stop_sidecar(fake: FakeKube, cluster: KubeCluster) -> None:
     await cluster.stop_sidecar(ref)
     fake.force_delete(NS, "p")
     await cluster.stop_sidecar(ref)
+
+
+async def test_refused_exec_is_explained_even_with_one_slot(fake: FakeKube) -> None:
+    """The explanation reads the pod outside the exec's semaphore slot: no self-deadlock."""
+    import asyncio
+
+    from finalizer.kube import KubeSettings, cluster_from_kubeconfig
+
+    running_pod(fake, "p")
+    fake.terminate(NS, "p", XCOM_SIDECAR_NAME, exit_code=0)
+    async with cluster_from_kubeconfig(fake.kubeconfig, KubeSettings(max_concurrency=1)) as one_slot:
+        with pytest.raises(SidecarNotRunningError):
+            await asyncio.wait_for(one_slot.exec.read_xcom(NS, "p", max_bytes=100), 5)
