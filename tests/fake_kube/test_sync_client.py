@@ -122,3 +122,37 @@ def test_provider_reads_pod_events(fake_kube_thread: FakeKube, v1: Any) -> None:
     manager = pod_manager_module.PodManager(kube_client=v1)
     events = manager.read_pod_events(v1.read_namespaced_pod("p", "default"))
     assert [(e.reason, e.type) for e in events.items] == [("FailedScheduling", "Warning")]
+
+
+def test_provider_pod_manager_worker_flow_with_auto_kubelet(fake_kube_thread: FakeKube, v1: Any) -> None:
+    """What KubernetesPodOperator does on a worker, with the provider's own PodManager, unattended."""
+    import asyncio
+
+    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    fake_kube_thread.auto_kubelet(start_delay=0.05, run_seconds=0.3)
+    body = client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name="kpo",
+            namespace="default",
+            annotations={"fake-kube/xcom": '{"rows": 3}', "fake-kube/logs": "starting\ndone"},
+        ),
+        spec=client.V1PodSpec(
+            restart_policy="Never",
+            containers=[
+                client.V1Container(name="base", image="python:3.12"),
+                client.V1Container(name=SIDECAR, image="alpine", command=["sh", "-c", "trap"]),
+            ],
+        ),
+    )
+    manager = pod_manager_module.PodManager(kube_client=v1)
+    pod = manager.create_pod(body)
+    asyncio.run(manager.await_pod_start(pod, schedule_timeout=10, startup_timeout=10, check_interval=0.1))
+    status = manager.fetch_container_logs(pod, "base", follow=True, post_termination_timeout=1)
+    assert status.running is False
+    manager.await_container_completion(pod, "base", polling_time=0.1)
+    assert json.loads(manager.extract_xcom(pod)) == {"rows": 3}
+    manager.delete_pod(pod)
+    assert fake_kube_thread.get_pod("default", "kpo") is None
+    verbs = fake_kube_thread.request_counts()
+    assert verbs[("create", "pods")] == 1
+    assert verbs[("exec", "pods")] == 2  # XCom read, sidecar kill

@@ -1,7 +1,25 @@
-"""A wire-faithful fake Kubernetes API server (pods, watch, exec, log) for tests, demo and benchmarks.
+"""A wire-faithful fake Kubernetes API server (pods, events, watch, exec, log) for tests, demo, benchmarks.
 
-Real HTTP and WebSocket on 127.0.0.1; unmodified ``kubernetes_asyncio`` and the sync ``kubernetes``
-client drive it. No Airflow imports here: it works without the ``airflow`` extra.
+Real HTTP and WebSocket on 127.0.0.1 (ephemeral port); unmodified ``kubernetes_asyncio`` and the sync
+``kubernetes`` client (and the provider's own ``PodManager``) drive it. No Airflow imports here.
+
+Usage::
+
+    async with FakeKube() as kube:                 # on the running loop
+        cfg = kubernetes_asyncio.client.Configuration()
+        await kubernetes_asyncio.config.load_kube_config_from_dict(kube.kubeconfig, client_configuration=cfg)
+        kube.create_pod("default", name="p")        # KPO-shaped: base + airflow-xcom-sidecar
+        kube.start("default", "p")                  # scheduled, running (MODIFIED events, pod Events)
+        kube.write_xcom("default", "p", '{"a": 1}')
+        kube.terminate("default", "p", "base", exit_code=0, message="done")
+
+    with FakeKube.in_thread() as kube: ...          # own loop in a daemon thread; helpers thread-safe
+
+Module map: ``server`` (FakeKube facade), ``cluster`` (scheduler/kubelet actions, API delete semantics),
+``store`` (pods, resourceVersion, history, watch fan-out), ``events`` (core/v1 Events), ``lifecycle``
+(pure pod-status edits), ``routes``/``watch``/``exec``/``logs``/``paging`` (HTTP handlers),
+``shell`` (exec command emulator), ``faults`` (fault rules, request log), ``kubelet`` (auto-kubelet),
+``selectors``, ``wire`` (Status bodies, ParseBool, timestamps).
 """
 
 from finalizer.testing.fake_kube.faults import FaultRule, RequestRecord

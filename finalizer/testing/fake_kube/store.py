@@ -109,8 +109,6 @@ class PodStore:
         #: Events with rv <= this are gone: watching from an older rv gets 410 Expired.
         self.compacted_rv = 1
         self.watchers: set[Watcher] = set()
-        #: Called after each stored change (the auto-kubelet and log followers hook in here).
-        self.listeners: list[Callable[[str, JSON], None]] = []
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> JSON | None:
@@ -187,8 +185,6 @@ class PodStore:
             self.compacted_rv = self.history.popleft().rv
         for watcher in self.watchers:
             watcher.offer(change)
-        for listener in list(self.listeners):
-            listener(type_, pod)
 
     def compact(self) -> int:
         """Drop the whole history: any watch resuming from an rv before now gets 410 Expired."""
