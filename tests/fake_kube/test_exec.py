@@ -169,6 +169,7 @@ async def test_text_stdin_frames_are_accepted(fake_kube: FakeKube) -> None:
         ("pending", SIDECAR, 400, "does not have a host assigned"),
         ("scheduled", SIDECAR, 500, f'container not found ("{SIDECAR}")'),
         ("forgotten", SIDECAR, 500, f'container not found ("{SIDECAR}")'),
+        ("unreachable", SIDECAR, 500, "error dialing backend"),
         ("running", "nope", 400, "container nope is not valid for pod p"),
         ("running", "", 400, "a container name must be specified for pod p, choose one of: [base airflow"),
     ],
@@ -178,7 +179,7 @@ async def test_pre_upgrade_errors_are_plain_http(
 ) -> None:
     if setup != "missing":
         fake_kube.create_pod("default", name="p")
-    if setup in ("running", "terminated", "forgotten"):
+    if setup in ("running", "terminated", "forgotten", "unreachable"):
         fake_kube.start("default", "p")
     if setup == "scheduled":
         fake_kube.schedule("default", "p")
@@ -186,6 +187,8 @@ async def test_pre_upgrade_errors_are_plain_http(
         fake_kube.terminate("default", "p", SIDECAR)
     if setup == "forgotten":
         fake_kube.kubelet_forget("default", "p")
+    if setup == "unreachable":
+        fake_kube.node_unreachable("default", "p")
     kwargs = {"container": container} if container else {}
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await exec_handshake(core_ws, "p", **kwargs)

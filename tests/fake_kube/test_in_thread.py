@@ -85,3 +85,15 @@ def test_kubeconfig_file(tmp_path: object) -> None:
             pods = sync_client.CoreV1Api(api).list_namespaced_pod("default")
         assert [p.metadata.name for p in pods.items] == ["p"]
         assert cfg.host == kube.url
+
+
+def test_fixed_port() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with FakeKube.in_thread(port=port) as kube:
+        assert kube.url == f"http://127.0.0.1:{port}"
+        kube.create_pod("default", name="p")
+        assert kube.get_pod("default", "p") is not None

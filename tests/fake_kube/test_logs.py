@@ -94,3 +94,13 @@ async def test_follow_streams_until_container_stops(logged: FakeKube, core: Any)
 async def test_log_of_terminated_container_is_readable(logged: FakeKube, core: Any) -> None:
     logged.terminate("default", "p", "base", exit_code=1)
     assert await read(core, container="base", follow=True) == "alpha\nbeta\ngamma \u2603\n"
+
+
+async def test_unreachable_node_then_recovered(logged: FakeKube, core: Any) -> None:
+    logged.node_unreachable("default", "p")
+    with pytest.raises(ApiException) as info:
+        await core.read_namespaced_pod_log("p", "default", container="base")
+    assert info.value.status == 500
+    assert json.loads(info.value.body)["reason"] == "InternalError"
+    logged.node_unreachable("default", "p", False)
+    assert await read(core, container="base", tail_lines=1) == "gamma \u2603\n"

@@ -163,6 +163,10 @@ class Cluster:
         for container in lifecycle.container_names(self._require(namespace, name)):
             runtime.stop_event(container).set()
 
+    def node_unreachable(self, namespace: str, name: str, unreachable: bool) -> None:
+        self._require(namespace, name)
+        self.store.runtime_of(namespace, name).unreachable = unreachable
+
     def _kill_containers(self, namespace: str, name: str, codes: dict[str, int]) -> None:
         killed: list[str] = []
 

@@ -20,7 +20,14 @@ from finalizer.testing.fake_kube import lifecycle, shell
 from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.store import Runtime
-from finalizer.testing.fake_kube.wire import JSON, dumps, not_found, parse_bool, status_response
+from finalizer.testing.fake_kube.wire import (
+    JSON,
+    dumps,
+    node_unreachable,
+    not_found,
+    parse_bool,
+    status_response,
+)
 
 PROTOCOL = "v4.channel.k8s.io"
 STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
@@ -68,6 +75,8 @@ def precheck(cluster: Cluster, namespace: str, name: str, requested: str) -> tup
     if "nodeName" not in pod["spec"]:
         return "", status_response(400, f"pod {name} does not have a host assigned", "BadRequest")
     runtime = cluster.store.runtime_of(namespace, name)
+    if runtime.unreachable:
+        return "", node_unreachable(str(pod["spec"]["nodeName"]))
     if runtime.forgotten or lifecycle.container_state(pod, container) != "running":
         return "", web.Response(status=500, text=f'container not found ("{container}")\n')
     return container, None

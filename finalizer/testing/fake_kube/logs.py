@@ -16,7 +16,14 @@ from aiohttp import web
 
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
-from finalizer.testing.fake_kube.wire import not_found, now, parse_bool, status_response, timestamp_nano
+from finalizer.testing.fake_kube.wire import (
+    node_unreachable,
+    not_found,
+    now,
+    parse_bool,
+    status_response,
+    timestamp_nano,
+)
 
 LogLine = tuple[datetime, str]
 
@@ -58,6 +65,8 @@ async def handle_log(request: web.Request, cluster: Cluster, namespace: str, nam
     except ValueError as exc:
         return _bad_request(str(exc))
     runtime = cluster.store.runtime_of(namespace, name)
+    if runtime.unreachable:
+        return node_unreachable(str(pod["spec"].get("nodeName", "")))
     lines = list(runtime.logs.get(container, []))
     if since is not None:
         cutoff = now() - timedelta(seconds=since)

@@ -43,6 +43,7 @@ class FakeKube:
         bookmark_interval: float = 1.0,
         deletion_delay: float = 0.0,
         token: str = "fake-kube-token",
+        port: int = 0,
     ) -> None:
         self.cluster = Cluster(history_limit=history_limit)
         self.cluster.bookmark_interval = bookmark_interval
@@ -51,7 +52,8 @@ class FakeKube:
         #: Added to every request before it is handled (benchmarks: simulated API round trip).
         self.latency = 0.0
         self.token = token
-        self.port = 0
+        #: The listening port: 0 (ephemeral) until the server runs, unless given.
+        self.port = port
         self._log = RequestLog()
         self._kubelet = AutoKubelet(self.cluster)
         self._runner: web.AppRunner | None = None
@@ -69,7 +71,7 @@ class FakeKube:
         add_routes(app)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         self._runner = runner
         self._loop = asyncio.get_running_loop()
@@ -261,6 +263,10 @@ class FakeKube:
     def kubelet_forget(self, namespace: str, name: str) -> None:
         """The pod stays in the API but its containers are gone from the node: exec answers 500."""
         self._call(self.cluster.kubelet_forget, namespace, name)
+
+    def node_unreachable(self, namespace: str, name: str, unreachable: bool = True) -> None:
+        """The pod's node stops answering: exec and log fail 500 (``error dialing backend``) until reset."""
+        self._call(self.cluster.node_unreachable, namespace, name, unreachable)
 
     def set_logs(self, namespace: str, name: str, container: str, lines: list[str]) -> None:
         self._call(self.cluster.set_logs, namespace, name, container, list(lines))

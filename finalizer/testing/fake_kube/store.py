@@ -47,6 +47,8 @@ class Runtime:
     logs: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
     stopped: dict[str, asyncio.Event] = field(default_factory=dict)
     forgotten: bool = False
+    #: The node does not answer the API server's proxy (exec/log fail 500 before any upgrade).
+    unreachable: bool = False
 
     def stop_event(self, container: str) -> asyncio.Event:
         return self.stopped.setdefault(container, asyncio.Event())

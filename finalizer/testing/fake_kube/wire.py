@@ -122,3 +122,10 @@ def _clone(value: Any) -> Any:
     if isinstance(value, list):
         return [_clone(item) for item in value]
     return value
+
+
+def node_unreachable(node: str) -> web.Response:
+    """What the API server answers when it cannot reach the pod's kubelet."""
+    return status_response(
+        500, f"error dialing backend: dial tcp 10.0.0.1:10250: connect: no route to host (node {node})"
+    )
