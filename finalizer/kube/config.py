@@ -32,6 +32,8 @@ class KubeSettings:
     max_concurrency: int = 32
     #: Server-side ``timeoutSeconds`` of one WATCH request (jittered by up to +50%).
     watch_timeout_seconds: int = 300
+    #: A watch silent this much longer than its ``timeoutSeconds`` is stalled (half-open TCP).
+    watch_stall_margin: float = 30.0
     #: Re-LIST this often even when the watch looks healthy: a safety net, not the mechanism.
     resync_seconds: float = 1800.0
     #: Page size of LIST calls (0 = no paging).

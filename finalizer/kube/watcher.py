@@ -50,8 +50,6 @@ from finalizer.pod import JSON, PodView
 
 log = logging.getLogger(__name__)
 
-#: Margin of the client read timeout over the server-side ``timeoutSeconds`` of a watch.
-WATCH_READ_MARGIN = 30.0
 MAX_LIST_BYTES = 512 * 1024 * 1024
 #: Every ``"name":"…"`` string of a raw event line (metadata, containers, volumes, env…).
 _NAME_FIELD = re.compile(rb'"name"\s*:\s*"([^"\\]*)"')
@@ -381,7 +379,7 @@ class _Stream:
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout,
                 _preload_content=False,
-                _request_timeout=(self.settings.connect_timeout, timeout + WATCH_READ_MARGIN),
+                _request_timeout=(self.settings.connect_timeout, timeout + self.settings.watch_stall_margin),
                 **kwargs,
             )
             self.stats.watches_opened += 1

@@ -389,3 +389,20 @@ async def test_expired_continue_token_restarts_the_list(fake: FakeKube) -> None:
         assert stats.lists == 1
     pages = [(r.status, "continue=" in r.query) for r in fake.requests if r.verb == "list"]
     assert pages == [(200, False), (410, True), (200, False), (200, True), (200, True)]
+
+
+async def test_stalled_watch_is_abandoned(fake: FakeKube) -> None:
+    """A watch that sends nothing (half-open connection, stuck proxy) times out and reconnects."""
+    uid = running_pod(fake, "p")
+    fake.faults.add("GET", r"watch=True", status=None, latency=30.0, times=1)
+    async with (
+        quick_cluster(fake, watch_timeout_seconds=1, watch_stall_margin=0.5) as cluster,
+        cluster.watcher.subscribe(NS, "p", uid) as sub,
+    ):
+        await sub.wait(lambda p: True, timeout=2)
+        await eventually(lambda: cluster.watcher.stats()[NS].watches_opened >= 1, 5)
+        stats = cluster.watcher.stats()[NS]
+        assert stats.errors == 1
+        assert "timed out" in (stats.last_error or "")
+        fake.terminate(NS, "p", "base", exit_code=0)
+        assert await sub.wait(base_done, timeout=5) is not None
