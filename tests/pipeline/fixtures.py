@@ -12,16 +12,26 @@ import pytest
 from finalizer.testing.fake_kube import FakeKube
 from tests.pipeline.harness import AirflowServer, Rig, World, fast_config, start_airflow, warm_up
 
+#: One server per session even though two conftests (pipeline, service) declare the fixture.
+_SERVERS: list[AirflowServer] = []
+
 
 @pytest.fixture(scope="session")
 def airflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
     """The real Execution API on a real Airflow DB, served over HTTP once per session."""
+    if _SERVERS:
+        yield _SERVERS[0]
+        return
     env, token, run = start_airflow(tmp_path_factory.mktemp("airflow"))
     server = AirflowServer(env)
     server.token = token
     with server.running():
         warm_up(server, run)
-        yield server
+        _SERVERS.append(server)
+        try:
+            yield server
+        finally:
+            _SERVERS.clear()
 
 
 @pytest.fixture
