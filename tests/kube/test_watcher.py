@@ -11,7 +11,8 @@ import pytest
 
 from finalizer.exceptions import FinalizerUnavailableError, KubeRequestError
 from finalizer.kube import KubeCluster, Subscription, cluster_from_kubeconfig
-from finalizer.kube.watcher import rv_newer, unwanted_event
+from finalizer.kube.stream import unwanted_event
+from finalizer.kube.subscription import rv_newer
 from finalizer.pod import PodView
 from finalizer.testing import FakeKube
 from tests.kube.conftest import FAST, NS, running_pod

@@ -1,0 +1,111 @@
+"""One pod on a shared watch: its latest state, and waiting for a condition on it.
+
+Level-based: a subscription holds the newest state seen (by resourceVersion), never a queue
+of events, so a slow subscriber costs no memory and cannot miss a finished pod. A pod is
+"gone" for good once its uid has left the name; ``wait`` then answers None at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from finalizer.exceptions import FinalizerError
+from finalizer.pod import PodView
+
+
+def rv_newer(candidate: str, known: str | None) -> bool:
+    """Whether resourceVersion ``candidate`` is newer than ``known``.
+
+    resourceVersions are opaque, but every real store hands out increasing integers; when
+    either is not one we cannot tell, and the fresher-looking delivery wins.
+    """
+    if not known:
+        return True
+    if candidate.isdigit() and known.isdigit():
+        return int(candidate) > int(known)
+    return True
+
+
+class Subscription:
+    """One pod on the shared watch: its latest state, and a way to wait for a condition."""
+
+    def __init__(self, namespace: str, name: str, uid: str, seq: int) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.seq = seq
+        self._pod: PodView | None = None
+        self._known = False
+        self._gone: str | None = None
+        self._error: FinalizerError | None = None
+        self._changed = asyncio.Event()
+        self._resolver: asyncio.Task[None] | None = None
+
+    @property
+    def latest(self) -> PodView | None:
+        """The latest state seen; None while unknown and once the pod is gone."""
+        return None if self._gone else self._pod
+
+    @property
+    def known(self) -> bool:
+        return self._known or self._gone is not None
+
+    @property
+    def gone(self) -> bool:
+        return self._gone is not None
+
+    @property
+    def gone_reason(self) -> str | None:
+        return self._gone
+
+    @property
+    def error(self) -> FinalizerError | None:
+        """Why the watch cannot serve this pod right now (cleared when it recovers)."""
+        return self._error
+
+    async def wait(
+        self,
+        predicate: Callable[[PodView], bool],
+        timeout: float | None = None,  # noqa: ASYNC109 - the documented signature
+    ) -> PodView | None:
+        """The first state for which ``predicate`` holds, or None as soon as the pod is gone.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, and the watch's terminal error
+        (e.g. 403) if the watch cannot serve this pod at all.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._gone is not None:
+                    return None
+                if self._error is not None:
+                    raise self._error
+                if self._known and self._pod is not None and predicate(self._pod):
+                    return self._pod
+                self._changed.clear()
+                await self._changed.wait()
+
+    # --- fed by the stream -----------------------------------------------------------------
+    def _observe(self, pod: PodView, *, authoritative: bool) -> None:
+        """A state of the pod holding our name. ``authoritative``: it is current, not a replay."""
+        if self._gone is not None:
+            return
+        if pod.uid == self.uid:
+            if self._pod is None or rv_newer(pod.resource_version, self._pod.resource_version):
+                self._pod = pod
+                self._known = True
+            self._error = None
+            self._changed.set()
+        elif authoritative or (
+            self._pod is not None and rv_newer(pod.resource_version, self._pod.resource_version)
+        ):
+            self.set_gone(f"the name {self.name} now belongs to pod uid {pod.uid}")
+
+    def set_gone(self, reason: str) -> None:
+        if self._gone is None:
+            self._gone = reason
+            self._changed.set()
+
+    def _fail(self, error: FinalizerError) -> None:
+        self._error = error
+        self._changed.set()
