@@ -97,3 +97,11 @@ def test_fixed_port() -> None:
         assert kube.url == f"http://127.0.0.1:{port}"
         kube.create_pod("default", name="p")
         assert kube.get_pod("default", "p") is not None
+
+
+def test_start_failure_surfaces_and_leaves_no_thread() -> None:
+    with FakeKube.in_thread() as first:
+        busy = first.port
+        with pytest.raises(OSError, match="address already in use"), FakeKube.in_thread(port=busy):
+            pass
+    assert "fake-kube" not in {t.name for t in threading.enumerate()}

@@ -154,3 +154,21 @@ async def test_graceful_api_delete_kills_containers_then_deletes(fake_kube: Fake
     events = await events_since(core, rv)
     assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
     assert status_of(events[1]["object"], "base")["state"]["terminated"]["exitCode"] == 143
+
+
+async def test_eviction_without_removal_leaves_dead_pod(fake_kube: FakeKube, core_ws: Any) -> None:
+    import aiohttp
+
+    from tests.fake_kube.helpers import exec_handshake
+
+    fake_kube.create_pod("default", name="p")
+    fake_kube.start("default", "p")
+    fake_kube.evict("default", "p", remove=False)
+    pod = fake_kube.get_pod("default", "p")
+    assert pod is not None
+    assert pod["metadata"]["deletionTimestamp"]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await exec_handshake(core_ws, "p", container=SIDECAR)
+    assert info.value.status == 500
+    fake_kube.force_delete("default", "p")
+    assert fake_kube.get_pod("default", "p") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,8 +152,11 @@ def test_provider_pod_manager_worker_flow_with_auto_kubelet(fake_kube_thread: Fa
     assert status.running is False
     manager.await_container_completion(pod, "base", polling_time=0.1)
     assert json.loads(manager.extract_xcom(pod)) == {"rows": 3}
-    manager.delete_pod(pod)
-    assert fake_kube_thread.get_pod("default", "kpo") is None
+    manager.delete_pod(pod)  # graceful: the pod leaves the API a moment later
+    deadline = time.monotonic() + 5
+    while fake_kube_thread.get_pod("default", "kpo") is not None:
+        assert time.monotonic() < deadline, "pod never left the API"
+        time.sleep(0.01)
     verbs = fake_kube_thread.request_counts()
     assert verbs[("create", "pods")] == 1
     assert verbs[("exec", "pods")] == 2  # XCom read, sidecar kill

@@ -179,8 +179,11 @@ class Cluster:
             path = f"spec.containers{{{container}}}"
             self.events.record(pod, "Killing", f"Stopping container {container}", field_path=path)
 
-    def evict(self, namespace: str, name: str) -> None:
-        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers killed, DELETED."""
+    def evict(self, namespace: str, name: str, remove: bool = True) -> None:
+        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers killed, DELETED.
+
+        ``remove=False`` stops before DELETED: the pod lingers with dead containers (exec answers 500).
+        """
         pod = self._require(namespace, name)
         grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
 
@@ -191,7 +194,8 @@ class Cluster:
         self.store.update(namespace, name, mark)
         # PID 1 of the base container handles SIGTERM (143); the sidecar's sh ignores it: SIGKILL (137).
         self._kill_containers(namespace, name, {lifecycle.XCOM_SIDECAR: 137, "base": 143})
-        self.store.remove(namespace, name)
+        if remove:
+            self.store.remove(namespace, name)
 
     def force_delete(self, namespace: str, name: str) -> JSON | None:
         pod = self.store.get(namespace, name)

@@ -27,10 +27,10 @@ from finalizer.testing.fake_kube.kubelet import AutoKubelet
 from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
 from finalizer.testing.fake_kube.selectors import Selector
 from finalizer.testing.fake_kube.store import with_kind
+from finalizer.testing.fake_kube.thread import CALL_TIMEOUT, serve_in_thread
 from finalizer.testing.fake_kube.wire import JSON, clone
 
 T = TypeVar("T")
-CALL_TIMEOUT = 30.0
 
 
 class FakeKube:
@@ -105,30 +105,8 @@ class FakeKube:
     def in_thread(cls, **options: Any) -> Iterator[FakeKube]:
         """Serve from a daemon thread with its own event loop; stop and join on exit."""
         kube = cls(**options)
-        loop = asyncio.new_event_loop()
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(kube.open())
-            except BaseException as exc:
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
-            loop.run_forever()
-
-        thread = threading.Thread(target=serve, name="fake-kube", daemon=True)
-        thread.start()
-        try:
-            ready.result(timeout=CALL_TIMEOUT)
+        with serve_in_thread(kube.open, kube.close):
             yield kube
-        finally:
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(kube.close(), loop).result(timeout=CALL_TIMEOUT)
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=CALL_TIMEOUT)
-            loop.close()
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = self._loop
@@ -252,9 +230,12 @@ class FakeKube:
     def unschedulable(self, namespace: str, name: str, message: str | None = None) -> JSON:
         return with_kind(self._call(self.cluster.unschedulable, namespace, name, message))
 
-    def evict(self, namespace: str, name: str) -> None:
-        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers 143/137, DELETED."""
-        self._call(self.cluster.evict, namespace, name)
+    def evict(self, namespace: str, name: str, *, remove: bool = True) -> None:
+        """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers 143/137, DELETED.
+
+        ``remove=False`` leaves the pod in the API with dead containers (then ``force_delete``).
+        """
+        self._call(self.cluster.evict, namespace, name, remove)
 
     def force_delete(self, namespace: str, name: str) -> JSON | None:
         """Gone from the API at once (``--grace-period=0 --force``); DELETED is emitted."""
