@@ -96,6 +96,13 @@ class FinalizationMixin:
         if type(trigger) is KubernetesPodTrigger:
             pod = getattr(self, "pod", None)
             uid = getattr(getattr(pod, "metadata", None), "uid", None)
+            if uid is None and pod is not None:
+                # The provider's get_or_create_pod returns the *request* object for a new pod (no
+                # uid): read the pod once to learn it, else the trigger takes the classic path.
+                try:
+                    uid = self.pod_manager.read_pod(pod).metadata.uid  # type: ignore[attr-defined]
+                except Exception:
+                    uid = None
             trigger = finalizing_trigger_from(
                 trigger,
                 pod_uid=uid,

@@ -18,6 +18,7 @@ left DEFERRED.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,12 @@ from triggers.policy import FinalizationPolicy
 from triggers.runtime import finalize, release
 
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
+
+#: Bound on each step of on_kill (task-state query, pod delete), seconds.
+ON_KILL_STEP_TIMEOUT = 60.0
+
+#: on_kill work in flight (strong references: the loop keeps only weak ones to tasks).
+_KILLS: set[asyncio.Task[None]] = set()
 
 
 class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
@@ -266,6 +273,10 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
 
         A triggerer that lost its triggers also cancels its stale copies through ``on_kill``, so
         the pod is deleted only when Airflow says the task is no longer DEFERRED.
+
+        The work runs in its own task, shielded: Airflow 3.3.2's supervisor repeats the cancel
+        request on every sync (about once a second) until the trigger has finished, which would
+        otherwise interrupt the state check or the delete half-way.
         """
         if self._fired_event:
             self.log.debug("on_kill: an event was already fired; nothing to do")
@@ -273,12 +284,20 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         if self.on_kill_action == OnKillAction.KEEP_POD:
             self.log.info("on_kill: on_kill_action is keep_pod; pod %s/%s kept", *self._where())
             return
+        task = asyncio.get_running_loop().create_task(
+            self._kill_if_user_action(), name="kpo-finalizer-on-kill"
+        )
+        _KILLS.add(task)
+        task.add_done_callback(_KILLS.discard)
+        await asyncio.shield(task)
+
+    async def _kill_if_user_action(self) -> None:
         try:
-            state = await self.get_task_state()
+            state = await asyncio.wait_for(self.get_task_state(), ON_KILL_STEP_TIMEOUT)
         except Exception:
             self.log.warning("on_kill: could not read the task state; pod kept to be safe", exc_info=True)
             return
-        if str(state) == "deferred":
+        if state == "deferred":
             self.log.info(
                 "on_kill: the task is still DEFERRED (a triggerer restart or reassignment, not a user "
                 "action); pod %s/%s kept",
@@ -288,13 +307,18 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         self.log.info("on_kill: task is %s; deleting pod %s/%s", state, *self._where())
         await release(self._job_key())
         try:
-            await self.hook.delete_pod(
-                name=self.pod_name,
-                namespace=self.pod_namespace,
-                grace_period_seconds=self.termination_grace_period,
+            await asyncio.wait_for(
+                self.hook.delete_pod(
+                    name=self.pod_name,
+                    namespace=self.pod_namespace,
+                    grace_period_seconds=self.termination_grace_period,
+                ),
+                ON_KILL_STEP_TIMEOUT,
             )
         except Exception:
             self.log.exception("on_kill: could not delete pod %s/%s", *self._where())
+        else:
+            self.log.info("on_kill: pod %s/%s deleted", *self._where())
 
     async def cleanup(self) -> None:
         """Every exit (shutdown, reassignment, done): never delete a pod here."""

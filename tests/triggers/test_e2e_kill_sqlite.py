@@ -1,0 +1,92 @@
+"""Restart is not kill, through a real `airflow triggerer` (SQLite).
+
+A user marking a deferred task failed makes the triggerer cancel the trigger "by user action":
+on_kill asks Airflow (the supervisor's GetTaskStates), sees the task left DEFERRED, deletes the pod.
+A triggerer shutdown (SIGTERM) cancels the trigger too, but the pod stays, and a new triggerer
+finishes the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finalizer.testing.airflow_env import AirflowEnv
+from finalizer.testing.fake_kube import FakeKube
+from finalizer.testing.triggerer import (
+    TriggererProcess,
+    current_ti,
+    trigger_logs,
+    wait_for,
+    wait_for_ti_state,
+)
+from tests.triggers import e2e
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
+    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-kill"), None)
+
+
+@pytest.fixture(scope="module")
+def extra_env(env: AirflowEnv) -> dict[str, str]:
+    return e2e.finalizer_env(f"sqlite:///{env.home / 'ledger.sqlite3'}")
+
+
+@pytest.fixture
+async def app(env: AirflowEnv) -> AsyncIterator[Any]:
+    env.activate()
+    async with env.execution_api_app() as application:
+        yield application
+
+
+@pytest.mark.anyio
+async def test_user_marks_the_task_failed_then_on_kill_deletes_the_pod(
+    env: AirflowEnv, extra_env: dict[str, str], app: Any, fake_kube: FakeKube, kubeconfig_path: Path
+) -> None:
+    with TriggererProcess(env, extra_env=extra_env, name="triggerer-kill") as triggerer:
+        pod = e2e.new_pod(fake_kube, "user-kill")
+        ti = env.create_run(e2e.DAG_ID).ti("a")
+        await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "a"))
+        wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
+        env.set_ti_state(current_ti(ti).id, "failed")  # what "mark failed" in the UI does to the row
+        try:
+            wait_for(
+                lambda: fake_kube.get_pod(pod.namespace, pod.name) is None,
+                60,
+                what="on_kill to delete the pod",
+            )
+        except TimeoutError:
+            seen = [(r.method, r.path, r.status) for r in fake_kube.requests if r.name == pod.name]
+            raise AssertionError(f"pod still there; requests: {seen[-10:]}") from None
+        log = trigger_logs(env, ti)
+        assert "on_kill: task is failed; deleting pod" in log, triggerer.logs()[-3000:]
+        assert current_ti(ti).state == "failed"
+
+
+@pytest.mark.anyio
+async def test_triggerer_shutdown_keeps_the_pod_and_the_next_triggerer_finishes(
+    env: AirflowEnv, extra_env: dict[str, str], app: Any, fake_kube: FakeKube, kubeconfig_path: Path
+) -> None:
+    pod = e2e.new_pod(fake_kube, "restart")
+    fake_kube.write_xcom(pod.namespace, pod.name, '{"survived": "restart"}')
+    ti = env.create_run(e2e.DAG_ID).ti("b")
+    with TriggererProcess(env, extra_env=extra_env, name="triggerer-before") as first:
+        await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "b"))
+        wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
+    assert first.is_running() is False
+    assert current_ti(ti).state == "deferred"
+    assert fake_kube.get_pod(pod.namespace, pod.name) is not None, "shutdown must not delete the pod"
+    assert "deleting pod" not in trigger_logs(env, ti)
+
+    with TriggererProcess(env, extra_env=extra_env, name="triggerer-after"):
+        fake_kube.terminate(pod.namespace, pod.name, exit_code=0)
+        final = wait_for_ti_state(ti, {"success", "failed", "up_for_retry", "scheduled"}, timeout=90)
+        assert final.state == "success", trigger_logs(env, ti)[-3000:]
+        assert e2e.xcom(env, ti) == {"survived": "restart"}
+    wait_for(lambda: fake_kube.get_pod(pod.namespace, pod.name) is None, 30, what="pod deleted")
