@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from finalizer.exceptions import LedgerError
 
@@ -116,23 +115,19 @@ def _apply(conn: Connection) -> list[int]:
     return applied
 
 
-async def migrate(conn: AsyncConnection) -> list[int]:
+def migrate(conn: Connection) -> list[int]:
     """Bring the schema to ``LATEST_VERSION`` inside the caller's transaction; return what was applied.
 
-    The caller opens the transaction (``engine.begin()``); on SQLite it is already ``BEGIN
-    IMMEDIATE`` (see ``dialect.py``), on PostgreSQL this takes a transaction-scoped advisory lock.
+    On SQLite the transaction is already ``BEGIN IMMEDIATE`` (see ``engines.py``); on PostgreSQL
+    this takes a transaction-scoped advisory lock first.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-    return await conn.run_sync(_apply)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    return _apply(conn)
 
 
-async def schema_version(conn: AsyncConnection) -> int:
+def schema_version(conn: Connection) -> int:
     """The version the database is at (0 for an empty database)."""
-
-    def read(sync: Connection) -> int:
-        if not sa.inspect(sync).has_table("kpof_schema_version"):
-            return 0
-        return int(sync.execute(sa.select(sa.func.max(_version_table.c.version))).scalar() or 0)
-
-    return await conn.run_sync(read)
+    if not sa.inspect(conn).has_table("kpof_schema_version"):
+        return 0
+    return int(conn.execute(sa.select(sa.func.max(_version_table.c.version))).scalar() or 0)

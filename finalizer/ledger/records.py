@@ -59,8 +59,8 @@ class JobRecord:
         return self.step >= Step.DONE
 
 
-def job_from_row(row: RowMapping) -> JobRecord:
-    """Decode one ``kpof_jobs`` row (a ``RowMapping``)."""
+def job_from_row(row: RowMapping, spec: JobSpec | None = None) -> JobRecord:
+    """Decode one ``kpof_jobs`` row; pass ``spec`` when the caller already holds it (no re-parse)."""
     times: dict[Step, datetime] = {}
     for step, column in STEP_COLUMNS.items():
         value = as_utc(row[column])
@@ -73,7 +73,7 @@ def job_from_row(row: RowMapping) -> JobRecord:
     assert updated is not None  # NOT NULL column
     return JobRecord(
         key=row["key"],
-        spec=JobSpec.model_validate_json(row["spec"]),
+        spec=spec if spec is not None else JobSpec.model_validate_json(row["spec"]),
         step=Step(row["step"]),
         owner=row["owner"],
         epoch=int(row["epoch"]),

@@ -48,9 +48,9 @@ def make_spec(n: int = 0, *, uid: str | None = None, try_number: int = 1) -> Job
 
 async def backdate(ledger: Ledger, instance_id: str, seconds: float = 3600) -> None:
     """Make an instance look dead: move its heartbeat into the past, in SQL."""
-    async with ledger.engine.begin() as conn:
-        await conn.execute(
-            instances.update()
-            .where(instances.c.id == instance_id)
-            .values(heartbeat=datetime.now(UTC) - timedelta(seconds=seconds))
-        )
+    statement = (
+        instances.update()
+        .where(instances.c.id == instance_id)
+        .values(heartbeat=datetime.now(UTC) - timedelta(seconds=seconds))
+    )
+    await ledger.run_sql(lambda conn: conn.execute(statement))

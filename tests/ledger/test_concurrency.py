@@ -51,8 +51,8 @@ async def test_concurrent_adopt_stale_never_returns_the_same_job(ledger_url: str
         assert len(counts) == JOBS
         assert set(counts.values()) == {1}, [k for k, c in counts.items() if c > 1]
         assert sum(1 for recs in taken.values() if recs) >= 2 or ledgers[0].dialect == "sqlite"
-        async with ledgers[0].engine.connect() as conn:
-            rows = (await conn.execute(sa.select(jobs.c.key, jobs.c.owner, jobs.c.epoch))).all()
+        query = sa.select(jobs.c.key, jobs.c.owner, jobs.c.epoch)
+        rows = await ledgers[0].run_sql(lambda conn: conn.execute(query).all())
         final = {key: (owner, epoch) for key, owner, epoch in rows}
         for owner, recs in taken.items():
             for rec in recs:

@@ -16,6 +16,11 @@ from tests.ledger.conftest import backdate, make_spec
 pytestmark = pytest.mark.anyio
 
 
+async def age_all_jobs(ledger: Ledger, *, hours: float) -> None:
+    statement = jobs.update().values(updated_at=datetime.now(UTC) - timedelta(hours=hours))
+    await ledger.run_sql(lambda conn: conn.execute(statement))
+
+
 async def test_submit_inserts_then_returns_the_same_job(ledger: Ledger) -> None:
     me = await ledger.register_instance("host-a", 1)
     spec = make_spec(1)
@@ -174,8 +179,7 @@ async def test_purge_drops_only_old_pushed_payloads(ledger: Ledger) -> None:
     unpushed = await ledger.submit(make_spec(31), me)
     unpushed = await ledger.advance(unpushed, Step.XCOM_PERSISTED, xcom={"only": "copy"})
     assert await ledger.purge_payloads(timedelta(hours=1)) == 0  # too recent
-    async with ledger.engine.begin() as conn:
-        await conn.execute(jobs.update().values(updated_at=datetime.now(UTC) - timedelta(hours=2)))
+    await age_all_jobs(ledger, hours=2)
     assert await ledger.purge_payloads(timedelta(hours=1)) == 1
     purged = await ledger.get(pushed.key)
     assert purged is not None
@@ -185,8 +189,7 @@ async def test_purge_drops_only_old_pushed_payloads(ledger: Ledger) -> None:
     assert (kept.xcom_value, kept.xcom_purged) == ({"only": "copy"}, False)
     assert await ledger.purge_payloads(timedelta(hours=1)) == 0
     await ledger.advance(purged, Step.DONE)
-    async with ledger.engine.begin() as conn:
-        await conn.execute(jobs.update().values(updated_at=datetime.now(UTC) - timedelta(hours=2)))
+    await age_all_jobs(ledger, hours=2)
     assert await ledger.delete_finished(timedelta(hours=1)) == 1
     assert await ledger.get(pushed.key) is None
 
@@ -214,6 +217,5 @@ async def test_each_try_and_pod_is_its_own_job(ledger: Ledger) -> None:
     first = await ledger.submit(make_spec(50, try_number=1), me)
     retry = await ledger.submit(make_spec(50, try_number=2, uid="uid-new"), me)
     assert first.key != retry.key
-    async with ledger.engine.connect() as conn:
-        count = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+    count = await ledger.run_sql(lambda c: c.execute(sa.select(sa.func.count()).select_from(jobs)).scalar())
     assert count == 2

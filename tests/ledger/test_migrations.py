@@ -7,32 +7,27 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from finalizer.exceptions import ConfigurationError, LedgerError
 from finalizer.jobs import Step
 from finalizer.ledger import LATEST_VERSION, Ledger, schema
 from finalizer.ledger.dialect import normalize_url
-from finalizer.ledger.migrations import MIGRATIONS, schema_version
+from finalizer.ledger.migrations import MIGRATIONS
 from finalizer.ledger.schema import STEP_COLUMNS, metadata
 
 pytestmark = pytest.mark.anyio
 
 
 async def _versions(url: str) -> list[int]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("SELECT version FROM kpof_schema_version ORDER BY version"))
-            return [r[0] for r in rows]
-    finally:
-        await engine.dispose()
+    query = sa.text("SELECT version FROM kpof_schema_version ORDER BY version")
+    async with await Ledger.connect(url) as ledger:
+        return await ledger.run_sql(lambda conn: [r[0] for r in conn.execute(query)])
 
 
 async def test_migrations_are_idempotent(ledger_url: str) -> None:
     for _ in range(3):
-        async with await Ledger.connect(ledger_url) as ledger, ledger.engine.connect() as conn:
-            assert await schema_version(conn) == LATEST_VERSION
+        async with await Ledger.connect(ledger_url) as ledger:
+            assert await ledger.schema_version() == LATEST_VERSION
     assert await _versions(ledger_url) == [v for v, _, _ in MIGRATIONS]
 
 
@@ -50,27 +45,26 @@ async def test_concurrent_first_connects_migrate_once(ledger_url: str) -> None:
     assert await _versions(ledger_url) == [v for v, _, _ in MIGRATIONS]
 
 
+def _reflect(conn: sa.Connection) -> dict[str, set[str]]:
+    inspector = sa.inspect(conn)
+    return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+
+
 async def test_migrated_database_matches_schema_module(ledger_url: str) -> None:
     """A change to schema.py without a migration fails here."""
-    async with await Ledger.connect(ledger_url) as ledger, ledger.engine.connect() as conn:
-
-        def reflect(sync: sa.Connection) -> dict[str, set[str]]:
-            inspector = sa.inspect(sync)
-            return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
-
-        tables = await conn.run_sync(reflect)
+    async with await Ledger.connect(ledger_url) as ledger:
+        tables = await ledger.run_sql(_reflect)
     expected = {name: {c.name for c in table.columns} for name, table in metadata.tables.items()}
     assert tables == expected
     assert set(STEP_COLUMNS) == set(Step)
 
 
 async def test_a_newer_schema_is_refused(ledger_url: str) -> None:
-    async with await Ledger.connect(ledger_url) as ledger, ledger.engine.begin() as conn:
-        await conn.execute(
-            schema.schema_version.insert().values(
-                version=LATEST_VERSION + 1, name="future", applied_at=datetime.now(UTC)
-            )
-        )
+    future = schema.schema_version.insert().values(
+        version=LATEST_VERSION + 1, name="future", applied_at=datetime.now(UTC)
+    )
+    async with await Ledger.connect(ledger_url) as ledger:
+        await ledger.run_sql(lambda conn: conn.execute(future))
     with pytest.raises(LedgerError, match=f"version {LATEST_VERSION + 1}, newer than"):
         await Ledger.connect(ledger_url)
 
@@ -78,8 +72,8 @@ async def test_a_newer_schema_is_refused(ledger_url: str) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("sqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
-        ("sqlite+pysqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+        ("sqlite:////tmp/x.db", "sqlite+pysqlite:////tmp/x.db"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+pysqlite:////tmp/x.db"),
         ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg://u@h/db"),
