@@ -287,12 +287,18 @@ async def test_server_close_ends_open_exec_sessions() -> None:
         f"{kube.url}/api/v1/namespaces/default/pods/p/exec"
         f"?container={SIDECAR}&command=sleep&command=60&stdout=1"
     )
+    rest: list[tuple[int, bytes]] = []
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(url, protocols=("v4.channel.k8s.io",)) as ws,
     ):
         assert (await ws.receive()).data == b"\x01"
+
+        async def drain() -> None:
+            rest.extend([(m.data[0], m.data[1:]) async for m in ws])
+
         with anyio.fail_after(5):
-            await kube.close()
-            rest = [(m.data[0], m.data[1:]) async for m in ws]
+            async with anyio.create_task_group() as group:
+                group.start_soon(drain)
+                await kube.close()
     assert exit_status(rest)["reason"] == "NonZeroExitCode"

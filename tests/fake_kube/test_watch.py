@@ -283,3 +283,32 @@ async def test_thousand_pods_fan_out_to_several_watchers(fake_kube: FakeKube) ->
     expected = list(range(results[0][0], results[0][0] + 3 * pods))
     for versions in results:
         assert versions == expected  # every event, in resourceVersion order, nothing skipped
+
+
+async def test_name_pinned_watches_see_only_their_pod(fake_kube: FakeKube, core: Any) -> None:
+    """Per-pod watches (``metadata.name=x``) are indexed; each still sees exactly its pod's events."""
+    for index in range(3):
+        fake_kube.create_pod("default", name=f"p{index}")
+    rv = fake_kube.resource_version
+    responses = [
+        await core.list_namespaced_pod(
+            "default",
+            watch=True,
+            resource_version=str(rv),
+            field_selector=f"metadata.name=p{index}",
+            timeout_seconds=5,
+            _preload_content=False,
+        )
+        for index in range(3)
+    ]
+    assert len(fake_kube.cluster.store.watchers) == 3
+    for index in (2, 0, 1):
+        fake_kube.terminate("default", f"p{index}", exit_code=index)
+    for index, resp in enumerate(responses):
+        event = json.loads(await resp.content.readline())
+        resp.close()
+        assert event["object"]["metadata"]["name"] == f"p{index}"
+        statuses = event["object"]["status"]["containerStatuses"]
+        assert statuses[0]["state"]["terminated"]["exitCode"] == index
+    await eventually(lambda: not fake_kube.cluster.store.watchers)
+    assert not fake_kube.cluster.store._by_name

@@ -104,7 +104,8 @@ async def handle_exec(
     container, error = precheck(cluster, namespace, name, query.get("container", ""))
     if error is not None:
         return error
-    ws = web.WebSocketResponse(protocols=(PROTOCOL,))
+    # ``timeout``: how long close() waits for the client's close frame (a stuck client holds nothing).
+    ws = web.WebSocketResponse(protocols=(PROTOCOL,), timeout=2.0)
     if not ws.can_prepare(request).ok:
         return status_response(400, "Upgrade request required", "BadRequest")
     await ws.prepare(request)

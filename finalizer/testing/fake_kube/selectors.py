@@ -38,6 +38,8 @@ class Selector:
     """A conjunction of requirements over a string map (labels or pod fields)."""
 
     requirements: tuple[Matcher, ...] = ()
+    #: Equality requirements (``key=value``), for indexing watchers by e.g. ``metadata.name``.
+    equals: tuple[tuple[str, str], ...] = ()
 
     def matches(self, values: Mapping[str, str]) -> bool:
         return all(req(values) for req in self.requirements)
@@ -135,6 +137,7 @@ def parse_field_selector(text: str | None, allowed: tuple[str, ...] = POD_FIELDS
     if not text or not text.strip():
         return Selector()
     reqs: list[Matcher] = []
+    equals: list[tuple[str, str]] = []
     for raw in text.split(","):
         part = raw.strip()
         for op in ("!=", "==", "="):
@@ -146,7 +149,9 @@ def parse_field_selector(text: str | None, allowed: tuple[str, ...] = POD_FIELDS
         if key not in allowed:
             raise SelectorError(f'field label not supported: "{key}"')
         reqs.append(_not_equals(key, value) if op == "!=" else _equals(key, value))
-    return Selector(tuple(reqs))
+        if op != "!=":
+            equals.append((key, value))
+    return Selector(tuple(reqs), tuple(equals))
 
 
 def pod_fields(pod: Mapping[str, Any]) -> dict[str, str]:

@@ -91,6 +91,8 @@ class FakeKube:
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
+        self._loop = None
+        self._loop_thread = None
 
     async def __aenter__(self) -> FakeKube:
         return await self.open()

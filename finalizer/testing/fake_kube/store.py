@@ -57,12 +57,15 @@ class Runtime:
 class Watcher:
     """One open watch: a namespace (or all), selectors and a queue of encoded lines."""
 
-    __slots__ = ("closed", "fields", "labels", "namespace", "queue")
+    __slots__ = ("closed", "fields", "labels", "namespace", "pinned_name", "queue")
 
     def __init__(self, namespace: str | None, labels: Selector, fields: Selector) -> None:
         self.namespace = namespace
         self.labels = labels
         self.fields = fields
+        names = {value for key, value in fields.equals if key == "metadata.name"}
+        #: The one object name this watch can ever see, if its field selector pins one.
+        self.pinned_name = next(iter(names)) if len(names) == 1 else None
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
 
@@ -110,7 +113,11 @@ class PodStore:
         self.history_limit = history_limit
         #: Events with rv <= this are gone: watching from an older rv gets 410 Expired.
         self.compacted_rv = 1
+        #: Every open watch. Those pinned to one name (``fieldSelector=metadata.name=x``, one watch per
+        #: pod as some clients do) are also indexed by it, so a change is offered only to its own.
         self.watchers: set[Watcher] = set()
+        self._general: set[Watcher] = set()
+        self._by_name: dict[str, set[Watcher]] = {}
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> JSON | None:
@@ -185,7 +192,9 @@ class PodStore:
         self.history.append(change)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
-        for watcher in self.watchers:
+        for watcher in self._general:
+            watcher.offer(change)
+        for watcher in self._by_name.get(change.fields["metadata.name"], ()):
             watcher.offer(change)
 
     def compact(self) -> int:
@@ -201,12 +210,25 @@ class PodStore:
 
     def subscribe(self, watcher: Watcher) -> None:
         self.watchers.add(watcher)
+        name = watcher.pinned_name
+        if name is None:
+            self._general.add(watcher)
+        else:
+            self._by_name.setdefault(name, set()).add(watcher)
 
     def unsubscribe(self, watcher: Watcher) -> None:
         self.watchers.discard(watcher)
+        self._general.discard(watcher)
+        name = watcher.pinned_name
+        if name is not None and name in self._by_name:
+            self._by_name[name].discard(watcher)
+            if not self._by_name[name]:
+                del self._by_name[name]
 
     def close_watchers(self) -> None:
         for watcher in list(self.watchers):
             watcher.closed = True
             watcher.queue.put_nowait(None)
         self.watchers.clear()
+        self._general.clear()
+        self._by_name.clear()
