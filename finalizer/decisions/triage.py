@@ -62,6 +62,7 @@ class CompletionKind(enum.StrEnum):
     TIMEOUT = "timeout"  # not scheduled / not started in time, or the execution deadline passed
     START_FAILED = "start_failed"  # fatal image error, or the pod failed before its containers started
     POD_GONE = "pod_gone"  # the pod no longer exists
+    NO_BASE_CONTAINER = "no_base_container"  # the pod runs, but has no container of the base name
 
 
 EventStatus = Literal["success", "failed", "timeout", "error"]
@@ -73,6 +74,7 @@ EVENT_STATUS: dict[CompletionKind, EventStatus] = {
     CompletionKind.TIMEOUT: "timeout",
     CompletionKind.START_FAILED: "error",  # upstream raises PodLaunchFailedException → "error"
     CompletionKind.POD_GONE: "error",  # upstream's read_pod raises 404 → "error"
+    CompletionKind.NO_BASE_CONTAINER: "error",  # upstream's next(...) raises StopIteration → "error"
 }
 
 
@@ -194,6 +196,13 @@ def _assess(
     if execution_deadline is not None and now >= execution_deadline:
         return Completed(CompletionKind.TIMEOUT, f"Pod {name} reached the task's execution_timeout deadline")
     if phase not in _STARTING_PHASES:
+        if base is None and pod.containers():
+            # Running: every container has a status by now; waiting would never end.
+            names = ", ".join(sorted(c.name for c in pod.containers()))
+            return Completed(
+                CompletionKind.NO_BASE_CONTAINER,
+                f"Pod {name} has no container named {base_container!r} (it has: {names})",
+            )
         return Pending(f"Pod {name} is {phase}; base container still working", wake_at=execution_deadline)
     return _assess_start(
         pod,

@@ -100,6 +100,9 @@ ASSESS_CASES: list[tuple[str, PodView | None, float, CompletionKind | None, str]
     ("timeout-beats-image", pending(base=waiting("InvalidImageName")), 60, K.TIMEOUT, "start"),
     ("config-error-waits", pending(base=waiting("CreateContainerConfigError")), 1, None, ""),
     ("unknown-phase-starting", pod("Unknown", scheduled_at=None), 5, None, "scheduled"),
+    ("wrong-base-name", pod(sidecar=RUNNING, others=[{"name": "main", "state": RUNNING}]), 5,
+     K.NO_BASE_CONTAINER, "no container named 'base' (it has: airflow-xcom-sidecar, main)"),
+    ("running-no-statuses-yet", pod(), 5, None, "still working"),
 ]  # fmt: skip
 
 
@@ -197,6 +200,7 @@ TRIAGE_CASES: list[tuple[str, Completed, FinishSettings, OutcomeKind, str, str]]
      R.FAILED, "error", "ended"),
     ("timeout", done(None, K.TIMEOUT), PLAIN, R.FAILED, "timeout", "ended"),
     ("gone", done(None, K.POD_GONE), PLAIN, R.FAILED, "error", "ended"),
+    ("no-base", done(None, K.NO_BASE_CONTAINER), PLAIN, R.FAILED, "error", "ended"),
     ("error-exit-0-is-success", done(0, K.START_FAILED), PLAIN, R.SUCCESS, "success", ""),
 ]  # fmt: skip
 
