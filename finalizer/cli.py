@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenarios", default="idle,contention", help="comma-separated: idle, contention (default both)"
     )
     e2e.add_argument("--json", dest="json_path", default="bench-e2e.json")
+    e2e.add_argument("--keep", action="store_true", help="keep the temporary home (component logs)")
 
     fake = sub.add_parser(
         "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
@@ -124,7 +125,7 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from finalizer.bench import e2e
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    return e2e.main(tasks=args.tasks, scenarios=scenarios, json_path=args.json_path)
+    return e2e.main(tasks=args.tasks, scenarios=scenarios, json_path=args.json_path, keep=args.keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

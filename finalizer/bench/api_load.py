@@ -38,7 +38,8 @@ SIDES = ("upstream", "ours")
 
 async def _upstream(
     kubeconfig: dict[str, Any], names: list[str], poll_interval: float, seconds: float
-) -> None:
+) -> dict[str, Any]:
+    """Run the triggers for ``seconds``; their events by status (running pods: none) + examples."""
     from datetime import UTC, datetime
 
     from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
@@ -52,14 +53,22 @@ async def _upstream(
             config_dict=kubeconfig,
             poll_interval=poll_interval,
         )
-        async for _event in trigger.run():  # a running pod: no event within the window
+        async for event in trigger.run():  # a running pod: no event within the window
+            status = str(event.payload.get("status"))
+            events[status] += 1
+            if status != "success" and status not in examples:
+                examples[status] = str(event.payload.get("message", ""))[:500]
             return
+
+    events: Counter[str] = Counter()
+    examples: dict[str, str] = {}
 
     tasks = [asyncio.create_task(one(n)) for n in names]
     await asyncio.sleep(seconds)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    return {"by_status": dict(events), "examples": examples}
 
 
 async def _ours(kubeconfig: dict[str, Any], pods: list[tuple[str, str]], seconds: float) -> None:
@@ -84,6 +93,7 @@ def child_main(side: str, spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     warmup, duration = float(spec["warmup"]), float(spec["duration"])
     window: dict[str, float] = {}
+    events: dict[str, Any] = {}
 
     async def main() -> None:
         async def measure() -> None:
@@ -95,7 +105,11 @@ def child_main(side: str, spec_path: str) -> int:
         probe = asyncio.create_task(measure())
         total = warmup + duration + 0.5
         if side == "upstream":
-            await _upstream(spec["kubeconfig"], [n for n, _ in spec["pods"]], spec["poll_interval"], total)
+            events.update(
+                await _upstream(
+                    spec["kubeconfig"], [n for n, _ in spec["pods"]], spec["poll_interval"], total
+                )
+            )
         else:
             await _ours(spec["kubeconfig"], [(n, u) for n, u in spec["pods"]], total)
         await probe
@@ -108,6 +122,7 @@ def child_main(side: str, spec_path: str) -> int:
                 "window_end": window["end"],
                 "cpu_seconds": window["cpu_end"] - window["cpu_start"],
                 "max_rss_kib": _max_rss_kib(),
+                "trigger_events": dict(events),
             }
         ),
         flush=True,
@@ -202,6 +217,9 @@ def run(
                 "cpu_seconds_per_minute": child["cpu_seconds"] / (window / 60),
                 "max_rss_mib": child["max_rss_kib"] / 1024,
                 "window_seconds": window,
+                # Events the triggers yielded although every pod kept running (errors, timeouts): a
+                # trigger that yielded stopped polling, so fewer requests than pods x polls.
+                "trigger_events": child.get("trigger_events", {}),
             }
     return {
         "pods": pods,

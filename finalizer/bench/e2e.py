@@ -1,13 +1,424 @@
 """``kpo-finalizer bench e2e``: the classic deferrable KPO against ``FinalizingKubernetesPodOperator``.
 
-Not built yet: see the README's "Benchmarks" section for what exists.
+One real Airflow (api-server, scheduler with LocalExecutor, dag-processor, triggerer; PostgreSQL
+when reachable, else SQLite) and one fake cluster with an automatic kubelet. For each scenario both
+variants run the same N scripted pods (``fake-kube/run-seconds``, ``fake-kube/xcom``):
+
+* ``idle``: nothing else runs;
+* ``contention``: the KPO tasks run in a pool that counts deferred tasks (slots = N); once they are
+  all deferred, N higher-priority filler tasks (``sleep``) queue for the same pool. A classic task
+  whose pod finished goes back to SCHEDULED, loses its slot and waits behind the fillers; a
+  finalized task ends in the triggerer.
+
+Per variant: base-container end → task terminal latency (p50/p95/max; the base end is sampled
+from the fake API every 0.1 s, the terminal time is the TI's ``end_date``), pod lifetime after
+the base container ended, times the scheduler queued each task (= worker runs with the
+LocalExecutor) and whether each task's ``return_value`` XCom is exactly the pod's.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from finalizer.bench.report import command_line, latency_summary, machine, render_table, write_json
+
+NAMESPACE = "bench"
+VARIANTS = ("classic", "finalizing")
+SCENARIOS = ("idle", "contention")
+POOL = "kpo_bench_pool"
+TERMINAL = {"success", "failed", "skipped", "up_for_retry", "upstream_failed"}
+
+DAG_SOURCE = (
+    '''
+"""bench e2e: the same scripted pods through the classic KPO and FinalizingKubernetesPodOperator."""
+import json
+import os
+import shutil
+from datetime import datetime
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+from triggers.operator import FinalizingKubernetesPodOperator
+
+N = int(os.environ.get("KPO_BENCH_TASKS", "1"))
+KUBECONFIG = os.environ.get("KPO_BENCH_KUBECONFIG")
+RUN = json.loads(os.environ.get("KPO_BENCH_RUN_SECONDS", "{}"))
+FILLER = os.environ.get("KPO_BENCH_FILLER_SECONDS", "20")
+POOL = "'''
+    + POOL
+    + """"
+
+VARIANTS = (("classic", KubernetesPodOperator), ("finalizing", FinalizingKubernetesPodOperator))
+START = datetime(2026, 1, 1)
+for variant, operator in VARIANTS:
+    for scenario in ("idle", "contention"):
+        with DAG(f"bench_{variant}_{scenario}", schedule=None, start_date=START, catchup=False):
+            for i in range(N):
+                operator(
+                    task_id=f"pod_{i:03d}",
+                    name=f"{variant}-{scenario}-{i:03d}",
+                    namespace="bench",
+                    image="alpine:3.22",
+                    cmds=["sh", "-c", "true"],
+                    config_file=KUBECONFIG,
+                    in_cluster=False,
+                    deferrable=True,
+                    do_xcom_push=True,
+                    get_logs=False,
+                    retries=0,
+                    pool=POOL if scenario == "contention" else "default_pool",
+                    priority_weight=1,
+                    annotations={
+                        "fake-kube/run-seconds": str(RUN.get(scenario, 5) + 0.3 * i),
+                        "fake-kube/xcom": json.dumps({"variant": variant, "scenario": scenario, "i": i}),
+                    },
+                )
+
+with DAG("bench_fillers", schedule=None, start_date=START, catchup=False):
+    for i in range(N):
+        BashOperator(
+            task_id=f"filler_{i:03d}", bash_command=f"sleep {FILLER}", pool=POOL, priority_weight=100
+        )
+"""
+)
 
 
-def main(*, tasks: int, scenarios: list[str], json_path: str) -> int:
-    print("bench e2e is not built yet", file=sys.stderr)
-    return 2
+class PodSampler:
+    """Polls the fake API: when each pod's base container ended and when the pod disappeared."""
+
+    def __init__(self, kube: Any, interval: float = 0.1) -> None:
+        self.kube = kube
+        self.interval = interval
+        self.base_end: dict[tuple[str, str], float] = {}  # (dag_id, task_id) -> time.time()
+        self.gone: dict[tuple[str, str], float] = {}
+        self._known: dict[str, tuple[str, str]] = {}  # uid -> (dag_id, task_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pod-sampler", daemon=True)
+
+    def __enter__(self) -> PodSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = time.time()
+            seen: set[str] = set()
+            for pod in self.kube.list_pods(NAMESPACE):
+                meta = pod["metadata"]
+                labels = meta.get("labels") or {}
+                key = (labels.get("dag_id", ""), labels.get("task_id", ""))
+                self._known[meta["uid"]] = key
+                seen.add(meta["uid"])
+                for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                    if status.get("name") == "base" and "terminated" in (status.get("state") or {}):
+                        self.base_end.setdefault(key, now)
+            for uid, key in self._known.items():
+                if uid not in seen:
+                    self.gone.setdefault(key, now)
+
+
+def _postgres_url() -> str | None:
+    """A fresh PostgreSQL database (LocalExecutor + SQLite is a poor model of production)."""
+    admin = os.environ.get("KPO_FINALIZER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        import psycopg2  # type: ignore[import-untyped]
+
+        conn = psycopg2.connect(admin, connect_timeout=3)
+    except Exception:
+        return None
+    name = f"kpo_bench_{uuid.uuid4().hex[:10]}"
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
+
+
+def _drop_database(url: str) -> None:
+    import psycopg2
+
+    admin, name = url.rsplit("/", 1)
+    conn = psycopg2.connect(f"{admin}/postgres".replace("postgresql+psycopg2", "postgresql"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@contextmanager
+def _world(
+    tasks: int, run_seconds: dict[str, float], filler_seconds: float, keep: bool
+) -> Iterator[dict[str, Any]]:
+    from finalizer.demo.stack import AirflowStack, free_port
+    from finalizer.testing import FakeKube
+    from finalizer.testing.airflow_env import AirflowEnv
+
+    with ExitStack() as stack:
+        home = Path(tempfile.mkdtemp(prefix="kpo-bench-e2e-"))
+        if keep:
+            stack.callback(print, f"kept {home}")
+        else:
+            stack.callback(shutil.rmtree, home, True)
+        kube = stack.enter_context(FakeKube.in_thread())
+        kube.auto_kubelet(True, start_delay=0.2)
+        kubeconfig = kube.write_kubeconfig(home / "kubeconfig.json")
+        db_url = _postgres_url()
+        if db_url is not None:
+            stack.callback(_drop_database, db_url)
+        port = free_port()
+        bench_env = {
+            "KPO_BENCH_TASKS": str(tasks),
+            "KPO_BENCH_KUBECONFIG": str(kubeconfig),
+            "KPO_BENCH_RUN_SECONDS": json.dumps(run_seconds),
+            "KPO_BENCH_FILLER_SECONDS": str(filler_seconds),
+        }
+        os.environ.update(bench_env)
+        env = AirflowEnv.prepare(
+            home / "airflow",
+            db_url,
+            execution_api_server_url=f"http://127.0.0.1:{port}/execution/",
+            extra_env={
+                **bench_env,
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(2 * tasks + 4),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__KPO_FINALIZER__STATE_DIR": str(home / "kpo-finalizer"),
+                # The operators pass config_file (the triggers get it as config_dict); the default
+                # connection must exist but must not name a config of its own (mutually exclusive).
+                "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes"}),
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+            },
+        )
+        env.migrate()
+        env.add_dag("bench_e2e.py", DAG_SOURCE)
+        _create_pool(tasks)
+        processes_env = {**os.environ, **env.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
+        airflow = AirflowStack(processes_env, env.home, port)
+        stack.callback(airflow.stop)
+        airflow.start()
+        _wait_healthy(port, airflow)
+        yield {
+            "env": env,
+            "kube": kube,
+            "stack": airflow,
+            "home": home,
+            "db": "postgresql" if db_url else "sqlite",
+        }
+
+
+def _wait_healthy(port: int, airflow: Any, timeout: float = 180.0) -> None:
+    """Until the api-server answers and reports scheduler, triggerer and dag-processor healthy."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+
+    def healthy() -> bool:
+        try:
+            with opener.open(url, timeout=5) as response:
+                body = json.loads(response.read())
+        except OSError:
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    _wait("the Airflow components to report healthy", healthy, timeout, airflow)
+
+
+def _create_pool(slots: int) -> None:
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(POOL, slots, "bench e2e: counts deferred tasks", include_deferred=True)
+
+
+def _states(env: Any, dag_id: str, run_id: str) -> dict[str, tuple[str | None, Any]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(TaskInstance.task_id, TaskInstance.state, TaskInstance.end_date, TaskInstance.id).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+            )
+        ).all()
+    return {str(r[0]): (None if r[1] is None else str(r[1]), (r[2], str(r[3]))) for r in rows}
+
+
+def _wait(what: str, predicate: Any, timeout: float, stack: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        stack.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _run_variant(
+    world: dict[str, Any], variant: str, scenario: str, tasks: int, timeout: float
+) -> dict[str, Any]:
+    env, stack, kube = world["env"], world["stack"], world["kube"]
+    dag_id = f"bench_{variant}_{scenario}"
+    with PodSampler(kube) as sampler:
+        run = env.create_run(dag_id)
+        if scenario == "contention":
+            _wait(
+                f"{dag_id}: every task deferred",
+                lambda: sum(s == "deferred" for s, _ in _states(env, dag_id, run.run_id).values()) == tasks,
+                timeout,
+                stack,
+            )
+            env.create_run("bench_fillers")
+        _wait(
+            f"{dag_id}: every task terminal",
+            lambda: all(s in TERMINAL for s, _ in _states(env, dag_id, run.run_id).values()),
+            timeout,
+            stack,
+        )
+        time.sleep(0.5)  # one more sample: pods deleted at the very end
+        states = _states(env, dag_id, run.run_id)
+    scheduler_log = stack.processes["scheduler"].logs()
+    rows = []
+    for task_id, (state, (end_date, ti_id)) in sorted(states.items()):
+        key = (dag_id, task_id)
+        base_end = sampler.base_end.get(key)
+        gone = sampler.gone.get(key)
+        i = int(task_id.split("_")[1])
+        try:
+            xcom = env.get_xcom(dag_id, run.run_id, task_id, "return_value")
+        except KeyError:
+            xcom = None
+        rows.append(
+            {
+                "task_id": task_id,
+                "state": state,
+                "latency": None if base_end is None or end_date is None else end_date.timestamp() - base_end,
+                "pod_after_base_end": None if base_end is None or gone is None else gone - base_end,
+                "pod_deleted": gone is not None,
+                "times_queued": scheduler_log.count(f"(id={ti_id},"),
+                "xcom_ok": xcom == {"variant": variant, "scenario": scenario, "i": i},
+            }
+        )
+    if scenario == "contention":  # let the fillers drain before the next variant starts
+        _wait("fillers to finish", lambda: _fillers_done(env), timeout, stack)
+    latency = latency_summary([r["latency"] for r in rows if r["latency"] is not None])
+    lifetime = latency_summary([r["pod_after_base_end"] for r in rows if r["pod_after_base_end"] is not None])
+    return {
+        "variant": variant,
+        "scenario": scenario,
+        "tasks": len(rows),
+        "success": sum(r["state"] == "success" for r in rows),
+        "xcom_correct": sum(r["xcom_ok"] for r in rows),
+        "pods_deleted": sum(r["pod_deleted"] for r in rows),
+        "latency_p50": latency["p50"],
+        "latency_p95": latency["p95"],
+        "latency_max": latency["max"],
+        "pod_after_base_end_p50": lifetime["p50"],
+        "pod_after_base_end_max": lifetime["max"],
+        "times_queued_per_task": sum(r["times_queued"] for r in rows) / max(1, len(rows)),
+        "rows": rows,
+    }
+
+
+def _fillers_done(env: Any) -> bool:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        running = session.scalar(
+            select(func.count())
+            .select_from(TaskInstance)
+            .where(TaskInstance.dag_id == "bench_fillers", TaskInstance.state.not_in(list(TERMINAL)))
+        )
+    return not running
+
+
+def run(
+    tasks: int,
+    scenarios: list[str],
+    *,
+    run_seconds: dict[str, float] | None = None,
+    filler_seconds: float = 20.0,
+    timeout: float = 300.0,
+    keep: bool = False,
+) -> dict[str, Any]:
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown or not scenarios:
+        raise ValueError(f"unknown scenario(s) {unknown or scenarios}; choose from {list(SCENARIOS)}")
+    run_seconds = run_seconds or {"idle": 5.0, "contention": 12.0}
+    results = []
+    with _world(tasks, run_seconds, filler_seconds, keep) as world:
+        for scenario in scenarios:
+            for variant in VARIANTS:
+                print(f"running {scenario} / {variant} ({tasks} tasks)…", flush=True)
+                results.append(_run_variant(world, variant, scenario, tasks, timeout + filler_seconds))
+        db = world["db"]
+    return {
+        "tasks": tasks,
+        "scenarios": scenarios,
+        "run_seconds": run_seconds,
+        "filler_seconds": filler_seconds,
+        "metadata_db": db,
+        "results": results,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = [
+        (
+            r["scenario"],
+            r["variant"],
+            f"{r['success']}/{r['tasks']}",
+            f"{r['xcom_correct']}/{r['tasks']}",
+            r["latency_p50"],
+            r["latency_p95"],
+            r["latency_max"],
+            r["pod_after_base_end_p50"],
+            r["pod_after_base_end_max"],
+            r["times_queued_per_task"],
+        )
+        for r in result["results"]
+    ]
+    return render_table(
+        (
+            "scenario",
+            "variant",
+            "success",
+            "XCom ok",
+            "end→done p50 s",
+            "p95 s",
+            "max s",
+            "pod after end p50 s",
+            "max s",
+            "queued/task",
+        ),
+        rows,
+    )
+
+
+def main(*, tasks: int, scenarios: list[str], json_path: str | None, keep: bool = False) -> int:
+    result = run(tasks, scenarios, keep=keep)
+    print(render(result))
+    if json_path:
+        payload = {"command": command_line(), "machine": machine(), **result}
+        print(f"JSON written to {write_json(json_path, payload)}")
+    ok = all(r["success"] == r["tasks"] and r["xcom_correct"] == r["tasks"] for r in result["results"])
+    return 0 if ok else 1

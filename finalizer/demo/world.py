@@ -162,8 +162,6 @@ class World:
         async with self.env.execution_api_app() as app, worker_client(app) as client:
             for task in tasks:
                 ti = self.run.ti(task.task_id)
-                # What the scheduler does before a worker runs a task: first try, state scheduled.
-                self.env.set_ti_state(ti.id, "scheduled", try_number=1)
                 await defer_like_worker(client, self.env, ti, self.make_trigger(task))
 
     # -- observation ----------------------------------------------------------------------------
