@@ -202,8 +202,10 @@ def _fault_response(rule: FaultRule) -> web.StreamResponse:
 
 
 def make_middleware(
-    faults: Faults, log: RequestLog, latency: Callable[[], float]
+    faults: Faults, log: RequestLog, latency: Callable[[], float], token: str | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Faults, latency, request log, and (when ``token`` is set) bearer-token checking."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.time()
@@ -247,10 +249,19 @@ def make_middleware(
             response = _fault_response(rule)
             record(response.status)
             return response
+        if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+            response = status_response(401, "Unauthorized", "Unauthorized")
+            record(401)
+            return response
         try:
             response = await handler(request)
         except web.HTTPException as exc:
+            # The router's own 404/405 become API-style Status bodies, as kube-apiserver sends them.
             record(exc.status)
+            if exc.status == 404:
+                return status_response(404, "the server could not find the requested resource", "NotFound")
+            if exc.status == 405:
+                return status_response(405, "the server does not allow this method on the requested resource")
             raise
         if rule is not None and rule.reset_after_handling:
             record(0)

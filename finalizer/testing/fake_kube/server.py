@@ -44,6 +44,7 @@ class FakeKube:
         deletion_delay: float = 0.0,
         token: str = "fake-kube-token",
         port: int = 0,
+        require_token: bool = False,
     ) -> None:
         self.cluster = Cluster(history_limit=history_limit)
         self.cluster.bookmark_interval = bookmark_interval
@@ -52,6 +53,8 @@ class FakeKube:
         #: Added to every request before it is handled (benchmarks: simulated API round trip).
         self.latency = 0.0
         self.token = token
+        #: Answer 401 to requests without ``Authorization: Bearer <token>`` (clients must send it).
+        self.require_token = require_token
         #: The listening port: 0 (ephemeral) until the server runs, unless given.
         self.port = port
         self._log = RequestLog()
@@ -64,7 +67,13 @@ class FakeKube:
     # --- running -------------------------------------------------------------------------------
     async def open(self) -> FakeKube:
         """Start serving on the running loop (``async with`` does this)."""
-        app = web.Application(middlewares=[make_middleware(self.faults, self._log, lambda: self.latency)])
+        app = web.Application(
+            middlewares=[
+                make_middleware(
+                    self.faults, self._log, lambda: self.latency, self.token if self.require_token else None
+                )
+            ]
+        )
         app[CLUSTER_KEY] = self.cluster
         app[STOP_KEY] = self._stop_container
         app[CREATED_KEY] = self._kubelet.on_api_create
