@@ -96,11 +96,13 @@ async def handle_exec(
         want_stderr = parse_bool(query.get("stderr"))
     except ValueError as exc:
         return status_response(400, str(exc), "BadRequest")
-    want_stdout = True if want_stdout is None else want_stdout
-    want_stderr = True if want_stderr is None else want_stderr
+    # PodExecOptions booleans default to false, as on the real API.
+    want_stdout, want_stderr = bool(want_stdout), bool(want_stderr)
     argv = query.getall("command", [])
     if not argv:
         return status_response(400, "you must specify at least 1 command", "BadRequest")
+    if not (stdin or want_stdout or want_stderr):
+        return status_response(400, "you must specify at least one of stdin, stdout, stderr", "BadRequest")
     container, error = precheck(cluster, namespace, name, query.get("container", ""))
     if error is not None:
         return error

@@ -173,9 +173,8 @@ def start(pod: JSON) -> None:
     """Every waiting container running and ready; ``phase: Running``."""
     status = pod["status"]
     status["phase"] = "Running"
-    status["podIP"] = (
-        status.get("podIP") or f"10.1.{len(status) % 250}.{int(pod['metadata']['uid'][:2], 16) % 250 + 2}"
-    )
+    uid = pod["metadata"]["uid"]
+    status["podIP"] = status.get("podIP") or f"10.1.{int(uid[:2], 16)}.{int(uid[2:4], 16) % 250 + 2}"
     for name in container_names(pod):
         if container_state(pod, name) in (None, "waiting"):
             _put_container(pod, name, {"running": {"startedAt": timestamp()}}, True, True)
