@@ -43,6 +43,7 @@ __all__ = [
     "TriggererProcess",
     "current_ti",
     "defer_like_worker",
+    "run_like_worker",
     "serialize_trigger",
     "trigger_logs",
     "wait_for",
@@ -281,6 +282,46 @@ async def defer_like_worker(
         raise RuntimeError(
             f"PATCH /state deferred for {ti.id} answered {response.status_code}: {response.text}"
         )
+
+
+def run_like_worker(env: AirflowEnv, ti: TIInfo, *, log_path: Path | None = None) -> int:
+    """Run (or resume) the TI with the real Task SDK supervisor and task process, as a worker does.
+
+    What the scheduler and executor would do first is done here: the TI is set QUEUED (a
+    deferred task resumed by its trigger event is SCHEDULED, with ``next_method`` and
+    ``next_kwargs`` set; those are kept). The task process is forked by
+    ``supervise_task``, parses the DAG file from the bundle, and talks to the Execution API
+    in this process (``InProcessExecutionAPI``, as the triggerer's supervisor does). Blocking;
+    returns the task process's exit code. The task's log goes to ``log_path`` (default: a
+    file under the Airflow home).
+    """
+    from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
+    from airflow.executors.workloads.task import ExecuteTask
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk.api.client import Client
+    from airflow.sdk.execution_time.supervisor import supervise_task
+    from airflow.utils.session import create_session
+
+    row = current_ti(ti)
+    env.set_ti_state(row.id, "queued")
+    with create_session() as session:
+        orm = session.get(TaskInstance, uuid.UUID(row.id))
+        if orm is None:
+            raise KeyError(f"no task instance {row.id}")
+        workload = ExecuteTask.make(orm)
+    client = Client(base_url=None, token="", dry_run=True, transport=InProcessExecutionAPI().transport)
+    client.base_url = "http://in-process.invalid./"  # type: ignore[assignment]
+    target = log_path or env.home / f"worker-{row.task_id}-{uuid.uuid4().hex[:6]}.log"
+    return int(
+        supervise_task(
+            ti=workload.ti,
+            bundle_info=workload.bundle_info,
+            dag_rel_path=workload.dag_rel_path,
+            token=workload.token,
+            client=client,
+            log_path=str(target),
+        )
+    )
 
 
 def current_ti(ti: TIInfo) -> TIInfo:

@@ -46,6 +46,7 @@ TASKS: dict[str, int] = {
 
 DAG_SOURCE = f"""
 import datetime
+import os
 from airflow.sdk import DAG
 from triggers.operator import FinalizingKubernetesPodOperator
 
@@ -54,6 +55,7 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), ca
         FinalizingKubernetesPodOperator(
             task_id=task_id, name=task_id, namespace="{NAMESPACE}", image="alpine:3",
             deferrable=True, retries=retries, kubernetes_conn_id=None,
+            config_file=os.environ.get("KPO_E2E_KUBECONFIG"), do_xcom_push=True,
         )
 """
 
