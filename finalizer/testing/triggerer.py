@@ -310,7 +310,7 @@ def run_like_worker(env: AirflowEnv, ti: TIInfo, *, log_path: Path | None = None
             raise KeyError(f"no task instance {row.id}")
         workload = ExecuteTask.make(orm)
     client = Client(base_url=None, token="", dry_run=True, transport=InProcessExecutionAPI().transport)
-    client.base_url = "http://in-process.invalid./"  # type: ignore[assignment]
+    client.base_url = "http://in-process.invalid./"
     target = log_path or env.home / f"worker-{row.task_id}-{uuid.uuid4().hex[:6]}.log"
     return int(
         supervise_task(

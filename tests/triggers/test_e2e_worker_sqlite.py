@@ -6,7 +6,8 @@ process (the DAG file parsed again, ``trigger_reentry`` called), as a worker wou
 
 - finalization disabled: the classic event; the provider's own ``trigger_reentry`` reads the XCom
   from the sidecar and deletes the pod.
-- fail-fast (exit code configured as deterministic): the finalizer already deleted the pod; the worker fails the task without retry although ``retries=1``.
+- fail-fast (exit code configured as deterministic): the finalizer already deleted the pod;
+  the worker fails the task without retry although ``retries=1``.
 - ``fallback_to_worker``: the finalizer did the work; the worker only ends the task, and the XCom
   pushed by the finalizer stays (the worker does not overwrite it).
 """
