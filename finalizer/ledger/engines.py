@@ -5,11 +5,12 @@ executes it:
 
 - SQLite: a sync engine (the stdlib ``sqlite3``) with ONE shared connection, driven from a worker
   thread. Concurrent operations are group-committed: one ``BEGIN IMMEDIATE`` transaction and one
-  thread hop per batch, a SAVEPOINT per operation. Measured here, aiosqlite paid a thread hop per
-  cursor/execute/fetch/commit (~5 ms per write on a busy machine): the ledger would have been the
-  bottleneck of the whole pipeline. ``BEGIN IMMEDIATE`` takes the write lock up front (no lock
-  upgrade failing half-way); ``busy_timeout`` bounds waits for other processes; WAL +
-  ``synchronous=NORMAL`` survives a killed process (what we guard against), not an OS crash.
+  thread hop per batch (if one operation fails, the batch is re-run one transaction each).
+  Measured here, aiosqlite paid a thread hop per cursor/execute/fetch/commit (~5 ms per write on
+  a busy machine): the ledger would have been the bottleneck of the whole pipeline.
+  ``BEGIN IMMEDIATE`` takes the write lock up front (no lock upgrade failing half-way);
+  ``busy_timeout`` bounds waits for other processes; WAL + ``synchronous=NORMAL`` survives a
+  killed process (what we guard against), not an OS crash.
 - PostgreSQL: SQLAlchemy asyncio over asyncpg, the function run with ``run_sync`` (greenlet),
   bounded connect and command timeouts, autocommit unless the operation asks to be atomic
   (migrations): BEGIN and COMMIT would triple the round trips of a one-statement write, and every
@@ -65,13 +66,18 @@ class _Entry:
     cancelled: bool = False
 
 
+class _OperationFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class SQLiteRunner:
     """One sqlite3 connection, used from a worker thread; concurrent operations commit as a group.
 
     Operations queue up while a batch runs; the next caller to get the lock runs every queued
-    operation in ONE ``BEGIN IMMEDIATE`` transaction (each inside its own SAVEPOINT, so one
-    failing operation rolls back alone) and ONE thread hop. Nobody learns its result before the
-    batch committed, so an acknowledged write is a durable write.
+    operation in ONE ``BEGIN IMMEDIATE`` transaction and ONE thread hop. Nobody learns its result
+    before the batch committed, so an acknowledged write is a durable write.
     """
 
     def __init__(self, url: sa.URL, *, busy_timeout: float, max_batch: int = 256) -> None:
@@ -102,24 +108,36 @@ class SQLiteRunner:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _run_batch(self, batch: list[_Entry]) -> None:
-        """In the worker thread: one transaction for the whole batch, a savepoint per operation."""
+        """In the worker thread: the whole batch in one transaction.
+
+        If one operation raises, the batch is rolled back and every operation re-run in its own
+        transaction (operations are functions of the database state, so re-running is exact), so
+        only the failing one fails. A failing BEGIN or COMMIT fails the whole batch at once.
+        """
         live = [entry for entry in batch if not entry.cancelled]
         try:
-            with self._engine.begin() as conn:
-                if len(live) == 1:
-                    live[0].result = live[0].op(conn)
-                else:
-                    for entry in live:
-                        try:
-                            with conn.begin_nested():
-                                entry.result = entry.op(conn)
-                        except Exception as exc:
-                            entry.error = exc
+            self._transaction(live)
+        except _OperationFailed:
+            for entry in live:
+                try:
+                    self._transaction([entry])
+                except _OperationFailed as failed:
+                    entry.result, entry.error = None, failed.error
+                except Exception as exc:
+                    entry.result, entry.error = None, exc
         except Exception as exc:  # BEGIN/COMMIT failed (locked, disk, …): nothing of the batch stuck
             for entry in live:
                 entry.result, entry.error = None, exc
         for entry in batch:
             entry.done = True
+
+    def _transaction(self, entries: list[_Entry]) -> None:
+        with self._engine.begin() as conn:
+            for entry in entries:
+                try:
+                    entry.result = entry.op(conn)
+                except Exception as exc:
+                    raise _OperationFailed(exc) from exc
 
     async def run(self, op: Operation[T], *, atomic: bool = False) -> T:
         """Always atomic: SQLite operations run inside the batch's transaction."""
