@@ -243,3 +243,26 @@ async def test_list_continue_expired_and_invalid(fake_kube: FakeKube, core: Any)
     with pytest.raises(ApiException) as bad:
         await core.list_namespaced_pod("default", _continue="%%%")
     assert bad.value.status == 400
+
+
+async def test_patch_with_kind_keeps_list_items_bare(fake_kube: FakeKube, core: Any) -> None:
+    fake_kube.create_pod("default", name="a")
+    await core.patch_namespaced_pod(
+        "a", "default", {"kind": "Pod", "apiVersion": "v1", "metadata": {"annotations": {"x": "1"}}}
+    )
+    body = await read_json(await core.list_namespaced_pod("default", _preload_content=False))
+    assert "kind" not in body["items"][0]
+    assert body["items"][0]["metadata"]["annotations"] == {"x": "1"}
+
+
+async def test_patch_stale_resource_version_is_409(fake_kube: FakeKube, core: Any) -> None:
+    pod = fake_kube.create_pod("default", name="a")
+    fake_kube.start("default", "a")
+    with pytest.raises(ApiException) as info:
+        await core.patch_namespaced_pod(
+            "a",
+            "default",
+            {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"], "labels": {"x": "1"}}},
+        )
+    assert info.value.status == 409
+    assert json.loads(info.value.body)["reason"] == "Conflict"

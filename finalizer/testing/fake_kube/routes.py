@@ -193,6 +193,8 @@ async def patch_pod(request: web.Request) -> web.Response:
         for key in _IMMUTABLE:
             merged["metadata"][key] = pod["metadata"].get(key)
         merged["metadata"] = {k: v for k, v in merged["metadata"].items() if v is not None}
+        merged.pop("kind", None)  # stored objects carry no kind/apiVersion (LIST items must not)
+        merged.pop("apiVersion", None)
         pod.clear()
         pod.update(merged)
 
