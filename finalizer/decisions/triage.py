@@ -195,7 +195,9 @@ def _assess(
         return Completed(CompletionKind.FAILED, f"Pod {name} failed ({pod.status.get('reason') or 'phase'})")
     if execution_deadline is not None and now >= execution_deadline:
         return Completed(CompletionKind.TIMEOUT, f"Pod {name} reached the task's execution_timeout deadline")
-    if phase not in _STARTING_PHASES:
+    lost_node = phase == "Unknown" and base is not None and base.state == "running"
+    if phase not in _STARTING_PHASES or lost_node:
+        # Running (or Unknown after it ran: a lost node): no start-up clock applies any more.
         if base is None and pod.containers():
             # Running: every container has a status by now; waiting would never end.
             names = ", ".join(sorted(c.name for c in pod.containers()))

@@ -103,6 +103,7 @@ ASSESS_CASES: list[tuple[str, PodView | None, float, CompletionKind | None, str]
     ("wrong-base-name", pod(sidecar=RUNNING, others=[{"name": "main", "state": RUNNING}]), 5,
      K.NO_BASE_CONTAINER, "no container named 'base' (it has: airflow-xcom-sidecar, main)"),
     ("running-no-statuses-yet", pod(), 5, None, "still working"),
+    ("node-lost-after-start", pod("Unknown", base=RUNNING), 10_000, None, "still working"),
 ]  # fmt: skip
 
 
