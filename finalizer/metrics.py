@@ -12,13 +12,16 @@ Thread-safe: the finalizer updates from its own thread; a health endpoint may re
 from __future__ import annotations
 
 import bisect
+import contextlib
 import importlib
 import importlib.util
 import logging
 import math
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -293,6 +296,22 @@ class FinalizerMetrics:
 
     def step_done(self, step: str, seconds: float) -> None:
         self.step_seconds.observe(seconds, step=step)
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """``with METRICS.timed("push_xcom"): …`` records the block's duration (also on error)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.step_done(step, time.perf_counter() - started)
+
+    def completed_to_done(self, finished_at: datetime | None, now: datetime | None = None) -> None:
+        """Record base-container end (kubelet time) → now; ignored when the end time is unknown."""
+        if finished_at is None:
+            return
+        now = now or datetime.now(UTC)
+        self.completion_to_done_seconds.observe(max(0.0, (now - finished_at).total_seconds()))
 
     def retried(self, step: str) -> None:
         self.retries.inc(step=step)

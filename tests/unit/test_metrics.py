@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -178,3 +179,19 @@ def test_a_failing_backend_never_breaks_finalization() -> None:
     m = FinalizerMetrics(Registry(StatsSink(broken)))
     m.finalized("success")
     assert m.finalizations.value(outcome="success") == 1
+
+
+def test_timed_block_and_completion_latency() -> None:
+    m = FinalizerMetrics(registry())
+    with m.timed("cleanup"):
+        pass
+    with pytest.raises(RuntimeError), m.timed("cleanup"):
+        raise RuntimeError("boom")
+    assert m.step_seconds.count(step="cleanup") == 2
+    assert 0 <= m.step_seconds.total(step="cleanup") < 1
+    end = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+    m.completed_to_done(end, now=end + timedelta(seconds=2.5))
+    m.completed_to_done(None)  # unknown end time: nothing recorded
+    m.completed_to_done(end, now=end - timedelta(seconds=1))  # clock skew: clamped to 0
+    assert m.completion_to_done_seconds.count() == 2
+    assert m.completion_to_done_seconds.total() == 2.5
