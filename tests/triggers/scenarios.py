@@ -60,6 +60,10 @@ def _evicted_before_read(kube: FakeKube, pod: e2e.PodHandle) -> None:
     kube.evict(pod.namespace, pod.name)
 
 
+def _nothing(kube: FakeKube, pod: e2e.PodHandle) -> None:
+    """The pod is left as it is (a start-up clock or the execution deadline ends the wait)."""
+
+
 CASES: list[Case] = [
     Case(
         "dict",
@@ -113,6 +117,21 @@ CASES: list[Case] = [
         xcom_file='{"a": 1}',
     ),
     Case(
+        "e",
+        _nothing,
+        "failed",
+        log_contains=("took too long to be scheduled",),
+        operator={"schedule_timeout_seconds": 3},
+        start=False,
+    ),
+    Case(
+        "f",
+        _nothing,
+        "failed",
+        log_contains=("execution_timeout deadline",),
+        operator={"deadline_in": 4},
+    ),
+    Case(
         "keep",
         _exit(0),
         "success",
@@ -146,7 +165,12 @@ async def run_matrix(
         pod = e2e.new_pod(kube, f"{prefix}-{case.task_id.replace('_', '-')}", running=case.start)
         if case.xcom_file is not None:
             kube.write_xcom(pod.namespace, pod.name, case.xcom_file)
-        trigger = e2e.build_trigger(kubeconfig, pod, case.task_id, **case.operator)
+        operator = dict(case.operator)
+        if "deadline_in" in operator:
+            # The operator's translation of execution_timeout, as invoke_defer_method does it.
+            deadline = int(time.time() + operator.pop("deadline_in"))
+            operator["trigger_kwargs"] = {"_execution_deadline": deadline}
+        trigger = e2e.build_trigger(kubeconfig, pod, case.task_id, **operator)
         ti = run.ti(case.task_id)
         await e2e.defer(env, app, ti, trigger)
         started[case.task_id] = (case, ti, pod, 0.0)
@@ -167,6 +191,9 @@ async def run_matrix(
     for task_id, (case, ti, pod, t0) in started.items():
         if task_id not in results:
             results[task_id] = _collect(env, kube, case, ti, pod, current_ti(ti), time.monotonic() - t0)
+    for task_id, result in results.items():
+        # Shown with ``pytest -s``: pod event -> TI state visible in Airflow's DB, all pods at once.
+        print(f"[kpo-finalizer e2e] {prefix} {task_id}: {result.final.state} after {result.seconds:.2f}s")
     return results
 
 

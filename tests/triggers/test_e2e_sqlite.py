@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import TriggererProcess
+from finalizer.testing.triggerer import TriggererProcess, trigger_logs, wait_for, wait_for_ti_state
 from tests.triggers import e2e, scenarios
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
@@ -44,3 +45,33 @@ def results(
 @pytest.mark.parametrize("task_id", [c.task_id for c in scenarios.CASES])
 def test_scenario(task_id: str, results: dict[str, scenarios.Result], fake_kube: FakeKube) -> None:
     scenarios.check(results[task_id], fake_kube)
+
+
+def test_warm_latency_from_container_exit_to_success(
+    env: AirflowEnv,
+    triggerer: TriggererProcess,
+    results: dict[str, scenarios.Result],
+    fake_kube: FakeKube,
+    kubeconfig_path: Path,
+) -> None:
+    """After the matrix (triggerer, finalizer and supervisor warm): base exits → TI SUCCESS in the DB."""
+    pod = e2e.new_pod(fake_kube, "sq-warm")
+    fake_kube.write_xcom(e2e.NAMESPACE, pod.name, '{"warm": true}')
+    ti = env.create_run(e2e.DAG_ID).ti("d")
+
+    async def defer() -> None:
+        env.activate()
+        async with env.execution_api_app() as app:
+            await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "d"))
+
+    anyio.run(defer)
+    wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, 0.05, "the trigger to start")
+    time.sleep(1.0)  # let the job reach its watch: the measured span is completion -> success only
+    started = time.monotonic()
+    fake_kube.terminate(e2e.NAMESPACE, pod.name, exit_code=0)
+    final = wait_for_ti_state(ti, {"success", "failed"}, timeout=60)
+    seconds = time.monotonic() - started
+    print(f"[kpo-finalizer e2e] warm: base exit -> {final.state} in Airflow's DB after {seconds:.2f}s")
+    assert final.state == "success"
+    assert e2e.xcom(env, ti) == {"warm": True}
+    assert seconds < 15
