@@ -1,0 +1,40 @@
+"""The bench commands run end to end at a tiny size and write the figures they print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finalizer.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_finalize_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "finalize.json"
+    code = main(["bench", "finalize", "--pods", "8", "--concurrency", "4", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("kpo-finalizer")
+    assert result["machine"]["cpus"] >= 1
+    assert result["pods"] == 8
+    assert result["succeeded"] == 8
+    assert "throughput_per_s" in capsys.readouterr().out
+
+
+@pytest.mark.airflow
+def test_bench_api_load_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "api.json"
+    code = main(["bench", "api-load", "--pods", "3", "--duration", "4", "--json", str(out)])
+    assert code == 0
+    sides = json.loads(out.read_text())["sides"]
+    upstream, ours = sides["upstream"], sides["ours"]
+    # Upstream polls every pod every 2 s: about 2 GETs per pod in a 4 s window.
+    assert upstream["requests_by_verb"].get("get", 0) >= 3
+    assert upstream["trigger_events"]["by_status"] == {}
+    # Ours: one LIST and one WATCH for all pods, nothing per pod in steady state.
+    assert ours["requests_whole_run_by_verb"] == {"list": 1, "watch": 1}
+    assert ours["requests"] == 0
+    assert upstream["cpu_seconds"] > ours["cpu_seconds"]
