@@ -89,3 +89,42 @@ def test_trigger_reentry_with_a_fail_fast_marker_fails_without_retry_and_touches
     # The provider's trigger_reentry would call the Kubernetes API (unreachable here) first.
     with pytest.raises(AirflowFailException, match="deterministic"):
         op.trigger_reentry(context={}, event=event)
+
+
+def test_the_mixin_works_for_user_subclasses_and_default_args() -> None:
+    import datetime
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import DAG
+
+    from triggers.operator import FinalizationMixin
+
+    class PlainPodOperator(FinalizationMixin, KubernetesPodOperator):  # type: ignore[misc]
+        pass
+
+    class TeamPodOperator(FinalizationMixin, KubernetesPodOperator):  # type: ignore[misc]
+        def __init__(self, *, team: str = "data", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.team = team
+
+    common: dict[str, Any] = {"image": "alpine:3", "deferrable": True, "kubernetes_conn_id": None}
+    with DAG(
+        "mixin_dag",
+        schedule=None,
+        start_date=datetime.datetime(2026, 1, 1),
+        default_args={"finalization": {"log_tail_lines": 9}},
+    ):
+        plain = PlainPodOperator(task_id="plain", name="plain", **common)
+        team = TeamPodOperator(task_id="team", name="team", team="ml", **common)
+        explicit = TeamPodOperator(
+            task_id="explicit", name="explicit", finalization=FinalizationPolicy(enabled=False), **common
+        )
+    assert plain.finalization == FinalizationPolicy(log_tail_lines=9)
+    assert team.finalization == FinalizationPolicy(log_tail_lines=9)
+    assert team.team == "ml"
+    assert explicit.finalization == FinalizationPolicy(enabled=False)
+    plain.pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="plain-x", namespace="default", uid="u-1"))
+    with pytest.raises(TaskDeferred) as info:
+        plain.invoke_defer_method()
+    assert isinstance(info.value.trigger, FinalizingPodTrigger)
+    assert info.value.trigger.finalization == FinalizationPolicy(log_tail_lines=9)
