@@ -83,3 +83,25 @@ async def test_concurrent_submit_of_one_job_has_one_owner(ledger_url: str) -> No
     finally:
         for ledger in ledgers:
             await ledger.aclose()
+
+
+async def test_a_locked_instance_row_still_counts_as_alive(pg_url: str) -> None:
+    """The liveness read takes no SKIP LOCKED: a live owner whose row is locked (say, mid-heartbeat)
+    is not taken for dead, and adoption does not wait for that lock either."""
+    import psycopg2  # type: ignore[import-untyped]
+
+    async with await Ledger.connect(pg_url, operation_timeout=5) as ledger:
+        live = await ledger.register_instance("live", 1)
+        thief = await ledger.register_instance("thief", 2)
+        rec = await ledger.submit(make_spec(1), live)
+        blocker = psycopg2.connect(pg_url.replace("+asyncpg", ""))
+        try:
+            with blocker.cursor() as cur:  # an open transaction holding the live instance's row lock
+                cur.execute("SELECT id FROM kpof_instances WHERE id = %s FOR UPDATE", (live,))
+            with anyio.fail_after(3):
+                assert await ledger.adopt_stale(thief, threshold=30, limit=10) == []
+                seen = await ledger.submit(make_spec(1), thief)
+            assert (seen.owner, seen.epoch) == (live, rec.epoch)
+        finally:
+            blocker.rollback()
+            blocker.close()
