@@ -157,6 +157,15 @@ def assess(
     re-run trigger grants the full start-up time again, as upstream). ``extra_fatal_reasons`` are
     waiting reasons that end start-up at once besides upstream's (e.g. ``CreateContainerConfigError``).
     """
+    for label, value in (
+        ("now", now),
+        ("trigger_start", trigger_start),
+        ("execution_deadline", execution_deadline),
+    ):
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(
+                f"assess: {label} must be timezone-aware (pod timestamps are UTC), got {value!r}"
+            )
     result = _assess(
         pod,
         base_container,

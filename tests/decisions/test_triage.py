@@ -237,3 +237,10 @@ def test_triage_end_to_end_from_pod() -> None:
 def test_triage_bad_regex_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="not a valid regex"):
         triage(done(1, termination_message="x"), None, FinishSettings(fail_fast_message_pattern="("))
+
+
+def test_naive_clocks_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="now must be timezone-aware"):
+        assess(pod(), base_container="base", now=datetime(2026, 1, 1), trigger_start=T0)
+    with pytest.raises(ValueError, match="trigger_start must be timezone-aware"):
+        assess(pod(), base_container="base", now=T0, trigger_start=datetime(2026, 1, 1))
