@@ -24,25 +24,25 @@ async def _versions(url: str) -> list[int]:
         return await ledger.run_sql(lambda conn: [r[0] for r in conn.execute(query)])
 
 
-async def test_migrations_are_idempotent(ledger_url: str) -> None:
+async def test_migrations_are_idempotent(fresh_ledger_url: str) -> None:
     for _ in range(3):
-        async with await Ledger.connect(ledger_url) as ledger:
+        async with await Ledger.connect(fresh_ledger_url) as ledger:
             assert await ledger.schema_version() == LATEST_VERSION
-    assert await _versions(ledger_url) == [v for v, _, _ in MIGRATIONS]
+    assert await _versions(fresh_ledger_url) == [v for v, _, _ in MIGRATIONS]
 
 
-async def test_concurrent_first_connects_migrate_once(ledger_url: str) -> None:
+async def test_concurrent_first_connects_migrate_once(fresh_ledger_url: str) -> None:
     opened: list[Ledger] = []
 
     async def open_one() -> None:
-        opened.append(await Ledger.connect(ledger_url, operation_timeout=20))
+        opened.append(await Ledger.connect(fresh_ledger_url, operation_timeout=20))
 
     async with anyio.create_task_group() as tg:
         for _ in range(4):
             tg.start_soon(open_one)
     for ledger in opened:
         await ledger.aclose()
-    assert await _versions(ledger_url) == [v for v, _, _ in MIGRATIONS]
+    assert await _versions(fresh_ledger_url) == [v for v, _, _ in MIGRATIONS]
 
 
 def _reflect(conn: sa.Connection) -> dict[str, set[str]]:
@@ -50,23 +50,23 @@ def _reflect(conn: sa.Connection) -> dict[str, set[str]]:
     return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
 
 
-async def test_migrated_database_matches_schema_module(ledger_url: str) -> None:
+async def test_migrated_database_matches_schema_module(fresh_ledger_url: str) -> None:
     """A change to schema.py without a migration fails here."""
-    async with await Ledger.connect(ledger_url) as ledger:
+    async with await Ledger.connect(fresh_ledger_url) as ledger:
         tables = await ledger.run_sql(_reflect)
     expected = {name: {c.name for c in table.columns} for name, table in metadata.tables.items()}
     assert tables == expected
     assert set(STEP_COLUMNS) == set(Step)
 
 
-async def test_a_newer_schema_is_refused(ledger_url: str) -> None:
+async def test_a_newer_schema_is_refused(fresh_ledger_url: str) -> None:
     future = schema.schema_version.insert().values(
         version=LATEST_VERSION + 1, name="future", applied_at=datetime.now(UTC)
     )
-    async with await Ledger.connect(ledger_url) as ledger:
+    async with await Ledger.connect(fresh_ledger_url) as ledger:
         await ledger.run_sql(lambda conn: conn.execute(future))
     with pytest.raises(LedgerError, match=f"version {LATEST_VERSION + 1}, newer than"):
-        await Ledger.connect(ledger_url)
+        await Ledger.connect(fresh_ledger_url)
 
 
 @pytest.mark.parametrize(
