@@ -282,9 +282,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
         ) from exc
 
 
-def _fail_fast_rule(completion: Completed, message: str | None, settings: FinishSettings) -> str | None:
+def _fail_fast_rule(
+    completion: Completed, code: int | None, message: str | None, settings: FinishSettings
+) -> str | None:
     """Which configured deterministic-failure rule matched, if any (human-readable)."""
-    code = completion.exit_code
     if code is not None and code in settings.fail_fast_exit_codes:
         return f"exit code {code} is configured as a deterministic failure"
     if completion.waiting_reason and completion.waiting_reason in settings.fail_fast_waiting_reasons:
@@ -334,7 +335,7 @@ def triage(completion: Completed, pod: PodView | None, settings: FinishSettings)
             termination_message=message,
         )
     reason = completion.reason + (f": {message}" if message and message not in completion.reason else "")
-    rule = _fail_fast_rule(completion, message, settings)
+    rule = _fail_fast_rule(completion, exit_code, message, settings)
     if rule is not None:
         return Outcome(
             kind=OutcomeKind.FAIL_FAST,

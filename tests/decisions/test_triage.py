@@ -226,6 +226,12 @@ def test_triage_fills_exit_code_and_message_from_newer_pod() -> None:
     assert (outcome.kind, outcome.exit_code, outcome.termination_message) == (OutcomeKind.SKIPPED, 99, "bye")
 
 
+def test_fail_fast_exit_code_read_from_newer_pod() -> None:
+    completion = Completed(K.FAILED, "Pod ns/p failed", base_container="base")
+    outcome = triage(completion, pod("Failed", base=terminated(42)), FF)
+    assert (outcome.kind, outcome.exit_code) == (R.FAIL_FAST, 42)
+
+
 def test_triage_end_to_end_from_pod() -> None:
     completion = run_assess(pod(base=terminated(2, "disk full"), sidecar=RUNNING), 5)
     assert isinstance(completion, Completed)
