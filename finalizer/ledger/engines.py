@@ -169,7 +169,7 @@ class SQLiteRunner:
 
 
 class PostgresRunner:
-    """A small asyncpg pool; each operation is one transaction on one pooled connection."""
+    """A small asyncpg pool; an operation runs on one pooled connection (autocommit unless atomic)."""
 
     def __init__(self, url: sa.URL, *, connect_timeout: float, operation_timeout: float) -> None:
         self._engine: AsyncEngine = create_async_engine(
