@@ -84,6 +84,9 @@ def drive(world: Any, tasks: list[TaskPlan], timeout: float, progress: Progress)
         )
         if len(done_at) == len(tasks) and not pending:
             break
+        if not world.triggerer.is_running():
+            progress.say("the airflow triggerer exited: see its log (use --keep to keep it)")
+            break
         if seen >= deadline:
             progress.say(f"gave up after {timeout:.0f} s: {len(tasks) - len(done_at)} task(s) never ended")
             break
@@ -158,7 +161,9 @@ def run_demo(
     """The whole demo; returns the process exit code (0 only when every task is ok)."""
     from finalizer.demo.world import World
 
-    warnings.simplefilter("ignore", DeprecationWarning)  # Airflow's import-time noise, not ours
+    # Import-time noise from Airflow's dependencies (e.g. starlette's httpx notice), not ours.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*starlette\.testclient.*")
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
     tasks = plan(pods)
