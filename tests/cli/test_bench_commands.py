@@ -38,3 +38,29 @@ def test_bench_api_load_both_sides(tmp_path: Path) -> None:
     assert ours["requests_whole_run_by_verb"] == {"list": 1, "watch": 1}
     assert ours["requests"] == 0
     assert upstream["cpu_seconds"] > ours["cpu_seconds"]
+
+
+def test_e2e_pod_sampler_sees_base_end_and_deletion() -> None:
+    """The e2e bench's clock: base-container end and pod disappearance, keyed by the KPO labels."""
+    import time
+
+    from finalizer.bench.e2e import NAMESPACE, PodSampler
+    from finalizer.testing import FakeKube
+
+    with FakeKube.in_thread() as kube:
+        labels = {"dag_id": "d", "task_id": "t"}
+        kube.create_pod(NAMESPACE, name="p", labels=labels)
+        kube.start(NAMESPACE, "p")
+        with PodSampler(kube, interval=0.02) as sampler:
+            time.sleep(0.1)
+            assert sampler.base_end == {}
+            ended = time.time()
+            kube.terminate(NAMESPACE, "p", "base", 0)
+            deadline = time.monotonic() + 5
+            while ("d", "t") not in sampler.base_end and time.monotonic() < deadline:
+                time.sleep(0.02)
+            kube.force_delete(NAMESPACE, "p")
+            while ("d", "t") not in sampler.gone and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert 0 <= sampler.base_end[("d", "t")] - ended < 1.0
+        assert sampler.gone[("d", "t")] >= sampler.base_end[("d", "t")]
