@@ -24,7 +24,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -43,7 +42,6 @@ DAG_SOURCE = (
 """bench e2e: the same scripted pods through the classic KPO and FinalizingKubernetesPodOperator."""
 import json
 import os
-import shutil
 from datetime import datetime
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -133,39 +131,11 @@ class PodSampler:
                     self.gone.setdefault(key, now)
 
 
-def _postgres_url() -> str | None:
-    """A fresh PostgreSQL database (LocalExecutor + SQLite is a poor model of production)."""
-    admin = os.environ.get("KPO_FINALIZER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        import psycopg2  # type: ignore[import-untyped]
-
-        conn = psycopg2.connect(admin, connect_timeout=3)
-    except Exception:
-        return None
-    name = f"kpo_bench_{uuid.uuid4().hex[:10]}"
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"{admin.rsplit('/', 1)[0]}/{name}"
-
-
-def _drop_database(url: str) -> None:
-    import psycopg2
-
-    admin, name = url.rsplit("/", 1)
-    conn = psycopg2.connect(f"{admin}/postgres".replace("postgresql+psycopg2", "postgresql"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
 @contextmanager
 def _world(
     tasks: int, run_seconds: dict[str, float], filler_seconds: float, keep: bool
 ) -> Iterator[dict[str, Any]]:
-    from finalizer.demo.stack import AirflowStack, free_port
+    from finalizer.demo.stack import AirflowStack, drop_database, free_port, fresh_postgres_url
     from finalizer.testing import FakeKube
     from finalizer.testing.airflow_env import AirflowEnv
 
@@ -178,9 +148,9 @@ def _world(
         kube = stack.enter_context(FakeKube.in_thread())
         kube.auto_kubelet(True, start_delay=0.2)
         kubeconfig = kube.write_kubeconfig(home / "kubeconfig.json")
-        db_url = _postgres_url()
+        db_url = fresh_postgres_url()
         if db_url is not None:
-            stack.callback(_drop_database, db_url)
+            stack.callback(drop_database, db_url)
         port = free_port()
         bench_env = {
             "KPO_BENCH_TASKS": str(tasks),

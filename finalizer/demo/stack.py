@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -115,3 +116,34 @@ class AirflowStack:
         for proc in reversed(list(self.processes.values())):
             proc.stop()
         self.processes.clear()
+
+
+def fresh_postgres_url() -> str | None:
+    """A fresh, empty PostgreSQL database URL, or None when no server is reachable.
+
+    LocalExecutor on SQLite is a poor model of production; benchmarks prefer PostgreSQL.
+    """
+    admin = os.environ.get("KPO_FINALIZER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        import psycopg2  # type: ignore[import-untyped]
+
+        conn = psycopg2.connect(admin, connect_timeout=3)
+    except Exception:
+        return None
+    name = f"kpo_bench_{uuid.uuid4().hex[:10]}"
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(url: str) -> None:
+    import psycopg2
+
+    admin, name = url.rsplit("/", 1)
+    conn = psycopg2.connect(f"{admin}/postgres".replace("postgresql+psycopg2", "postgresql"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()

@@ -64,3 +64,24 @@ def test_e2e_pod_sampler_sees_base_end_and_deletion() -> None:
                 time.sleep(0.02)
         assert 0 <= sampler.base_end[("d", "t")] - ended < 1.0
         assert sampler.gone[("d", "t")] >= sampler.base_end[("d", "t")]
+
+
+@pytest.mark.airflow
+def test_e2e_dag_file_parses(tmp_path: Path) -> None:
+    """The bench's DAG file: both variants in both scenarios, plus the fillers, all import cleanly."""
+    from finalizer.bench.e2e import DAG_SOURCE
+    from tests.cli.test_examples import parse_dags
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "bench_e2e.py").write_text(DAG_SOURCE)
+    result = parse_dags(dags, tmp_path, {"KPO_BENCH_TASKS": "2", "KPO_BENCH_KUBECONFIG": "/nonexistent"})
+    assert result["errors"] == {}
+    assert result["dags"] == {
+        **{
+            f"bench_{v}_{s}": ["pod_000", "pod_001"]
+            for v in ("classic", "finalizing")
+            for s in ("idle", "contention")
+        },
+        "bench_fillers": ["filler_000", "filler_001"],
+    }

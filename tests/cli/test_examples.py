@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,20 +25,21 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
 """
 
 
-@pytest.mark.airflow
-def test_example_dags_parse_in_dagbag(tmp_path: Path) -> None:
+def parse_dags(folder: Path, home: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Parse a DAG folder with Airflow's DagBag in a clean subprocess: import errors and task ids."""
     env = dict(os.environ)
     env.update(
         {
-            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
             "PYTHONWARNINGS": "ignore",
+            **(extra_env or {}),
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-c", PARSE_DAGS, str(EXAMPLES / "dags")],
+        [sys.executable, "-c", PARSE_DAGS, str(folder)],
         env=env,
         capture_output=True,
         text=True,
@@ -45,7 +47,13 @@ def test_example_dags_parse_in_dagbag(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.airflow
+def test_example_dags_parse_in_dagbag(tmp_path: Path) -> None:
+    result = parse_dags(EXAMPLES / "dags", tmp_path)
     assert result["errors"] == {}
     assert result["dags"] == {
         "kpo_finalizer_settings": ["extract", "load", "transform"],
