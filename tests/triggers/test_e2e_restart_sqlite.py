@@ -1,9 +1,7 @@
-"""Restart is not kill, through a real `airflow triggerer` (SQLite).
+"""Restart is not kill, through real `airflow triggerer` processes (SQLite).
 
-A user marking a deferred task failed makes the triggerer cancel the trigger "by user action":
-on_kill asks Airflow (the supervisor's GetTaskStates), sees the task left DEFERRED, deletes the pod.
-A triggerer shutdown (SIGTERM) cancels the trigger too, but the pod stays, and a new triggerer
-finishes the task.
+A triggerer shutdown (SIGTERM) cancels its triggers, but the pod stays, and the next triggerer
+finishes the task. (A user action — mark failed — deleting the pod is in ``test_e2e_sqlite.py``.)
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
-    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-kill"), None)
+    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-restart"), None)
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +41,6 @@ async def app(env: AirflowEnv) -> AsyncIterator[Any]:
     env.activate()
     async with env.execution_api_app() as application:
         yield application
-
-
-@pytest.mark.anyio
-async def test_user_marks_the_task_failed_then_on_kill_deletes_the_pod(
-    env: AirflowEnv, extra_env: dict[str, str], app: Any, fake_kube: FakeKube, kubeconfig_path: Path
-) -> None:
-    with TriggererProcess(env, extra_env=extra_env, name="triggerer-kill") as triggerer:
-        pod = e2e.new_pod(fake_kube, "user-kill")
-        ti = env.create_run(e2e.DAG_ID).ti("a")
-        await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "a"))
-        wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
-        env.set_ti_state(current_ti(ti).id, "failed")  # what "mark failed" in the UI does to the row
-        try:
-            wait_for(
-                lambda: fake_kube.get_pod(pod.namespace, pod.name) is None,
-                60,
-                what="on_kill to delete the pod",
-            )
-        except TimeoutError:
-            seen = [(r.method, r.path, r.status) for r in fake_kube.requests if r.name == pod.name]
-            raise AssertionError(f"pod still there; requests: {seen[-10:]}") from None
-        log = trigger_logs(env, ti)
-        assert "on_kill: task is failed; deleting pod" in log, triggerer.logs()[-3000:]
-        assert current_ti(ti).state == "failed"
 
 
 @pytest.mark.anyio
