@@ -40,8 +40,9 @@ from finalizer.exceptions import (
     XComReadError,
 )
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.metrics import METRICS, FinalizerMetrics
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
-from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, XComSink
+from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, PodWatch, XComSink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +103,7 @@ class Pipeline:
         classify: Classifier,
         slot: Slot | None = None,
         on_step: StepHook | None = None,
+        metrics: FinalizerMetrics = METRICS,
     ) -> None:
         self._config = config
         self._cluster_for = cluster_for
@@ -109,14 +111,16 @@ class Pipeline:
         self._xcoms = xcoms
         self._classify = classify
         self._slot = slot
-        #: Awaited after each recorded step (metrics; crash-resume tests stop a job there).
+        #: Awaited after each recorded step (the service tracks jobs; crash tests stop a job there).
         self._on_step = on_step
+        self._metrics = metrics
 
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _io(self, what: str, policy: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One I/O call: bounded by ``call_timeout``, retried per the step's policy."""
+        """One I/O call: bounded by ``call_timeout``, retried per the step's policy, timed in metrics."""
         timeout = self._config.call_timeout
+        metrics = self._metrics
 
         async def attempt() -> T:
             try:
@@ -126,11 +130,17 @@ class Pipeline:
                 raise KubeTransientError(f"{what} timed out after {timeout:g}s") from exc
 
         def on_retry(n: int, exc: BaseException, wait: float) -> None:
+            metrics.retried(policy)
             log.info("%s failed (attempt %d, %s); retrying in %.2fs", what, n, type(exc).__name__, wait)
 
-        return await retry_async(
-            attempt, self._config.retry_policy(policy), self._classify, on_retry=on_retry
-        )
+        with metrics.timed(policy):
+            try:
+                return await retry_async(
+                    attempt, self._config.retry_policy(policy), self._classify, on_retry=on_retry
+                )
+            except Exception as exc:
+                metrics.error(policy, exc)
+                raise
 
     async def _advance(self, spec: JobSpec, rec: Any, step: Step, **fields: Any) -> Any:
         """Record ``step``; a briefly unreachable ledger is retried, a lost job (``JobLostError``) is not."""
@@ -154,27 +164,37 @@ class Pipeline:
         if rec.step >= Step.DONE and rec.outcome is not None:
             return rec.outcome
         cluster = await self._cluster_for(spec)
-        outcome = rec.outcome
-        if rec.step < Step.COMPLETION_SEEN or outcome is None:
-            completion, pod = await self._wait_for_completion(spec, cluster)
-            async with self._gate(spec):
-                if pod is None:
-                    outcome = await self._when_gone(spec, "disappeared")
-                    await self._advance(spec, rec, Step.DONE, outcome=outcome)
+        # One subscription on the shared watch for the whole job: completion, then the pod's
+        # current state for cleanup without another GET.
+        async with cluster.watch(spec.pod) as sub:
+            outcome = rec.outcome
+            if rec.step < Step.COMPLETION_SEEN or outcome is None:
+                completion, pod = await self._wait_for_completion(spec, sub)
+                async with self._gate(spec):
+                    if pod is None:
+                        outcome = await self._when_gone(spec, "disappeared")
+                        return await self._done(spec, rec, outcome)
+                    outcome = triage.triage(completion, pod, spec.settings)
+                    rec = await self._advance(spec, rec, Step.COMPLETION_SEEN, outcome=outcome)
+                    outcome = await self._finish(spec, rec, cluster, sub, outcome)
+                    self._metrics.completed_to_done(completion.finished_at)
                     return outcome
-                outcome = triage.triage(completion, pod, spec.settings)
-                rec = await self._advance(spec, rec, Step.COMPLETION_SEEN, outcome=outcome)
-                return await self._finish(spec, rec, cluster, outcome)
-        async with self._gate(spec):
-            return await self._finish(spec, rec, cluster, outcome)
+            async with self._gate(spec):
+                return await self._finish(spec, rec, cluster, sub, outcome)
 
-    async def _finish(self, spec: JobSpec, rec: Any, cluster: ClusterOps, outcome: Outcome) -> Outcome:
+    async def _done(self, spec: JobSpec, rec: Any, outcome: Outcome) -> Outcome:
+        await self._advance(spec, rec, Step.DONE, outcome=outcome)
+        self._metrics.finalized(outcome.kind.value)
+        return outcome
+
+    async def _finish(
+        self, spec: JobSpec, rec: Any, cluster: ClusterOps, sub: PodWatch, outcome: Outcome
+    ) -> Outcome:
         if rec.step < Step.XCOM_PERSISTED:
             read = await self._read_xcom(spec, cluster, outcome)
             outcome = read.outcome or outcome
             if read.final:
-                await self._advance(spec, rec, Step.DONE, outcome=outcome)
-                return outcome
+                return await self._done(spec, rec, outcome)
             fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
             rec = await self._advance(spec, rec, Step.XCOM_PERSISTED, outcome=outcome, **fields)
         if rec.step < Step.XCOM_PUSHED:
@@ -188,15 +208,14 @@ class Pipeline:
             rec = await self._advance(spec, rec, Step.SIDECAR_STOPPED)
         if rec.step < Step.POD_CLEANED:
             await self._write_marker(spec, outcome)
-            await self._cleanup(spec, cluster, outcome)
+            await self._cleanup(spec, cluster, sub, outcome)
             rec = await self._advance(spec, rec, Step.POD_CLEANED)
-        await self._advance(spec, rec, Step.DONE, outcome=outcome)
-        return outcome
+        return await self._done(spec, rec, outcome)
 
     # -- steps ----------------------------------------------------------------------------------
 
     async def _wait_for_completion(
-        self, spec: JobSpec, cluster: ClusterOps
+        self, spec: JobSpec, sub: PodWatch
     ) -> tuple[triage.Completed, PodView | None]:
         """Level-based: a pod already finished or gone answers at once; start-up clocks apply."""
         rules = spec.startup
@@ -213,22 +232,21 @@ class Pipeline:
                 execution_deadline=rules.execution_deadline,
             )
 
-        async with cluster.watch(spec.pod) as sub:
-            while True:
-                timeout: float | None = None  # until the first state arrives
-                if sub.known:
-                    current = verdict(sub.latest)  # latest is None once the pod is gone
-                    if isinstance(current, triage.Completed):
-                        return current, sub.latest
-                    if current.wake_at is not None:
-                        timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
-                try:
-                    pod = await sub.wait(lambda p: isinstance(verdict(p), triage.Completed), timeout)
-                except TimeoutError:
-                    continue  # a start-up clock ran out: assess again
-                final = verdict(pod)
-                if isinstance(final, triage.Completed):
-                    return final, pod
+        while True:
+            timeout: float | None = None  # until the first state arrives
+            if sub.known:
+                current = verdict(sub.latest)  # latest is None once the pod is gone
+                if isinstance(current, triage.Completed):
+                    return current, sub.latest
+                if current.wake_at is not None:
+                    timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
+            try:
+                pod = await sub.wait(lambda p: isinstance(verdict(p), triage.Completed), timeout)
+            except TimeoutError:
+                continue  # a start-up clock ran out: assess again
+            final = verdict(pod)
+            if isinstance(final, triage.Completed):
+                return final, pod
 
     async def _when_gone(self, spec: JobSpec, why: str) -> Outcome:
         """The pod is gone: a marker from whoever finished it says how it ended, else the XCom is lost."""
@@ -304,11 +322,20 @@ class Pipeline:
             "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, steps.MARKER_KEY, value)
         )
 
-    async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> None:
-        """``on_finish_action`` on the pod as it is now: delete (uid precondition) or keep + label."""
-        try:
-            pod = await self._io("read pod", "read_pod", lambda: cluster.read_pod(spec.pod))
-        except PodNotFoundError:
+    async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> None:
+        """``on_finish_action`` on the pod as it is now: delete (uid precondition) or keep + label.
+
+        The watch's latest state is current enough for the decision (phase, exit code); a GET only
+        when the watch has not seen the pod yet (a resumed job, before the first LIST answered).
+        """
+        if sub.known:
+            pod = sub.latest
+        else:
+            try:
+                pod = await self._io("read pod", "read_pod", lambda: cluster.read_pod(spec.pod))
+            except PodNotFoundError:
+                pod = None
+        if pod is None:
             log.info("job %s: pod already gone", spec.key)
             return
         action = cleanup.decide(

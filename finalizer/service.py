@@ -44,6 +44,7 @@ from finalizer.exceptions import (
     LedgerUnavailableError,
 )
 from finalizer.jobs import JobSpec, Outcome, Step
+from finalizer.metrics import METRICS
 from finalizer.pipeline import Pipeline, StepHook, ledger_policy, ledger_transient
 from finalizer.seams import Foundation, ServiceLedger, Wiring
 
@@ -427,12 +428,15 @@ class Finalizer:
         finally:
             self._queued -= 1
         self._in_flight += 1
+        METRICS.in_flight.set(self._in_flight)
+        METRICS.queue_depth.set(len(self._jobs))
         if job is not None:
             job.active = True
         try:
             yield
         finally:
             self._in_flight -= 1
+            METRICS.in_flight.set(self._in_flight)
             if job is not None:
                 job.active = False
             sem.release()

@@ -13,14 +13,14 @@ from typing import Any
 
 import anyio
 
-from api_client.exceptions import ExecutionAPIError, XComNotFoundError
+from api_client.exceptions import XComNotFoundError
 from api_client.store import XComRef, XComStore
 from finalizer.config import FinalizerConfig
-from finalizer.exceptions import KubeTransientError
 from finalizer.jobs import JobSpec
 from finalizer.kube.clients import KubeClients
 from finalizer.kube.config import KubeSettings
 from finalizer.ledger import Ledger
+from finalizer.retry import classify
 from finalizer.seams import ClusterOps, Foundation, Wiring
 
 
@@ -60,15 +60,6 @@ async def connect_ledger(config: FinalizerConfig) -> Ledger:
     )
 
 
-def _classify(exc: BaseException) -> float | None:
-    """Interim classifier until ``finalizer.retry.classify`` lands: transient errors say so themselves."""
-    if isinstance(exc, KubeTransientError):
-        return exc.retry_after or 0.0
-    if isinstance(exc, ExecutionAPIError):
-        return exc.retry_after
-    return None
-
-
 def default_wiring(xcom_store: XComStore, *, kube_settings: KubeSettings | None = None) -> Wiring:
     """The production foundation: ``Ledger.connect``, one ``KubeClients`` pool, ``xcom_store``."""
 
@@ -82,7 +73,7 @@ def default_wiring(xcom_store: XComStore, *, kube_settings: KubeSettings | None 
             return await clients.get(spec.cluster)
 
         return Foundation(
-            ledger=ledger, cluster_for=cluster_for, xcoms=StoreSink(xcom_store), classify=_classify
+            ledger=ledger, cluster_for=cluster_for, xcoms=StoreSink(xcom_store), classify=classify
         )
 
     return wire

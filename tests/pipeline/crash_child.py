@@ -20,8 +20,9 @@ from finalizer.jobs import JobSpec, Step
 from finalizer.kube.clients import KubeClients
 from finalizer.ledger import Ledger
 from finalizer.pipeline import Pipeline
+from finalizer.retry import classify
 from finalizer.seams import ClusterOps
-from finalizer.wiring import StoreSink, _classify
+from finalizer.wiring import StoreSink
 
 
 async def main(args: dict[str, Any]) -> None:
@@ -44,7 +45,7 @@ async def main(args: dict[str, Any]) -> None:
         cluster_for=cluster_for,
         ledger=ledger,
         xcoms=StoreSink(client.xcoms),
-        classify=_classify,
+        classify=classify,
         on_step=on_step,
     )
     rec = await ledger.submit(spec, owner)

@@ -25,10 +25,11 @@ from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, PodRef, TaskInst
 from finalizer.kube.clients import KubeClients
 from finalizer.ledger import Ledger
 from finalizer.pipeline import Pipeline, StepHook
+from finalizer.retry import classify
 from finalizer.seams import ClusterOps, Foundation, Wiring
 from finalizer.testing.airflow_env import AirflowEnv, RunInfo
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.wiring import StoreSink, _classify
+from finalizer.wiring import StoreSink
 
 DAG_ID = "kpof_pipeline"
 TASK_ID = "kpo"
@@ -242,7 +243,7 @@ class World:
                 return await clients.get(spec.cluster)
 
             return Foundation(
-                ledger=ledger, cluster_for=cluster_for, xcoms=StoreSink(client.xcoms), classify=_classify
+                ledger=ledger, cluster_for=cluster_for, xcoms=StoreSink(client.xcoms), classify=classify
             )
 
         return wire
@@ -285,7 +286,7 @@ class Rig:
             cluster_for=cluster_for,
             ledger=self.ledger,
             xcoms=StoreSink(self.client.xcoms),
-            classify=_classify,
+            classify=classify,
             on_step=on_step,
         )
 
