@@ -220,13 +220,16 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         )
         try:
             outcome = await finalize(job)
-        except FinalizerError as exc:
+        except Exception as exc:
+            # FinalizerError: the finalizer cannot run or lost the job. Anything else is a bug,
+            # logged with its traceback; either way the classic path loses nothing.
             self.log.error(
                 "kpo-finalizer could not finish pod %s/%s (%s: %s); handing the task to the worker "
                 "(classic path)",
                 *self._where(),
                 type(exc).__name__,
                 exc,
+                exc_info=not isinstance(exc, FinalizerError),
             )
             async for event in super().run():
                 yield event
