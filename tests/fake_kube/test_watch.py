@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from finalizer.testing import FakeKube
@@ -244,6 +246,27 @@ async def test_client_disconnect_unsubscribes_watcher(fake_kube: FakeKube) -> No
         resp.close()
     await eventually(lambda: not fake_kube.cluster.store.watchers)
     fake_kube.create_pod("default", name="after")  # nothing left to deliver to
+
+
+async def test_clients_hanging_up_mid_stream_log_no_server_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A client closing its watch while the fake writes to it is an ordinary end, not a traceback.
+
+    Bookmarks every 0.5 ms keep writes coming; the client lets a few arrive unread before it hangs
+    up, so the fake's next write meets a closing transport ("Cannot write to closing transport").
+    Before the fix every one of these hang-ups logged an "Error handling request" traceback.
+    """
+    caplog.set_level(logging.ERROR, logger="aiohttp.server")
+    async with FakeKube(bookmark_interval=0.0005) as kube, aiohttp.ClientSession() as session:
+        kube.create_pod("default", name="a")
+        url = f"{kube.url}/api/v1/namespaces/default/pods"
+        for _ in range(100):
+            resp = await session.get(url, params={"watch": "true", "allowWatchBookmarks": "true"})
+            assert resp.status == 200
+            assert json.loads(await resp.content.readline())["type"] == "ADDED"
+            await anyio.sleep(0.002)  # not synchronisation: unread bookmarks pile up before the hang-up
+            resp.close()
+        await eventually(lambda: not kube.cluster.store.watchers)
+    assert [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"] == []
 
 
 async def test_thousand_pods_fan_out_to_several_watchers(fake_kube: FakeKube) -> None:

@@ -22,6 +22,7 @@ from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.store import Runtime
 from finalizer.testing.fake_kube.wire import (
     JSON,
+    client_may_leave,
     dumps,
     node_unreachable,
     not_found,
@@ -114,12 +115,14 @@ async def handle_exec(
     mark_opened(request, 101)
     runtime = cluster.store.runtime_of(namespace, name)
     session = _Session(ws, want_stdout, want_stderr, runtime.stop_event(container))
-    await session.open()
-    if stdin and argv[0] in shell.SHELLS and len(argv) == 1:
-        result = await session.interactive(runtime)
-    else:
-        result = await session.once(argv, runtime)
-    exit_code, stops = result
+    exit_code: int | None = None
+    stops = False
+    with client_may_leave():
+        await session.open()
+        if stdin and argv[0] in shell.SHELLS and len(argv) == 1:
+            exit_code, stops = await session.interactive(runtime)
+        else:
+            exit_code, stops = await session.once(argv, runtime)
     if exit_code is not None and not ws.closed:
         with contextlib.suppress(ConnectionError):
             await session.send(ERROR, dumps(exit_status(exit_code, argv)).encode())

@@ -17,6 +17,7 @@ from aiohttp import web
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.wire import (
+    client_may_leave,
     node_unreachable,
     not_found,
     now,
@@ -81,15 +82,16 @@ async def handle_log(request: web.Request, cluster: Cluster, namespace: str, nam
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write(data)
-    sent = len(runtime.logs.get(container, []))
-    stopped = runtime.stop_event(container)
-    while not stopped.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), 0.05)
-        current = runtime.logs.get(container, [])
-        if len(current) > sent:
-            await response.write(render(current[sent:], stamps))
-            sent = len(current)
-    await response.write_eof()
+    with client_may_leave():
+        await response.write(data)
+        sent = len(runtime.logs.get(container, []))
+        stopped = runtime.stop_event(container)
+        while not stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), 0.05)
+            current = runtime.logs.get(container, [])
+            if len(current) > sent:
+                await response.write(render(current[sent:], stamps))
+                sent = len(current)
+        await response.write_eof()
     return response

@@ -6,7 +6,9 @@ clients key on them, so they are built in one place and never by hand in handler
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -122,6 +124,19 @@ def _clone(value: Any) -> Any:
     if isinstance(value, list):
         return [_clone(item) for item in value]
     return value
+
+
+@contextlib.contextmanager
+def client_may_leave() -> Iterator[None]:
+    """Around the writes of a streaming answer (watch, log follow, exec): a client that hung up is done.
+
+    aiohttp cancels a handler when its connection is lost, but a client that closes while a write is
+    under way makes that write raise ``ClientConnectionResetError`` ("Cannot write to closing
+    transport") first; left to aiohttp, that is an "Error handling request" traceback for what is an
+    ordinary end of a watch. The stream simply ends.
+    """
+    with contextlib.suppress(ConnectionResetError):
+        yield
 
 
 def node_unreachable(node: str) -> web.Response:
