@@ -110,6 +110,24 @@ async def _load_via_airflow(cluster: ClusterRef, cfg: k8s_client.Configuration) 
     return bool(getattr(hook, "_is_exec_auth", False))
 
 
+def describe_cluster(cluster: ClusterRef) -> str:
+    """Name a cluster for messages without its secrets.
+
+    ``repr(cluster)`` shows ``config_dict`` whole, bearer tokens and client keys included, and error
+    messages end up in logs: only the source and its non-secret coordinates are named here.
+    """
+    if cluster.kubernetes_conn_id:
+        source = f"kubernetes_conn_id={cluster.kubernetes_conn_id!r}"
+    elif cluster.config_dict:
+        source = f"config_dict (key {cluster.key})"
+    elif cluster.in_cluster:
+        source = "in-cluster configuration"
+    else:
+        source = "the default kubeconfig"
+    context = f", context {cluster.cluster_context!r}" if cluster.cluster_context else ""
+    return source + context
+
+
 async def load_configuration(cluster: ClusterRef) -> tuple[k8s_client.Configuration, bool]:
     """A fresh client Configuration for ``cluster`` and whether its token must be refreshed."""
     cfg = k8s_client.Configuration()
@@ -129,7 +147,9 @@ async def load_configuration(cluster: ClusterRef) -> tuple[k8s_client.Configurat
     except ConfigurationError:
         raise
     except Exception as exc:
-        raise ConfigurationError(f"cannot load Kubernetes configuration for {cluster!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot load Kubernetes configuration from {describe_cluster(cluster)}: {exc}"
+        ) from exc
 
 
 def install_credential_refresh(

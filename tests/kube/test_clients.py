@@ -58,6 +58,21 @@ async def test_bad_configuration_is_a_clear_error() -> None:
         await load_configuration(ClusterRef(config_dict={"clusters": [], "contexts": [], "users": []}))
 
 
+async def test_configuration_error_never_shows_the_kubeconfig_secrets(fake: FakeKube) -> None:
+    """A broken kubeconfig dict still holds a live token: the error (which gets logged) must not."""
+    secret = "kube-bearer-token-that-must-never-be-logged"
+    broken = dict(fake.kubeconfig, **{"current-context": "no-such-context"})
+    broken["users"] = [{"name": "u", "user": {"token": secret, "client-key-data": secret}}]
+    bad = ClusterRef(config_dict=broken, cluster_context="no-such-context")
+    with pytest.raises(ConfigurationError) as err:
+        await load_configuration(bad)
+    message = str(err.value)
+    assert secret not in message
+    assert "no-such-context" in message  # still says which cluster
+    assert bad.key in message
+    assert secret not in str(err.value.__cause__)
+
+
 async def test_failed_creation_is_not_cached(fake: FakeKube) -> None:
     bad = ClusterRef(config_dict={"current-context": "nope", "contexts": [], "clusters": [], "users": []})
     async with KubeClients(FAST) as clients:
