@@ -68,6 +68,12 @@ def wait_for(
         time.sleep(interval)
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _triggerer_jobs() -> dict[int, tuple[str | None, datetime | None]]:
     """Triggerer Job rows: id → (state, latest_heartbeat)."""
     from airflow.jobs.job import Job
@@ -113,6 +119,9 @@ class TriggererProcess:
         environ.setdefault("no_proxy", "127.0.0.1,localhost")
         environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
         environ["PYTHONUNBUFFERED"] = "1"
+        # Each triggerer serves its logs on a port; a fixed one (8794) would clash between
+        # triggerers running side by side on one machine.
+        environ["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(_free_port())
         environ.update(self._extra_env)
         return environ
 
