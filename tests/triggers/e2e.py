@@ -36,6 +36,7 @@ TASKS: dict[str, int] = {
     "keep": 0,
     "fail_fast": 1,
     "no_retry": 0,
+    "mapped_src": 0,
     "a": 0,
     "b": 0,
     "c": 0,
@@ -47,16 +48,23 @@ TASKS: dict[str, int] = {
 DAG_SOURCE = f"""
 import datetime
 import os
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 from triggers.operator import FinalizingKubernetesPodOperator
 
 with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), catchup=False):
+    ops = {{}}
     for task_id, retries in {TASKS!r}.items():
-        FinalizingKubernetesPodOperator(
+        ops[task_id] = FinalizingKubernetesPodOperator(
             task_id=task_id, name=task_id, namespace="{NAMESPACE}", image="alpine:3",
             deferrable=True, retries=retries, kubernetes_conn_id=None,
             config_file=os.environ.get("KPO_E2E_KUBECONFIG"), do_xcom_push=True,
         )
+
+    @task
+    def consume(x):
+        return x
+
+    consume.expand(x=ops["mapped_src"].output)
 """
 
 #: Triggerer settings for tests: quick heartbeats, a short health threshold (takeover tests).

@@ -37,6 +37,8 @@ class Case:
     operator: dict[str, Any] = field(default_factory=dict)
     xcom_file: str | None = None
     start: bool = True
+    #: Expected TaskMap length (a mapped task consumes this XCom), None = not checked.
+    task_map_length: int | None = None
 
 
 def _exit(code: int) -> Callable[[FakeKube, e2e.PodHandle], None]:
@@ -132,6 +134,14 @@ CASES: list[Case] = [
         operator={"deadline_in": 4},
     ),
     Case(
+        "mapped_src",
+        _exit(0),
+        "success",
+        {"return_value": ["x", "y", "z"]},
+        xcom_file='["x", "y", "z"]',
+        task_map_length=3,
+    ),
+    Case(
         "keep",
         _exit(0),
         "success",
@@ -171,6 +181,10 @@ async def run_matrix(
             deadline = int(time.time() + operator.pop("deadline_in"))
             operator["trigger_kwargs"] = {"_execution_deadline": deadline}
         trigger = e2e.build_trigger(kubeconfig, pod, case.task_id, **operator)
+        if case.task_map_length is not None:
+            # The operator sets this from the DAG (a mapped task depends on it); build_trigger's
+            # stand-alone operator has no DAG, so say it here (the operator side is unit-tested).
+            trigger.xcom_mapped_length = True
         ti = run.ti(case.task_id)
         await e2e.defer(env, app, ti, trigger)
         started[case.task_id] = (case, ti, pod, 0.0)
@@ -224,6 +238,17 @@ def _collect(
     )
 
 
+def env_task_map_length(ti: TIInfo) -> int | None:
+    """``task_map.length`` for the TI (written when the XCom is pushed with a mapped length)."""
+    from airflow.models.taskmap import TaskMap
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        key = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+        row = session.get(TaskMap, key)
+        return None if row is None else int(row.length)
+
+
 def check(result: Result, kube: FakeKube) -> None:
     """Assert everything the case expects (pod state is read now: deletion may take a moment)."""
     case = result.case
@@ -236,6 +261,10 @@ def check(result: Result, kube: FakeKube) -> None:
         else:
             assert got == expected, f"{case.task_id}: XCom {key}"
             assert type(got) is type(expected), f"{case.task_id}: XCom {key} type"
+    if case.task_map_length is not None:
+        ti = result.ti
+        length = env_task_map_length(ti)
+        assert length == case.task_map_length, f"{case.task_id}: TaskMap length {length}"
     for text in case.log_contains:
         assert text in result.log, where
     deadline = time.monotonic() + 20

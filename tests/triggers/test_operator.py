@@ -128,3 +128,24 @@ def test_the_mixin_works_for_user_subclasses_and_default_args() -> None:
         plain.invoke_defer_method()
     assert isinstance(info.value.trigger, FinalizingPodTrigger)
     assert info.value.trigger.finalization == FinalizationPolicy(log_tail_lines=9)
+
+
+def test_a_mapped_downstream_task_asks_for_the_mapped_length() -> None:
+    import datetime
+
+    from airflow.sdk import DAG, task
+
+    with DAG("mapped_dag", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        producer = make_operator(task_id="producer")
+        lonely = make_operator(task_id="lonely")
+
+        @task
+        def consume(x: int) -> int:
+            return x
+
+        consume.expand(x=producer.output)
+
+    trigger, _ = deferred_trigger(producer)
+    assert trigger.xcom_mapped_length is True
+    trigger, _ = deferred_trigger(lonely)
+    assert trigger.xcom_mapped_length is False
