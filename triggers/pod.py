@@ -11,6 +11,10 @@ What it does not finish itself goes to the worker the classic way (the upstream 
 finalization disabled, KPO callbacks configured (they need the pod in the worker), no pod uid,
 no task instance, a bad policy, or a finalizer that is not available.
 
+``logging_interval`` (periodic log fetching through worker re-entry) does not apply while the
+finalizer finishes the task: the trigger log gets a bounded tail of the base container's log
+instead (``FinalizationPolicy.log_tail_lines``), and only on failure.
+
 Restart is not kill: ``cleanup()`` (every exit, including triggerer shutdown and reassignment)
 never deletes a pod; ``on_kill()`` applies ``on_kill_action`` only after Airflow confirms the task
 left DEFERRED.

@@ -111,3 +111,14 @@ def test_airflow_environment_variables_reach_the_policy(monkeypatch: pytest.Monk
     assert values["enabled"] is False
     resolved = FinalizationPolicy().resolve()
     assert resolved.is_enabled is False
+
+
+def test_package_exports_are_lazy() -> None:
+    import triggers
+
+    assert triggers.FinalizationPolicy is FinalizationPolicy
+    from triggers.operator import FinalizingKubernetesPodOperator
+
+    assert triggers.FinalizingKubernetesPodOperator is FinalizingKubernetesPodOperator
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = triggers.Nope
