@@ -78,8 +78,10 @@ class FinalizerConfig(BaseModel):
 
     #: Per-step retry policies (keys from ``RETRY_STEPS``); missing steps use the default.
     retry: dict[str, StepRetry] = Field(default_factory=dict)
-    #: Ledger payloads of finished jobs are purged after this many seconds.
+    #: XCom payloads already pushed to Airflow are purged from the ledger after this many seconds.
     payload_retention: float = Field(default=24 * 3600.0, ge=0)
+    #: How often the payload purge runs.
+    maintenance_interval: float = Field(default=60.0, gt=0)
     #: Default XCom size cap in bytes (a job's own ``FinishSettings.xcom_max_bytes`` may be lower).
     xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
     #: On shutdown, wait this long for in-flight jobs before parking them.

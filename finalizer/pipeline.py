@@ -148,7 +148,8 @@ class Pipeline:
         async def write() -> Any:
             return await self._ledger.advance(rec, step, **fields)
 
-        rec = await retry_async(write, ledger_policy(self._config), ledger_transient)
+        with self._metrics.timed("ledger"):
+            rec = await retry_async(write, ledger_policy(self._config), ledger_transient)
         log.debug("job %s: %s", spec.key, step.name)
         if self._on_step is not None:
             await self._on_step(spec, rec)

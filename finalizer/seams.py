@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from api_client.backoff import Classifier
@@ -117,6 +118,10 @@ class ServiceLedger(JobLedger[Any], Protocol):
 
     async def submit(self, spec: JobSpec, owner: str) -> Any:
         """The job's record: new, adopted from a dead owner, or as is (live other owner, or DONE)."""
+        ...
+
+    async def purge_payloads(self, older_than: timedelta) -> int:
+        """Drop pushed XCom payloads untouched for ``older_than``; returns how many."""
         ...
 
     async def adopt_stale(self, owner: str, *, threshold: float, limit: int) -> Sequence[Any]:

@@ -27,6 +27,7 @@ import threading
 import time
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import anyio
@@ -273,6 +274,7 @@ class Finalizer:
                     tg.start_soon(self._lag_loop)
                     if self.config.adopt_interval > 0:
                         tg.start_soon(self._adopt_loop, foundation.ledger)
+                    tg.start_soon(self._retention_loop, foundation.ledger)
                     log.info("kpo-finalizer %s started", self.instance_id)
                     task_status.started()
                     await self._stop.wait()
@@ -350,6 +352,19 @@ class Finalizer:
                     self._jobs[spec.key] = job
                     self._tg.start_soon(self._run_job, job, rec)
             await anyio.sleep(self.config.adopt_interval)
+
+    async def _retention_loop(self, ledger: ServiceLedger) -> None:
+        """Payloads can hold secrets: drop the ones already pushed after ``payload_retention``."""
+        retention = timedelta(seconds=self.config.payload_retention)
+        while True:
+            await anyio.sleep(self.config.maintenance_interval)
+            try:
+                purged = await ledger.purge_payloads(retention)
+            except LedgerError as exc:
+                log.warning("kpo-finalizer payload purge failed (%s); will retry", type(exc).__name__)
+                continue
+            if purged:
+                log.info("kpo-finalizer purged %d XCom payload(s) past retention", purged)
 
     async def _run_or_join(self, spec: JobSpec) -> Outcome:
         """Start the job unless it is already running here; then wait for its outcome."""

@@ -159,3 +159,24 @@ async def test_shared_is_one_per_process_and_thread_safe(world: World) -> None:
     assert not got[0].health().running
     with pytest.raises(FinalizerUnavailableError):
         got[0].submit_future(world.make_job())
+
+
+@pytest.mark.anyio
+async def test_payloads_are_purged_after_retention(world: World) -> None:
+    config = fast_config(world.config.state_dir, payload_retention=0.0, maintenance_interval=0.1)
+    spec = world.make_job(xcom='{"secret": "s3cr3t"}')
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    async with running(config, world.wiring()) as finalizer:
+        outcome = await finalizer.submit(spec)
+        assert outcome.kind is OutcomeKind.SUCCESS
+
+        async def purged() -> bool:
+            async with _ledger(world) as ledger:
+                rec = await ledger.get(spec.key)
+            return rec is not None and rec.xcom_purged and rec.xcom_value is None
+
+        deadline = time.monotonic() + 10
+        while not await purged():
+            assert time.monotonic() < deadline, "payload never purged"
+            await anyio.sleep(0.1)
+    assert world.xcom(spec) == {"secret": "s3cr3t"}  # Airflow keeps it; only our copy is gone
