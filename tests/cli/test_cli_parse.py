@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from finalizer.cli import build_parser, main
@@ -54,3 +62,34 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("demo", "bench", "fake-kube"):
         assert command in out
+
+
+def test_fake_kube_serves_until_ctrl_c(tmp_path: Path) -> None:
+    """``kpo-finalizer fake-kube`` answers the Kubernetes API and stops cleanly on SIGINT."""
+    config = tmp_path / "kubeconfig.json"
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finalizer.cli", "fake-kube", "--kubeconfig", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "fake Kubernetes API at http://127.0.0.1:" in first
+        assert "kubeconfig written" in proc.stdout.readline()
+        server = json.loads(config.read_text())["clusters"][0]["cluster"]["server"]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(
+            f"{server}/api/v1/namespaces/default/pods", headers={"Authorization": "Bearer fake-kube-token"}
+        )
+        with opener.open(request, timeout=10) as response:
+            assert json.loads(response.read())["kind"] == "PodList"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
