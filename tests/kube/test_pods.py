@@ -63,6 +63,17 @@ async def test_label_checked(fake: FakeKube, cluster: KubeCluster) -> None:
         await cluster.pods.label_checked(NS, "missing", uid)
 
 
+async def test_label_checked_never_labels_another_pod_under_the_name(
+    fake: FakeKube, cluster: KubeCluster
+) -> None:
+    """The uid in the merge patch is a precondition: a pod that took the name is not ours to label."""
+    running_pod(fake, "p", labels={"app": "x"})
+    with pytest.raises(PodConflictError, match="Precondition"):
+        await cluster.label_checked(PodRef(namespace=NS, name="p", uid="uid-of-an-older-pod"))
+    assert fake.get_pod(NS, "p")["metadata"]["labels"] == {"app": "x"}  # type: ignore[index]
+    assert [r.status for r in fake.requests if r.verb == "patch"] == [409]
+
+
 async def test_termination_message(fake: FakeKube, cluster: KubeCluster) -> None:
     running_pod(fake, "p")
     assert termination_message(await cluster.pods.read_pod(NS, "p")) is None

@@ -178,7 +178,17 @@ async def patch_pod(request: web.Request) -> web.Response:
     if not isinstance(patch, dict):
         return _bad_request("patch must be a JSON object")
     wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
+    wanted_uid = (patch.get("metadata") or {}).get("uid")
     current = cluster.store.get(namespace, name) or {}
+    if wanted_uid is not None and wanted_uid != current["metadata"]["uid"]:
+        # A uid in the patch is a precondition, as on the real API (the name may hold another pod now).
+        return status_response(
+            409,
+            f'Operation cannot be fulfilled on pods "{name}": Precondition failed: UID in precondition: '
+            f"{wanted_uid}, UID in object meta: {current['metadata']['uid']}",
+            "Conflict",
+            {"name": name, "kind": "pods"},
+        )
     if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
         return status_response(
             409,
