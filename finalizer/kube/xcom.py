@@ -5,6 +5,19 @@ stderr, drops the exit code and decodes frame by frame, so we read the v4 channe
 ourselves: channel-1 bytes joined, then decoded; the exit status from channel 3 (none
 means failure); a size cap that stops reading; one overall timeout (exec ignores
 ``_request_timeout``). The command is the provider's, byte for byte.
+
+Exec has no uid precondition (``PodExecOptions`` has none): it reaches whatever pod holds the name
+at that moment. The ``uid`` passed here is used to explain a refused exec (a pod that took the name
+is reported as ours being gone); a successful exec is not re-checked. Callers read the XCom only
+after seeing *their* uid's base container terminate, while the sidecar keeps that pod (and so the
+name) alive, and KPO pod names carry a random suffix, so a same-name replacement in between is not
+a case we pay an extra GET per read for.
+
+Refused handshakes carry only a status. 404 is "pod gone"; 400 and 5xx are explained by reading the
+pod: gone or another uid → ``PodNotFoundError``; sidecar not running → ``SidecarNotRunningError`` (the
+real API's 400s, unknown container or no node, land here); otherwise a 5xx is transient (node
+unreachable) and a 400 is ``KubeRequestError`` (the API rejected the request; tested with an injected
+400 while the sidecar runs).
 """
 
 from __future__ import annotations

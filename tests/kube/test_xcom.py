@@ -7,6 +7,7 @@ import json
 import pytest
 
 from finalizer.exceptions import (
+    KubeRequestError,
     KubeTransientError,
     PodNotFoundError,
     SidecarNotRunningError,
@@ -162,6 +163,38 @@ async def test_node_lost_the_containers_is_transient(fake: FakeKube, cluster: Ku
     with pytest.raises(KubeTransientError) as info:
         await cluster.exec.read_xcom(NS, "p", max_bytes=100)
     assert info.value.status == 500
+
+
+async def test_400_while_the_sidecar_runs_is_a_terminal_request_error(
+    fake: FakeKube, cluster: KubeCluster
+) -> None:
+    """A 400 the pod cannot explain (sidecar running, same uid) means the API rejected our request.
+
+    The real API answers 400 before the upgrade for a container name not in the pod or a pod with
+    no node: both show as "sidecar not running" (see ``test_pod_without_sidecar``). A 400 while the
+    sidecar runs is neither, so retrying the same request cannot help: ``KubeRequestError``.
+    """
+    uid = running_pod(fake, "p")
+    fake.write_xcom(NS, "p", "1")
+    fake.faults.add("GET", r"/exec", status=400)
+    with pytest.raises(KubeRequestError) as info:
+        await cluster.exec.read_xcom(NS, "p", uid, max_bytes=100)
+    assert info.value.status == 400
+    assert not isinstance(info.value, SidecarNotRunningError | PodNotFoundError)
+    # The pod was read to rule out the other explanations; the sidecar still holds the XCom.
+    assert [r.verb for r in fake.requests][-1] == "get"
+    assert (await cluster.exec.read_xcom(NS, "p", uid, max_bytes=100)).value == 1
+
+
+async def test_exec_refused_with_429_is_transient_with_retry_after(
+    fake: FakeKube, cluster: KubeCluster
+) -> None:
+    running_pod(fake, "p")
+    fake.faults.add("GET", r"/exec", plaintext_429=True, retry_after=7)
+    with pytest.raises(KubeTransientError) as info:
+        await cluster.exec.read_xcom(NS, "p", max_bytes=100)
+    assert info.value.status == 429
+    assert info.value.retry_after == 7.0
 
 
 async def test_non_zero_exit(fake: FakeKube, cluster: KubeCluster) -> None:
