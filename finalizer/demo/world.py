@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ class World:
         self.triggerer: Any = None
         self.run: Any = None
         self.uids: dict[str, str] = {}  # task_id -> pod uid
+        self._starter: threading.Thread | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class World:
                 error.append(exc)
 
         thread = threading.Thread(target=start, name="start-triggerer", daemon=True)
+        self._starter = thread
         thread.start()
 
         def join() -> None:
@@ -128,8 +131,20 @@ class World:
         return join
 
     def _stop_triggerer(self) -> None:
+        # Interrupted while the starter thread is between "decided to start" and Popen: wait for
+        # the process to exist (or the thread to give up), so no triggerer is spawned after this.
+        deadline = time.monotonic() + 30
+        while (
+            self._starter is not None
+            and self._starter.is_alive()
+            and self.triggerer.pid is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         if self.triggerer is not None and self.triggerer.pid is not None:
             self.triggerer.stop(timeout=20)
+        if self._starter is not None:
+            self._starter.join(10)  # start() sees the process gone and returns
 
     def _create_running_pod(self, task: TaskPlan) -> None:
         labels = {
