@@ -20,6 +20,10 @@ Contract:
   backend's ``purge`` still runs and the loop is not blocked.
 - Errors come back as ``api_client.exceptions``: the supervisor's ``ErrorResponse`` carries the Execution
   API's status, which maps like an HTTP answer (404 → ``NotFoundError``; no status → ``TransportError``).
+- No timeout of its own: the caller bounds each call (the pipeline wraps every I/O call in its
+  ``call_timeout``), and cancelling the caller cancels the work on the runner's loop, so a stuck
+  supervisor holds nothing. No retries either: the supervisor socket is local, a failure is not a
+  network blip, and the caller's retry policy decides with ``api_client.classify``.
 - Limitation (Airflow's, not ours): ``XCom.aget_one`` answers ``None`` both for a missing XCom and a
   stored JSON ``null``; ``get`` reports both as ``XComNotFoundError``.
 

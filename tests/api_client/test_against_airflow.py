@@ -96,6 +96,25 @@ async def test_mapped_length_creates_task_map_row(airflow_api: AirflowAPI) -> No
     assert env.get_xcom(DAG_ID, ti.run_id, ti.task_id, "return_value") == [10, 20, 30]
 
 
+async def test_dag_result_reaches_the_row(airflow_api: AirflowAPI) -> None:
+    """``dag_result`` is a query parameter the server stores on the XCom row."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    ti = airflow_api.new_ti("running")
+    async with airflow_api.client(ti=ti) as client:
+        await client.xcoms.set(ref_for(ti, "flagged"), {"r": 1}, dag_result=True)
+        await client.xcoms.set(ref_for(ti, "plain"), {"r": 2})
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.key, XComModel.dag_result).where(
+                XComModel.dag_id == DAG_ID, XComModel.run_id == ti.run_id, XComModel.task_id == ti.task_id
+            )
+        ).all()
+    assert {(key, bool(flag)) for key, flag in rows} == {("flagged", True), ("plain", False)}
+
+
 async def test_mapped_length_over_limit_is_rejected_and_stores_nothing(airflow_api: AirflowAPI) -> None:
     ti = airflow_api.new_ti("running")
     env = airflow_api.env
