@@ -7,7 +7,7 @@ planned value (or absent when none was planned), and its pod is gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from finalizer.bench.report import latency_summary, render_table
@@ -23,6 +23,8 @@ class Observed:
     pod_deleted: bool
     completed_at: float | None  # monotonic time the base container was terminated
     done_at: float | None  # monotonic time the task was first seen in a terminal state
+    #: For ``multiple_outputs`` tasks: each planned key → the stored value (or NO_XCOM).
+    key_xcoms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,12 @@ class TaskResult:
 
     @property
     def xcom_ok(self) -> bool:
-        return xcom_matches(self.plan.expected_xcom, self.observed.xcom)
+        if not xcom_matches(self.plan.expected_xcom, self.observed.xcom):
+            return False
+        if self.plan.multiple_outputs:
+            keys = self.observed.key_xcoms
+            return all(xcom_matches(v, keys.get(k, NO_XCOM)) for k, v in self.plan.expected_xcom.items())
+        return True
 
     @property
     def latency(self) -> float | None:
@@ -61,6 +68,8 @@ class TaskResult:
             "xcom_expected_absent": self.plan.expected_xcom is NO_XCOM,
             "xcom": None if self.observed.xcom is NO_XCOM else self.observed.xcom,
             "xcom_present": self.observed.xcom is not NO_XCOM,
+            "multiple_outputs": self.plan.multiple_outputs,
+            "key_xcoms": {k: (None if v is NO_XCOM else v) for k, v in self.observed.key_xcoms.items()},
             "xcom_verified": self.xcom_ok,
             "pod_deleted": self.observed.pod_deleted,
             "completion_to_done_seconds": self.latency,

@@ -125,18 +125,22 @@ def verify(world: Any, tasks: list[TaskPlan], observed: dict[str, Observed]) -> 
         time.sleep(0.2)
     results = []
     for t in tasks:
-        try:
-            xcom = world.xcom(t.task_id)
-        except KeyError:
-            xcom = NO_XCOM
+        xcom = _read_xcom(world, t.task_id, "return_value")
+        keys = {}
+        if t.multiple_outputs:
+            keys = {k: _read_xcom(world, t.task_id, k) for k in t.expected_xcom}
         o = observed[t.task_id]
         results.append(
-            TaskResult(
-                t,
-                Observed(o.state, xcom, gone[t.task_id], o.completed_at, o.done_at),
-            )
+            TaskResult(t, Observed(o.state, xcom, gone[t.task_id], o.completed_at, o.done_at, keys))
         )
     return results
+
+
+def _read_xcom(world: Any, task_id: str, key: str) -> Any:
+    try:
+        return world.xcom(task_id, key)
+    except KeyError:
+        return NO_XCOM
 
 
 def wait_for_triggers(world: Any, count: int, progress: Progress, timeout: float = 60.0) -> None:

@@ -2,7 +2,8 @@
 task must end as.
 
 Pure data, decided up front, so a run can be checked against it task by task: most pods
-succeed with varied JSON XComs (dict, list, number, string, unicode, empty file), every
+succeed with varied JSON XComs (dict, list, number, string, unicode, empty file; one with
+``multiple_outputs``, so each key is an XCom of its own too), every
 seventh fails with exit code 1, one exits with a ``skip_on_exit_code`` code and must be
 SKIPPED. Finish times are staggered so completions arrive while others are in flight.
 """
@@ -19,6 +20,8 @@ ExpectedState = Literal["success", "failed", "skipped"]
 SKIP_EXIT_CODE = 99
 NAMESPACE = "demo"
 DAG_ID = "kpo_finalizer_demo"
+#: The task (if N is large enough) whose dict XCom is also pushed key by key.
+MULTIPLE_OUTPUTS_INDEX = 4
 
 
 class _NoXCom:
@@ -41,6 +44,7 @@ class TaskPlan:
     xcom_file: str | None  # content of /airflow/xcom/return.json; None = empty file
     expected_state: ExpectedState
     expected_xcom: Any = field(default=NO_XCOM)
+    multiple_outputs: bool = False  # push each key of the dict as its own XCom too
 
     @property
     def task_id(self) -> str:
@@ -90,5 +94,6 @@ def plan(pods: int, *, first_finish: float = 1.0, spread: float | None = None) -
             if value is None:
                 tasks.append(TaskPlan(i, finish_after, 0, None, "success"))
             else:
-                tasks.append(TaskPlan(i, finish_after, 0, json.dumps(value), "success", value))
+                multiple = i == MULTIPLE_OUTPUTS_INDEX
+                tasks.append(TaskPlan(i, finish_after, 0, json.dumps(value), "success", value, multiple))
     return tasks

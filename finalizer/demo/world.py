@@ -168,6 +168,7 @@ class World:
             on_finish_action="delete_pod",
             pod_uid=self.uids[task.task_id],
             do_xcom_push=True,
+            multiple_outputs=task.multiple_outputs,
             skip_on_exit_code=[SKIP_EXIT_CODE],
         )
 
@@ -207,9 +208,9 @@ class World:
             ).all()
         return {str(r[0]): None if r[1] is None else str(r[1]) for r in rows}
 
-    def xcom(self, task_id: str) -> Any:
-        """The stored ``return_value`` as Airflow deserializes it; raises ``KeyError`` when absent."""
-        return self.env.get_xcom(DAG_ID, self.run.run_id, task_id, "return_value")
+    def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        """The stored XCom as Airflow deserializes it; raises ``KeyError`` when absent."""
+        return self.env.get_xcom(DAG_ID, self.run.run_id, task_id, key)
 
     def pod_gone(self, task: TaskPlan) -> bool:
         return self.kube.get_pod(NAMESPACE, task.pod_name) is None

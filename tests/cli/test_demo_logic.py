@@ -25,6 +25,25 @@ def test_plan_varies_outcomes_and_staggers() -> None:
     assert any(t.expected_state == "success" and t.expected_xcom is NO_XCOM for t in tasks)  # empty file
 
 
+def test_plan_has_one_multiple_outputs_task_with_a_dict() -> None:
+    multiple = [t for t in plan(20) if t.multiple_outputs]
+    assert len(multiple) == 1
+    assert isinstance(multiple[0].expected_xcom, dict)
+    assert not any(t.multiple_outputs for t in plan(4))
+
+
+def test_multiple_outputs_needs_every_key() -> None:
+    p = TaskPlan(4, 1.0, 0, '{"a": 1, "b": [2]}', "success", {"a": 1, "b": [2]}, multiple_outputs=True)
+    whole = {"a": 1, "b": [2]}
+    good = TaskResult(p, Observed("success", whole, True, 1.0, 2.0, {"a": 1, "b": [2]}))
+    missing = TaskResult(p, Observed("success", whole, True, 1.0, 2.0, {"a": 1, "b": NO_XCOM}))
+    wrong = TaskResult(p, Observed("success", whole, True, 1.0, 2.0, {"a": "1", "b": [2]}))
+    assert good.ok
+    assert not missing.xcom_ok
+    assert not wrong.xcom_ok
+    assert good.as_json()["key_xcoms"] == {"a": 1, "b": [2]}
+
+
 def test_plan_files_hold_the_expected_json() -> None:
     for t in plan(12):
         if t.xcom_file is None:

@@ -63,7 +63,7 @@ def _pgid_of(pid: int) -> int | None:
 def test_demo_small_run_all_ok(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     proc = subprocess.run(
-        [*SCRIPT, "--pods", "4", "--json", str(out)],
+        [*SCRIPT, "--pods", "5", "--json", str(out)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -77,9 +77,12 @@ def test_demo_small_run_all_ok(tmp_path: Path) -> None:
     assert report["summary"]["all_ok"] is True, proc.stdout[-4000:]
     assert proc.returncode == 0
     rows = {r["task_id"]: r for r in report["tasks"]}
-    assert [rows[t]["state"] for t in sorted(rows)] == ["success", "skipped", "success", "failed"]
+    assert [rows[t]["state"] for t in sorted(rows)] == ["success", "skipped", "success", "failed", "success"]
     assert rows["pod_000"]["xcom"] == {"task": 0, "ok": True, "rows": [0, 0], "nested": {"k": "v"}}
     assert rows["pod_002"]["xcom"] == 2007
+    # multiple_outputs: the whole dict and each key, values with their original JSON types
+    assert rows["pod_004"]["xcom"] == {"unicode": "żółć ✓ 日本", "index": 4}
+    assert rows["pod_004"]["key_xcoms"] == {"unicode": "żółć ✓ 日本", "index": 4}
     assert all(r["pod_deleted"] and r["completion_to_done_seconds"] is not None for r in rows.values())
     assert report["summary"]["completion_to_done_max"] >= report["summary"]["completion_to_done_p50"]
     assert "ALL OK" in proc.stdout
