@@ -8,17 +8,16 @@ Every call goes out with ``_preload_content=False`` (raw JSON, no ``V1Pod``), a
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.client import CoreV1Api
 
-from finalizer.exceptions import KubeTransientError, PodNotFoundError
+from finalizer.exceptions import PodNotFoundError
 from finalizer.kube.config import KubeSettings
 from finalizer.kube.errors import kube_errors
-from finalizer.kube.responses import raise_for_response, read_body
+from finalizer.kube.responses import parse_object, raise_for_response, read_body
 from finalizer.pod import JSON, PodView
 
 #: The provider's label for a kept pod, so a retried KPO does not re-attach to it.
@@ -59,13 +58,7 @@ class PodOps:
 
     async def _json(self, what: str, call: RawCall, *args: Any, **kwargs: Any) -> JSON:
         body = await self._raw(what, call, *args, max_bytes=MAX_POD_BYTES, **kwargs)
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise KubeTransientError(f"{what}: the API sent a body that is not JSON") from exc
-        if not isinstance(data, dict):
-            raise KubeTransientError(f"{what}: the API sent {type(data).__name__}, expected an object")
-        return data
+        return parse_object(body, what=what)
 
     async def read_pod(self, namespace: str, name: str) -> PodView:
         """The pod as the API holds it now; ``PodNotFoundError`` when it is gone."""

@@ -1,11 +1,15 @@
-"""Raw (``_preload_content=False``) responses: check the status, read a bounded body.
+"""Raw (``_preload_content=False``) responses: check the status, read a bounded body, parse it.
 
 kubernetes_asyncio hands back the aiohttp response as is: no status check, and
 ``content.read(n)`` returns whatever chunk has arrived, not ``n`` bytes. These helpers do
-both properly, so a body is either whole or refused, never silently cut.
+both properly, so a body is either whole or refused, never silently cut; a success body that
+is not a JSON object (a proxy's page, a cut stream) is a transient error, like a 5xx.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import aiohttp
 
@@ -50,3 +54,14 @@ async def raise_for_response(response: aiohttp.ClientResponse, *, what: str) -> 
     except (aiohttp.ClientError, TimeoutError):
         body = b""
     raise error_for_status(response.status, body, response.headers, what=what)
+
+
+def parse_object(body: bytes, *, what: str, expected: str = "an object") -> dict[str, Any]:
+    """The JSON object in a success body; anything else raises ``KubeTransientError``."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise KubeTransientError(f"{what}: the API sent a body that is not JSON") from exc
+    if not isinstance(data, dict):
+        raise KubeTransientError(f"{what}: the API sent {type(data).__name__}, expected {expected}")
+    return data

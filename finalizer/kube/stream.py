@@ -30,7 +30,7 @@ from finalizer.exceptions import FinalizerError, KubeError, KubeTransientError, 
 from finalizer.kube.config import KubeSettings
 from finalizer.kube.errors import error_for_status, kube_errors
 from finalizer.kube.pods import PodOps
-from finalizer.kube.responses import raise_for_response, read_body
+from finalizer.kube.responses import parse_object, raise_for_response, read_body
 from finalizer.kube.subscription import Subscription
 from finalizer.pod import JSON, PodView
 
@@ -244,13 +244,7 @@ class WatchStream:
                     raise WatchExpiredError(what)
                 await raise_for_response(response, what=what)
                 body = await read_body(response, MAX_LIST_BYTES, what=what)
-        try:
-            page = json.loads(body)
-        except ValueError as exc:
-            raise KubeTransientError(f"{what}: the API sent a body that is not JSON") from exc
-        if not isinstance(page, dict):
-            raise KubeTransientError(f"{what}: the API sent {type(page).__name__}, expected a PodList")
-        return page
+        return parse_object(body, what=what, expected="a PodList")
 
     async def _watch_once(self) -> None:
         """One WATCH request, until the server ends it (``timeoutSeconds``) or it breaks."""

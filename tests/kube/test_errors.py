@@ -166,3 +166,18 @@ async def test_connection_reset_is_transient(fake: FakeKube, cluster: KubeCluste
     assert any(r.status == 0 for r in fake.requests)
     fake.faults.clear()
     assert (await cluster.pods.read_pod(NS, "p")).name == "p"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("<html>proxy page</html>", "not JSON"), ("[1, 2]", "sent list, expected an object")],
+)
+async def test_success_body_that_is_not_a_pod_is_transient(
+    fake: FakeKube, cluster: KubeCluster, body: str, message: str
+) -> None:
+    """A 200 whose body is not a JSON object (a proxy's page) is retried like a 5xx, never parsed."""
+    running_pod(fake, "p")
+    fake.faults.add("GET", r"/pods/p$", status=200, body=body, times=1)
+    with pytest.raises(KubeTransientError, match=message):
+        await cluster.pods.read_pod(NS, "p")
+    assert (await cluster.pods.read_pod(NS, "p")).name == "p"

@@ -377,6 +377,18 @@ async def test_garbage_on_the_watch_is_transient(fake: FakeKube, cluster: KubeCl
         assert "malformed" in (stats.last_error or "")
 
 
+async def test_garbage_list_body_is_transient_and_relisted(fake: FakeKube, cluster: KubeCluster) -> None:
+    uid = running_pod(fake, "p")
+    fake.faults.add("GET", r"/pods\?(?!.*watch=)", status=200, body='"not a PodList"', times=1)
+    async with cluster.watcher.subscribe(NS, "p", uid) as sub:
+        assert await sub.wait(lambda p: True, timeout=5) is not None
+        stats = cluster.watcher.stats()[NS]
+        assert stats.errors == 1
+        assert "expected a PodList" in (stats.last_error or "")
+        assert stats.lists == 1
+    assert [r.status for r in fake.requests if r.verb == "list"] == [200, 200]
+
+
 async def test_expired_continue_token_restarts_the_list(fake: FakeKube) -> None:
     uids = [running_pod(fake, f"p{i}") for i in range(5)]
     fake.faults.add("GET", r"continue=", status=410, times=1)
