@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -278,3 +279,30 @@ async def test_patch_uid_is_a_precondition(fake_kube: FakeKube, core: Any) -> No
     assert "x" not in (fake_kube.get_pod("default", "a") or {})["metadata"].get("labels", {})
     await core.patch_namespaced_pod("a", "default", {"metadata": {"uid": uid, "labels": {"x": "1"}}})
     assert (fake_kube.get_pod("default", "a") or {})["metadata"]["labels"] == {"x": "1"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "body", "message"),
+    [
+        ("POST", "pods", "application/json", b"{not json", "error decoding request body: "),
+        ("POST", "pods", "application/json", b"[1]", "the body of the request was in an unknown format"),
+        ("PATCH", "pods/a", "application/merge-patch+json", b"{not json", "error decoding patch: "),
+        ("PATCH", "pods/a", "application/merge-patch+json", b'"x"', "patch must be a JSON object"),
+    ],
+)
+async def test_create_and_patch_bodies_that_are_not_objects_are_400(
+    fake_kube: FakeKube, method: str, path: str, content_type: str, body: bytes, message: str
+) -> None:
+    fake_kube.create_pod("default", name="a")
+    rv = fake_kube.resource_version
+    url = f"{fake_kube.url}/api/v1/namespaces/default/{path}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers={"Content-Type": content_type}) as resp,
+    ):
+        status = await resp.json()
+    assert resp.status == 400
+    assert status["kind"] == "Status"
+    assert status["reason"] == "BadRequest"
+    assert status["message"].startswith(message)
+    assert fake_kube.resource_version == rv  # nothing was written

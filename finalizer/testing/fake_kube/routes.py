@@ -106,15 +106,27 @@ async def _json_body(request: web.Request) -> Any:
     return json.loads(raw)
 
 
-async def create_pod(request: web.Request) -> web.Response:
-    cluster = _cluster(request)
-    namespace = request.match_info["namespace"]
+async def _json_object_body(
+    request: web.Request, undecodable: str, not_an_object: str
+) -> JSON | web.Response:
+    """The body as a JSON object, or the API's 400 (``undecodable: <error>`` / ``not_an_object``)."""
     try:
         body = await _json_body(request)
     except ValueError as exc:
-        return _bad_request(f"error decoding request body: {exc}")
+        return _bad_request(f"{undecodable}: {exc}")
     if not isinstance(body, dict):
-        return _bad_request("the body of the request was in an unknown format")
+        return _bad_request(not_an_object)
+    return body
+
+
+async def create_pod(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    namespace = request.match_info["namespace"]
+    body = await _json_object_body(
+        request, "error decoding request body", "the body of the request was in an unknown format"
+    )
+    if isinstance(body, web.Response):
+        return body
     meta = body.setdefault("metadata", {}) or {}
     body["metadata"] = meta
     if meta.get("namespace") not in (None, "", namespace):
@@ -171,12 +183,9 @@ async def patch_pod(request: web.Request) -> web.Response:
         )
     if cluster.store.get(namespace, name) is None:
         return not_found(name)
-    try:
-        patch = await _json_body(request)
-    except ValueError as exc:
-        return _bad_request(f"error decoding patch: {exc}")
-    if not isinstance(patch, dict):
-        return _bad_request("patch must be a JSON object")
+    patch = await _json_object_body(request, "error decoding patch", "patch must be a JSON object")
+    if isinstance(patch, web.Response):
+        return patch
     wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
     wanted_uid = (patch.get("metadata") or {}).get("uid")
     current = cluster.store.get(namespace, name) or {}
