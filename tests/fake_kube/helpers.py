@@ -18,6 +18,27 @@ async def read_json(resp: Any) -> Any:
     return json.loads(await resp.read())
 
 
+async def open_exec(
+    core_ws: Any,
+    name: str,
+    command: list[str],
+    *,
+    namespace: str = "default",
+    stdin: bool = False,
+    preload: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """``connect_get_namespaced_pod_exec`` as these tests use it: stdout and stderr, no tty.
+
+    Without ``preload`` it returns the WebSocket context manager; with it, the client's own result.
+    """
+    if not preload:
+        kwargs["_preload_content"] = False
+    return await core_ws.connect_get_namespaced_pod_exec(
+        name, namespace, command=command, stdin=stdin, stdout=True, stderr=True, tty=False, **kwargs
+    )
+
+
 async def exec_frames(
     core_ws: Any,
     name: str,
@@ -26,17 +47,7 @@ async def exec_frames(
     namespace: str = "default",
 ) -> list[tuple[int, bytes]]:
     """Run an exec and return every (channel, payload) frame, checking they are all binary."""
-    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
-        name,
-        namespace,
-        container=container,
-        command=command,
-        stdout=True,
-        stderr=True,
-        stdin=False,
-        tty=False,
-        _preload_content=False,
-    )
+    ws_ctx = await open_exec(core_ws, name, command, namespace=namespace, container=container)
     frames: list[tuple[int, bytes]] = []
     async with ws_ctx as ws:
         async for msg in ws:
@@ -66,17 +77,7 @@ async def watch_lines(core: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 async def exec_handshake(core_ws: Any, name: str, namespace: str = "default", **kwargs: Any) -> None:
     """Open (and close) an exec WebSocket; raises ``aiohttp.WSServerHandshakeError`` on a refused upgrade."""
-    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
-        name,
-        namespace,
-        command=["true"],
-        stdout=True,
-        stderr=True,
-        stdin=False,
-        tty=False,
-        _preload_content=False,
-        **kwargs,
-    )
+    ws_ctx = await open_exec(core_ws, name, ["true"], namespace=namespace, **kwargs)
     async with ws_ctx:
         pass
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import XCOM_READ, channel, exec_frames, exec_handshake, exit_status
+from tests.fake_kube.helpers import XCOM_READ, channel, exec_frames, exec_handshake, exit_status, open_exec
 
 pytestmark = pytest.mark.anyio
 
@@ -92,17 +92,7 @@ async def test_sidecar_stop_terminates_container_exit_zero(
 async def test_provider_stdin_kill_sent_as_binary_frame(fake_kube: FakeKube, core_ws: Any) -> None:
     """The provider's ``extract_xcom_kill`` form: a shell reading stdin; no stdin EOF is ever sent."""
     running_pod(fake_kube)
-    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
-        "p",
-        "default",
-        container=SIDECAR,
-        command=["/bin/sh"],
-        stdin=True,
-        stdout=True,
-        stderr=True,
-        tty=False,
-        _preload_content=False,
-    )
+    ws_ctx = await open_exec(core_ws, "p", ["/bin/sh"], container=SIDECAR, stdin=True)
     async with ws_ctx as ws:
         await ws.send_bytes(b"\x00kill -2 $(pgrep -u $(id -u) -f 'sh')\n")
         frames = [(m.data[0], m.data[1:]) async for m in ws]
@@ -116,17 +106,7 @@ async def test_provider_stdin_kill_sent_as_binary_frame(fake_kube: FakeKube, cor
 
 async def test_session_ends_when_container_stops(fake_kube: FakeKube, core_ws: Any) -> None:
     running_pod(fake_kube)
-    ws_ctx = await core_ws.connect_get_namespaced_pod_exec(
-        "p",
-        "default",
-        container=SIDECAR,
-        command=["sleep", "30"],
-        stdout=True,
-        stderr=True,
-        stdin=False,
-        tty=False,
-        _preload_content=False,
-    )
+    ws_ctx = await open_exec(core_ws, "p", ["sleep", "30"], container=SIDECAR)
     async with ws_ctx as ws:
         opened = await ws.receive()
         assert opened.data == b"\x01"
@@ -214,10 +194,7 @@ async def test_exec_after_eviction_fails_404(fake_kube: FakeKube, core_ws: Any) 
     fake_kube.write_xcom("default", "p", "{}")
     fake_kube.evict("default", "p")
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-        async with await core_ws.connect_get_namespaced_pod_exec(
-            "p", "default", container=SIDECAR, command=["true"], stdout=True, _preload_content=False
-        ):
-            pass
+        await exec_handshake(core_ws, "p", container=SIDECAR)
     assert info.value.status == 404
 
 
@@ -225,16 +202,7 @@ async def test_preloaded_exec_mangles_nothing_we_control(fake_kube: FakeKube, co
     """The default (preload) mode works against the fake; its known JSON-mangling is the client's."""
     running_pod(fake_kube)
     fake_kube.write_xcom("default", "p", '{"ok": true}')
-    out = await core_ws.connect_get_namespaced_pod_exec(
-        "p",
-        "default",
-        container=SIDECAR,
-        command=["cat", "/airflow/xcom/return.json"],
-        stdout=True,
-        stderr=True,
-        stdin=False,
-        tty=False,
-    )
+    out = await open_exec(core_ws, "p", ["cat", "/airflow/xcom/return.json"], container=SIDECAR, preload=True)
     assert "ok" in str(out)
 
 

@@ -159,17 +159,17 @@ async def test_timeout_seconds_ends_stream_cleanly(fake_kube: FakeKube, core: An
     assert 0.9 <= elapsed < 3
 
 
+async def watch_from(core: Any, rv: int, **selector: str) -> Any:
+    """A raw WATCH from ``rv`` (5 s server timeout) with a label or field selector."""
+    return await core.list_namespaced_pod(
+        "default", watch=True, resource_version=str(rv), timeout_seconds=5, _preload_content=False, **selector
+    )
+
+
 async def test_label_selector_moves_objects_in_and_out(fake_kube: FakeKube, core: Any) -> None:
     fake_kube.create_pod("default", name="a", labels={"watched": "yes"})
     rv = fake_kube.resource_version
-    resp = await core.list_namespaced_pod(
-        "default",
-        watch=True,
-        label_selector="watched=yes",
-        resource_version=str(rv),
-        timeout_seconds=5,
-        _preload_content=False,
-    )
+    resp = await watch_from(core, rv, label_selector="watched=yes")
     await core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"watched": "no"}}})
     await core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"other": "1"}}})  # invisible
     await core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"watched": "yes"}}})
@@ -186,27 +186,13 @@ async def test_field_selector_on_phase_moves_objects(fake_kube: FakeKube, core: 
     fake_kube.create_pod("default", name="a")
     fake_kube.start("default", "a")
     rv = fake_kube.resource_version
-    resp = await core.list_namespaced_pod(
-        "default",
-        watch=True,
-        field_selector="status.phase=Running",
-        resource_version=str(rv),
-        timeout_seconds=5,
-        _preload_content=False,
-    )
+    resp = await watch_from(core, rv, field_selector="status.phase=Running")
     fake_kube.terminate("default", "a", container="base")
     fake_kube.terminate("default", "a", container="airflow-xcom-sidecar")
     event = json.loads(await resp.content.readline())
     resp.close()
     assert event["type"] == "MODIFIED"  # base ended, still Running
-    second_resp = await core.list_namespaced_pod(
-        "default",
-        watch=True,
-        field_selector="status.phase=Running",
-        resource_version=str(rv),
-        timeout_seconds=5,
-        _preload_content=False,
-    )
+    second_resp = await watch_from(core, rv, field_selector="status.phase=Running")
     events = [json.loads(await second_resp.content.readline()) for _ in range(2)]
     second_resp.close()
     assert [e["type"] for e in events] == ["MODIFIED", "DELETED"]
