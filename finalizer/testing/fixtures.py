@@ -1,4 +1,9 @@
-"""pytest fixtures for the shipped test kit: ``pytest_plugins = ["finalizer.testing.fixtures"]``."""
+"""pytest fixtures for the shipped test kit: ``pytest_plugins = ["finalizer.testing.fixtures"]``.
+
+Users who test their own operators and triggers against the fake get a fresh server per test (no
+state leaks between tests) on the loop their test needs: the test's own (``fake_kube``) or a thread
+of its own (``fake_kube_thread``, for the sync ``kubernetes`` client and code that runs other loops).
+"""
 
 from __future__ import annotations
 

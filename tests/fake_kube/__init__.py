@@ -1,0 +1,1 @@
+"""Fidelity tests of the fake Kubernetes API server, through unmodified kubernetes_asyncio and kubernetes."""

@@ -1,0 +1,1 @@
+"""Tests of finalizer.kube against the fake API server over real sockets."""

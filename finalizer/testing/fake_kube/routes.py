@@ -1,4 +1,9 @@
-"""HTTP handlers for ``/api/v1/…/pods``: LIST/WATCH, GET, CREATE, PATCH, DELETE, log, exec."""
+"""HTTP handlers for ``/api/v1/…/pods``: LIST/WATCH, GET, CREATE, PATCH, DELETE, log, exec.
+
+Clients key on the API's exact answers (Status bodies, 409 on a uid or resourceVersion precondition,
+400 for a body that is not an object), so each handler answers as kube-apiserver does; the pod
+state itself lives in ``cluster``/``store`` and the streaming answers in ``watch``/``exec``/``logs``.
+"""
 
 from __future__ import annotations
 
