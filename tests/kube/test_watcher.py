@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +14,7 @@ from finalizer.kube.stream import unwanted_event
 from finalizer.kube.subscription import rv_newer
 from finalizer.pod import PodView
 from finalizer.testing import FakeKube
+from tests.fake_kube.helpers import eventually
 from tests.kube.conftest import FAST, NS, running_pod
 
 pytestmark = pytest.mark.anyio
@@ -23,16 +23,6 @@ pytestmark = pytest.mark.anyio
 def base_done(pod: PodView) -> bool:
     base = pod.container("base")
     return base is not None and base.state == "terminated"
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll-with-deadline, for facts that have no event to await (server-side counters)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def watches(fake: FakeKube) -> list[str]:
