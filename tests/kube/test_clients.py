@@ -73,6 +73,34 @@ async def test_configuration_error_never_shows_the_kubeconfig_secrets(fake: Fake
     assert secret not in str(err.value.__cause__)
 
 
+async def test_in_cluster_configuration_reads_the_service_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``in_cluster=True``: the pod's service-account token and CA, the API from the service env vars.
+
+    The token file is rotated by the kubelet; kubernetes_asyncio's own hook re-reads it, so we do
+    not install ours (``short_lived`` False). The fake speaks plain HTTP, so no request is made here.
+    """
+    from kubernetes_asyncio.config import incluster_config
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("service-account-token")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    cfg, short_lived = await load_configuration(ClusterRef(in_cluster=True))
+    assert cfg.host == "https://10.96.0.1:443"
+    assert cfg.ssl_ca_cert == str(ca)
+    assert cfg.api_key["BearerToken"] == "Bearer service-account-token"
+    assert cfg.refresh_api_key_hook is not None
+    assert short_lived is False
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    with pytest.raises(ConfigurationError, match="from in-cluster configuration: Service host/port"):
+        await load_configuration(ClusterRef(in_cluster=True))
+
+
 async def test_failed_creation_is_not_cached(fake: FakeKube) -> None:
     bad = ClusterRef(config_dict={"current-context": "nope", "contexts": [], "clusters": [], "users": []})
     async with KubeClients(FAST) as clients:
