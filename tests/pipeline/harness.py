@@ -21,7 +21,7 @@ from typing import Any
 from api_client.client import ExecutionAPIClient
 from api_client.store import XComRef
 from finalizer.config import FinalizerConfig, StepRetry
-from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, PodRef, TaskInstanceRef
+from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, PodRef, StartupRules, TaskInstanceRef
 from finalizer.kube.clients import KubeClients
 from finalizer.ledger import Ledger
 from finalizer.pipeline import Pipeline, StepHook
@@ -174,6 +174,7 @@ class World:
         xcom: str | bytes | None = None,
         sidecar: bool = True,
         start: bool = True,
+        startup: StartupRules | None = None,
         **settings: Any,
     ) -> JobSpec:
         """A fresh TI (new DAG run) and a running pod (XCom written if given) → its JobSpec."""
@@ -196,6 +197,7 @@ class World:
             cluster=ClusterRef(config_dict=self.kube.kubeconfig),
             pod=PodRef(namespace=NS, name=name, uid=pod["metadata"]["uid"]),
             settings=FinishSettings(**settings),
+            startup=startup or StartupRules(),
         )
         self.jobs.append(spec)
         return spec

@@ -220,3 +220,27 @@ async def test_error_storms_on_every_call_are_retried(world: World, rig: Rig, st
     assert _gone_or_deleting(world, spec)
     errors = [r for r in world.kube.requests if r.status == status]
     assert len(errors) >= 6
+
+
+@pytest.mark.anyio
+async def test_unschedulable_pod_times_out_on_the_schedule_clock(world: World, rig: Rig) -> None:
+    from finalizer.jobs import StartupRules
+
+    spec = world.make_job(start=False, startup=StartupRules(schedule_timeout=0.5))
+    world.kube.unschedulable(NS, spec.pod.name, "0/3 nodes are available")
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.event_status == "timeout"
+    assert "scheduled" in outcome.reason
+    assert world.deletes(spec) == 1  # never started: nothing to keep
+
+
+@pytest.mark.anyio
+async def test_fatal_image_error_ends_the_wait_at_once(world: World, rig: Rig) -> None:
+    spec = world.make_job(start=False)
+    world.kube.schedule(NS, spec.pod.name)
+    world.kube.image_pull_failure(NS, spec.pod.name, reason="InvalidImageName", message="bad ref")
+    outcome = await rig.run(spec)
+    assert outcome.kind in (OutcomeKind.FAIL_FAST, OutcomeKind.FAILED)
+    assert "InvalidImageName" in outcome.reason
+    assert not world.has_xcom(spec)
