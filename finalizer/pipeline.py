@@ -234,7 +234,10 @@ class Pipeline:
             )
 
         while True:
-            timeout: float | None = None  # until the first state arrives
+            # Until the first state arrives, look again every second: a pod that is already
+            # Pending with a start-up clock running may never change again (H6: the schedule
+            # timeout and execution deadline never fired with ``None`` here).
+            timeout: float | None = 1.0
             if sub.known:
                 current = verdict(sub.latest)  # latest is None once the pod is gone
                 if isinstance(current, triage.Completed):

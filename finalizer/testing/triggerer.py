@@ -381,15 +381,9 @@ def wait_for_ti_state(ti: TIInfo, states: Iterable[str], timeout: float = 60.0) 
 def trigger_logs(env: AirflowEnv, ti: TIInfo) -> str:
     """The trigger log(s) Airflow wrote for this TI (what the task log shows under the triggerer)."""
     base = env.home / "logs"
+    wanted = {f"dag_id={ti.dag_id}", f"run_id={ti.run_id}", f"task_id={ti.task_id}"}
     texts = []
-    for path in sorted(base.rglob("*")):
-        parts = str(path)
-        if (
-            path.is_file()
-            and f"dag_id={ti.dag_id}" in parts
-            and f"run_id={ti.run_id}" in parts
-            and f"task_id={ti.task_id}" in parts
-            and "trigger" in path.name
-        ):
+    for path in sorted(base.rglob("*trigger*")):
+        if path.is_file() and wanted <= set(path.relative_to(base).parts):
             texts.append(path.read_text(errors="replace"))
     return "\n".join(texts)
