@@ -13,7 +13,7 @@ from finalizer.testing.fake_kube import FakeKube
 from finalizer.testing.triggerer import TriggererProcess
 from tests.triggers import e2e, scenarios
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from finalizer.testing.triggerer import (
 )
 from tests.triggers import e2e
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]
 
 
 @pytest.fixture(scope="module")

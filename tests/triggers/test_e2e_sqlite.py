@@ -34,7 +34,7 @@ from finalizer.testing.triggerer import (
 )
 from tests.triggers import e2e, scenarios
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from finalizer.testing.fake_kube import FakeKube
 from finalizer.testing.triggerer import TriggererProcess, current_ti, trigger_logs, wait_for
 from tests.triggers import e2e
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
 
 TASKS = ("a", "b", "c", "d")
 FINALIZER_ENV = {
