@@ -277,3 +277,22 @@ async def test_server_close_ends_open_exec_sessions() -> None:
                 group.start_soon(drain)
                 await kube.close()
     assert exit_status(rest)["reason"] == "NonZeroExitCode"
+
+
+async def test_drop_exec_sessions_cuts_the_connection_without_a_status(
+    fake_kube: FakeKube, core_ws: Any
+) -> None:
+    running_pod(fake_kube)
+    assert fake_kube.drop_exec_sessions("default", "p") == 0
+    ws_ctx = await open_exec(core_ws, "p", ["sleep", "30"], container=SIDECAR)
+    async with ws_ctx as ws:
+        opened = await ws.receive()
+        assert opened.data == b"\x01"
+        assert fake_kube.drop_exec_sessions("default", "p") == 1
+        with anyio_fail_after(5):
+            rest = [m async for m in ws]
+        assert all(m.type != aiohttp.WSMsgType.BINARY for m in rest)  # no channel-3 status
+        assert ws.exception() is not None or ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
+    # The container still runs: the next session works.
+    frames = await exec_frames(core_ws, "p", ["true"])
+    assert exit_status(frames) == {"metadata": {}, "status": "Success"}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.events import EventStore
 from finalizer.testing.fake_kube.store import PodStore
-from finalizer.testing.fake_kube.wire import JSON, clone, now
+from finalizer.testing.fake_kube.wire import JSON, clone, now, reset_transport
 
 
 class PodMissingError(KeyError):
@@ -162,6 +162,15 @@ class Cluster:
         runtime.files.clear()
         for container in lifecycle.container_names(self._require(namespace, name)):
             runtime.stop_event(container).set()
+
+    def drop_exec_sessions(self, namespace: str, name: str) -> int:
+        """Reset (TCP RST) the connection of every open exec session into the pod; how many."""
+        transports = self.store.runtime_of(namespace, name).exec_transports
+        dropped = len(transports)
+        for transport in list(transports):
+            reset_transport(transport)
+        transports.clear()
+        return dropped
 
     def node_unreachable(self, namespace: str, name: str, unreachable: bool) -> None:
         self._require(namespace, name)

@@ -117,12 +117,19 @@ async def handle_exec(
     session = _Session(ws, want_stdout, want_stderr, runtime.stop_event(container))
     exit_code: int | None = None
     stops = False
-    with client_may_leave():
-        await session.open()
-        if stdin and argv[0] in shell.SHELLS and len(argv) == 1:
-            exit_code, stops = await session.interactive(runtime)
-        else:
-            exit_code, stops = await session.once(argv, runtime)
+    transport = request.transport
+    if transport is not None:
+        runtime.exec_transports.add(transport)
+    try:
+        with client_may_leave():
+            await session.open()
+            if stdin and argv[0] in shell.SHELLS and len(argv) == 1:
+                exit_code, stops = await session.interactive(runtime)
+            else:
+                exit_code, stops = await session.once(argv, runtime)
+    finally:
+        if transport is not None:
+            runtime.exec_transports.discard(transport)
     if exit_code is not None and not ws.closed:
         with contextlib.suppress(ConnectionError):
             await session.send(ERROR, dumps(exit_status(exit_code, argv)).encode())

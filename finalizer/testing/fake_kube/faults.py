@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import struct
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from finalizer.testing.fake_kube.wire import APF_429_TEXT, parse_bool, reason_for, status_response
+from finalizer.testing.fake_kube.wire import (
+    APF_429_TEXT,
+    parse_bool,
+    reason_for,
+    reset_transport,
+    status_response,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RECORD_KEY: web.RequestKey[Callable[[int], None]] = web.RequestKey("fake_kube.record")
@@ -177,13 +181,7 @@ def classify(request: web.Request) -> tuple[str, str, str | None, str | None]:
 
 
 def _reset(request: web.Request) -> None:
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+    reset_transport(request.transport)
 
 
 def _fault_response(rule: FaultRule) -> web.StreamResponse:

@@ -256,6 +256,10 @@ class FakeKube:
         """The pod stays in the API but its containers are gone from the node: exec answers 500."""
         self._call(self.cluster.kubelet_forget, namespace, name)
 
+    def drop_exec_sessions(self, namespace: str, name: str) -> int:
+        """Cut every open exec session into the pod mid-stream (TCP RST, no exit status); how many."""
+        return self._call(self.cluster.drop_exec_sessions, namespace, name)
+
     def node_unreachable(self, namespace: str, name: str, unreachable: bool = True) -> None:
         """The pod's node stops answering: exec and log fail 500 (``error dialing backend``) until reset."""
         self._call(self.cluster.node_unreachable, namespace, name, unreachable)

@@ -49,6 +49,8 @@ class Runtime:
     forgotten: bool = False
     #: The node does not answer the API server's proxy (exec/log fail 500 before any upgrade).
     unreachable: bool = False
+    #: Connections of the exec sessions now open into this pod (``drop_exec_sessions`` resets them).
+    exec_transports: set[asyncio.Transport] = field(default_factory=set)
 
     def stop_event(self, container: str) -> asyncio.Event:
         return self.stopped.setdefault(container, asyncio.Event())

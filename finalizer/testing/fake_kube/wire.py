@@ -6,8 +6,11 @@ clients key on them, so they are built in one place and never by hand in handler
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import socket
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -137,6 +140,16 @@ def client_may_leave() -> Iterator[None]:
     """
     with contextlib.suppress(ConnectionResetError):
         yield
+
+
+def reset_transport(transport: asyncio.Transport | None) -> None:
+    """Drop a connection with a TCP RST (SO_LINGER 0), as a dying proxy or node does: no close, no EOF."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def node_unreachable(node: str) -> web.Response:
