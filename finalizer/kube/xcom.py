@@ -18,6 +18,11 @@ pod: gone or another uid → ``PodNotFoundError``; sidecar not running → ``Sid
 real API's 400s, unknown container or no node, land here); otherwise a 5xx is transient (node
 unreachable) and a 400 is ``KubeRequestError`` (the API rejected the request; tested with an injected
 400 while the sidecar runs).
+
+A session the transport breaks before its channel-3 status (reset, proxy or node gone) is
+``KubeTransientError``: the command's outcome is unknown and the XCom is still in the sidecar.
+A session that closes cleanly without a status stays an ``XComExecFailedError`` (facts: no status
+means failure). The sidecar stop is exempt: its session dies with the container by design.
 """
 
 from __future__ import annotations
@@ -120,6 +125,11 @@ def parse_xcom(output: ExecOutput, where: str) -> XComResult:
     return XComResult(empty=False, value=value, size=len(output.stdout))
 
 
+def _ended_abnormally(ws: aiohttp.ClientWebSocketResponse) -> bool:
+    """Whether the session ended by a transport failure (reset, protocol error), not a close."""
+    return ws.exception() is not None or ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
+
+
 class ExecOps:
     """Exec sessions into one cluster's pods (one shared ``WsApiClient``)."""
 
@@ -174,7 +184,14 @@ class ExecOps:
         max_stdout: int | None = None,
         stop_on_stderr: bool = False,
         limit_seconds: float | None = None,
+        require_status: bool = True,
     ) -> ExecOutput:
+        """One exec session into the sidecar; its stdout, stderr and channel-3 status.
+
+        With ``require_status``, a session the transport broke before any status arrived is
+        ``KubeTransientError`` (the command's outcome is unknown, so retry). Without it (the
+        sidecar stop, whose session dies with the container), such an end is returned as is.
+        """
         where = f"pod {namespace}/{name}"
         stdout: list[bytes] = []
         stderr = bytearray()
@@ -199,12 +216,14 @@ class ExecOps:
                     async with ctx as ws:
                         for line in stdin_lines:
                             await ws.send_bytes(bytes([STDIN]) + line.encode())
+                        broken = False
                         async for msg in ws:
                             if msg.type == aiohttp.WSMsgType.BINARY:
                                 frame: bytes = msg.data
                             elif msg.type == aiohttp.WSMsgType.TEXT:
                                 frame = str(msg.data).encode()
                             else:
+                                broken = msg.type == aiohttp.WSMsgType.ERROR
                                 break
                             if len(frame) < 2:
                                 continue  # the 1-byte frame that opens a channel
@@ -223,6 +242,13 @@ class ExecOps:
                             elif channel == STATUS:
                                 got_status = True
                                 status += payload
+                        if require_status and not got_status and (broken or _ended_abnormally(ws)):
+                            # A reset mid-session is the transport's fault, not the command's: the
+                            # XCom is still in the sidecar, so this must be retried, not failed.
+                            raise KubeTransientError(
+                                f"exec into {where}: the connection broke before the exit status "
+                                f"({ws.exception() or f'close code {ws.close_code}'})"
+                            )
             except FinalizerError:
                 raise
             except aiohttp.WSServerHandshakeError as exc:
@@ -269,6 +295,7 @@ class ExecOps:
                     stdin_lines=[command + "\n"],
                     stop_on_stderr=True,
                     limit_seconds=self._settings.sidecar_stop_timeout,
+                    require_status=False,
                 )
                 if not output.stderr:
                     return

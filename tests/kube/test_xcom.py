@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -20,6 +21,7 @@ from finalizer.kube import KubeCluster, XComResult
 from finalizer.kube.xcom import EMPTY_XCOM_RESULT, XCOM_COMMAND, ExecOutput, exit_code_of, parse_xcom
 from finalizer.pod import XCOM_SIDECAR_NAME
 from finalizer.testing import FakeKube
+from tests.fake_kube.helpers import eventually
 from tests.kube.conftest import NS, running_pod
 
 pytestmark = pytest.mark.anyio
@@ -203,6 +205,32 @@ async def test_non_zero_exit(fake: FakeKube, cluster: KubeCluster) -> None:
     assert exit_code_of(output.status) == 3
     with pytest.raises(XComExecFailedError, match="exit code 3"):
         parse_xcom(output, "pod p")
+
+
+async def test_connection_reset_mid_session_is_transient(fake: FakeKube, cluster: KubeCluster) -> None:
+    """A session cut before its exit status (proxy or node died) is retried, never an XCom failure."""
+    running_pod(fake, "p")
+    fake.write_xcom(NS, "p", '{"kept": true}')
+    session = asyncio.ensure_future(cluster.exec._exec(NS, "p", None, ["/bin/sh", "-c", "sleep 5"]))
+    await eventually(lambda: bool(fake.cluster.store.runtime_of(NS, "p").exec_transports))
+    assert fake.drop_exec_sessions(NS, "p") == 1
+    with pytest.raises(KubeTransientError, match="connection broke before the exit status"):
+        await asyncio.wait_for(session, 5)
+    # The XCom is still in the sidecar: the retry reads it.
+    assert (await cluster.exec.read_xcom(NS, "p", max_bytes=100)).value == {"kept": True}
+
+
+async def test_sidecar_stop_does_not_need_an_exit_status(fake: FakeKube, cluster: KubeCluster) -> None:
+    """The stop's session dies with the container: an abrupt end there is not an error."""
+    running_pod(fake, "p")
+    stop = asyncio.ensure_future(
+        cluster.exec._exec(NS, "p", None, ["/bin/sh", "-c", "sleep 5"], require_status=False)
+    )
+    await eventually(lambda: bool(fake.cluster.store.runtime_of(NS, "p").exec_transports))
+    fake.drop_exec_sessions(NS, "p")
+    output = await asyncio.wait_for(stop, 5)
+    assert output.status is None
+    assert output.stderr == b""
 
 
 async def test_exec_timeout(fake: FakeKube) -> None:
