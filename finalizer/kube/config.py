@@ -9,6 +9,7 @@ in-cluster or the default kubeconfig with kubernetes_asyncio directly.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,11 @@ from kubernetes_asyncio import config as k8s_config
 from api_client.backoff import RetryPolicy
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import ClusterRef
+
+log = logging.getLogger(__name__)
+
+#: After a failed credential refresh, try again this soon (the current token keeps serving).
+FAILED_REFRESH_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +173,15 @@ def install_credential_refresh(
         now = time.monotonic()
         if now - last < min_interval:
             return
-        last = now
-        fresh, _ = await load_configuration(cluster)
+        last = now  # before the await: concurrent requests do not all run the plugin
+        try:
+            fresh, _ = await load_configuration(cluster)
+        except ConfigurationError as exc:
+            # Refreshes run long before the token expires, so the current one most likely still
+            # works: keep it and try again soon, rather than fail this request for good.
+            last = now - min_interval + min(min_interval, FAILED_REFRESH_RETRY_SECONDS)
+            log.warning("could not refresh Kubernetes credentials, keeping the current ones: %s", exc)
+            return
         target.api_key = dict(fresh.api_key)
         target.api_key_prefix = dict(fresh.api_key_prefix)
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,10 +151,8 @@ async def test_concurrency_is_bounded_per_cluster(fake: FakeKube) -> None:
     assert peak >= 2  # and the bound is not a serialisation
 
 
-async def test_exec_plugin_tokens_are_refreshed(fake: FakeKube, tmp_path: Path) -> None:
-    """EKS/GKE-style short-lived tokens: the shared client re-runs the plugin, keeps its session."""
-    token_file = tmp_path / "token"
-    token_file.write_text("first-token")
+def exec_plugin_kubeconfig(fake: FakeKube, tmp_path: Path, token_file: Path) -> dict[str, Any]:
+    """The fake's kubeconfig with an EKS/GKE-style exec plugin that prints the token in ``token_file``."""
     plugin = tmp_path / "plugin.py"
     plugin.write_text(
         "import json, sys\n"
@@ -174,6 +173,14 @@ async def test_exec_plugin_tokens_are_refreshed(fake: FakeKube, tmp_path: Path) 
             },
         }
     ]
+    return kubeconfig
+
+
+async def test_exec_plugin_tokens_are_refreshed(fake: FakeKube, tmp_path: Path) -> None:
+    """EKS/GKE-style short-lived tokens: the shared client re-runs the plugin, keeps its session."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token")
+    kubeconfig = exec_plugin_kubeconfig(fake, tmp_path, token_file)
     running_pod(fake, "p")
     settings = dataclasses.replace(FAST, credential_refresh_seconds=0.0)
     async with KubeClients(settings) as clients:
@@ -184,3 +191,28 @@ async def test_exec_plugin_tokens_are_refreshed(fake: FakeKube, tmp_path: Path) 
         assert (await cluster.pods.read_pod(NS, "p")).name == "p"
         assert cluster.configuration.api_key["BearerToken"] == "Bearer second-token"
         assert cluster.api.rest_client.pool_manager is session
+
+
+async def test_a_failed_credential_refresh_keeps_the_current_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exec plugin that fails once (a network blip at the cloud's token service) fails no request."""
+    import logging
+
+    async with FakeKube(require_token=True) as fake:
+        token_file = tmp_path / "token"
+        token_file.write_text(fake.token)
+        kubeconfig = exec_plugin_kubeconfig(fake, tmp_path, token_file)
+        running_pod(fake, "p")
+        caplog.set_level(logging.WARNING, logger="finalizer.kube")
+        settings = dataclasses.replace(FAST, credential_refresh_seconds=0.0)
+        async with KubeClients(settings) as clients:
+            cluster = await clients.get(ClusterRef(config_dict=kubeconfig))
+            token_file.unlink()  # the plugin now crashes
+            assert (await cluster.pods.read_pod(NS, "p")).name == "p"
+            assert cluster.configuration.api_key["BearerToken"] == f"Bearer {fake.token}"
+            assert "could not refresh Kubernetes credentials" in caplog.text
+            assert fake.token not in caplog.text
+            token_file.write_text(fake.token)  # the plugin recovers: refreshes resume
+            assert (await cluster.pods.read_pod(NS, "p")).name == "p"
+        assert [r.status for r in fake.requests if r.verb == "get"] == [200, 200]
