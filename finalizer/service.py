@@ -216,7 +216,17 @@ class Finalizer:
 
         Cancelling the caller stops only the waiting, not the job (it finishes, or parks on drain).
         """
-        return await asyncio.wrap_future(self.submit_future(spec))
+        future = self.submit_future(spec)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and task.cancelling() == 0:
+                # Not our caller's cancellation: the finalizer's loop went away under the job.
+                raise FinalizerUnavailableError(
+                    "the kpo-finalizer loop stopped while this job was waiting"
+                ) from None
+            raise
 
     def health(self) -> Health:
         return Health(
@@ -251,34 +261,34 @@ class Finalizer:
     async def _main(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._stop = anyio.Event()
         self._capacity = anyio.CapacityLimiter(self.config.queue_bound)
+        stack = AsyncExitStack()
         try:
-            async with AsyncExitStack() as stack:
-                with anyio.fail_after(self.config.ledger_deadline):
-                    foundation = await self._wiring(self.config, stack)
-                    self.instance_id = await foundation.ledger.register_instance(
-                        socket.gethostname(), os.getpid()
-                    )
-                self._foundation = foundation
-                self._pipeline = Pipeline(
-                    config=self.config,
-                    cluster_for=foundation.cluster_for,
-                    ledger=foundation.ledger,
-                    xcoms=foundation.xcoms,
-                    classify=foundation.classify,
-                    slot=self._slot,
-                    on_step=self._track,
+            with anyio.fail_after(self.config.ledger_deadline):
+                foundation = await self._wiring(self.config, stack)
+                self.instance_id = await foundation.ledger.register_instance(
+                    socket.gethostname(), os.getpid()
                 )
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    tg.start_soon(self._heartbeat_loop, foundation.ledger)
-                    tg.start_soon(self._lag_loop)
-                    if self.config.adopt_interval > 0:
-                        tg.start_soon(self._adopt_loop, foundation.ledger)
-                    tg.start_soon(self._retention_loop, foundation.ledger)
-                    log.info("kpo-finalizer %s started", self.instance_id)
-                    task_status.started()
-                    await self._stop.wait()
-                    tg.cancel_scope.cancel()
+            self._foundation = foundation
+            self._pipeline = Pipeline(
+                config=self.config,
+                cluster_for=foundation.cluster_for,
+                ledger=foundation.ledger,
+                xcoms=foundation.xcoms,
+                classify=foundation.classify,
+                slot=self._slot,
+                on_step=self._track,
+            )
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._heartbeat_loop, foundation.ledger)
+                tg.start_soon(self._lag_loop)
+                if self.config.adopt_interval > 0:
+                    tg.start_soon(self._adopt_loop, foundation.ledger)
+                tg.start_soon(self._retention_loop, foundation.ledger)
+                log.info("kpo-finalizer %s started", self.instance_id)
+                task_status.started()
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
         except TimeoutError as exc:
             self._fail(
                 LedgerUnavailableError(f"the ledger did not answer within {self.config.ledger_deadline:g}s")
@@ -291,6 +301,10 @@ class Finalizer:
             for job in list(self._jobs.values()):
                 job.finish(error=self._unavailable() if self._failure else _parked())
             self._jobs.clear()
+            # Close the foundation shielded (it must close even when the loop is being cancelled)
+            # and bounded (a hung close must not hang shutdown).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.config.call_timeout):
+                await stack.aclose()
             log.info("kpo-finalizer %s stopped", self.instance_id)
 
     def _fail(self, exc: BaseException) -> None:

@@ -180,3 +180,24 @@ async def test_payloads_are_purged_after_retention(world: World) -> None:
             assert time.monotonic() < deadline, "payload never purged"
             await anyio.sleep(0.1)
     assert world.xcom(spec) == {"secret": "s3cr3t"}  # Airflow keeps it; only our copy is gone
+
+
+@pytest.mark.anyio
+async def test_loop_torn_down_under_waiters_fails_them_instead_of_hanging(world: World) -> None:
+    spec = world.make_job(xcom="1")
+    finalizer = await anyio.to_thread.run_sync(lambda: Finalizer.launch(world.config, world.wiring()))
+    try:
+        waiter = asyncio.ensure_future(finalizer.submit(spec))
+        await _eventually(lambda: finalizer.health().watching == 1)
+        portal = finalizer._portal
+        assert portal is not None
+        await anyio.to_thread.run_sync(lambda: portal.call(portal.stop, True))  # the loop dies
+        with anyio.fail_after(10), pytest.raises(FinalizerUnavailableError):
+            await waiter
+        await _eventually(lambda: not finalizer.health().running)
+        with pytest.raises(FinalizerUnavailableError):
+            await finalizer.submit(spec)
+        assert world.pod(spec) is not None
+        assert world.deletes(spec) == 0
+    finally:
+        await finalizer.adrain(1.0)
