@@ -24,10 +24,8 @@ import logging
 import os
 import socket
 import threading
-import time
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, ClassVar
 
 import anyio
@@ -36,6 +34,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from api_client.backoff import retry_async
 from api_client.store import XComStore
+from finalizer import upkeep
 from finalizer.config import FinalizerConfig
 from finalizer.exceptions import (
     ConfigurationError,
@@ -48,27 +47,9 @@ from finalizer.jobs import JobSpec, Outcome, Step
 from finalizer.metrics import METRICS
 from finalizer.pipeline import Pipeline, StepHook, ledger_policy, ledger_transient
 from finalizer.seams import Foundation, ServiceLedger, Wiring
+from finalizer.upkeep import Health
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """A snapshot for probes and metrics."""
-
-    running: bool
-    draining: bool
-    failure: str | None
-    #: Jobs finished waiting for their pod, waiting for a concurrency slot.
-    queue_depth: int
-    #: Jobs holding a concurrency slot (actively finalizing).
-    in_flight: int
-    #: Jobs still waiting for their pod to complete.
-    watching: int
-    #: Latest and worst measured loop lag, seconds.
-    loop_lag: float
-    loop_lag_max: float
-    jobs_done: int
 
 
 @dataclass(eq=False)
@@ -115,8 +96,7 @@ class Finalizer:
         self._queued = 0
         self._in_flight = 0
         self._done = 0
-        self._lag = 0.0
-        self._lag_max = 0.0
+        self._lag = upkeep.Lag()
         self._closed = threading.Event()
 
     # -- lifecycle (any thread) -----------------------------------------------------------------
@@ -236,8 +216,8 @@ class Finalizer:
             queue_depth=self._queued,
             in_flight=self._in_flight,
             watching=max(0, len(self._jobs) - self._queued - self._in_flight),
-            loop_lag=self._lag,
-            loop_lag_max=self._lag_max,
+            loop_lag=self._lag.last,
+            loop_lag_max=self._lag.worst,
             jobs_done=self._done,
         )
 
@@ -280,11 +260,11 @@ class Finalizer:
             )
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._heartbeat_loop, foundation.ledger)
-                tg.start_soon(self._lag_loop)
+                tg.start_soon(upkeep.heartbeat, foundation.ledger, self.instance_id, self.config, self._fail)
+                tg.start_soon(upkeep.measure_lag, self.config.lag_tick_interval, self._lag)
                 if self.config.adopt_interval > 0:
                     tg.start_soon(self._adopt_loop, foundation.ledger)
-                tg.start_soon(self._retention_loop, foundation.ledger)
+                tg.start_soon(upkeep.purge_payloads, foundation.ledger, self.config)
                 log.info("kpo-finalizer %s started", self.instance_id)
                 task_status.started()
                 await self._stop.wait()
@@ -312,35 +292,6 @@ class Finalizer:
             self._failure = exc
             log.critical("kpo-finalizer failed, every waiting job gets an error: %r", exc)
 
-    async def _heartbeat_loop(self, ledger: ServiceLedger) -> None:
-        """Keep our instance row fresh; past ``ledger_deadline`` without one, fail loudly."""
-        assert self.instance_id is not None
-        interval, deadline = self.config.heartbeat_interval, self.config.ledger_deadline
-        last_ok = time.monotonic()
-        while True:
-            await anyio.sleep(interval)
-            left = deadline - (time.monotonic() - last_ok)
-            try:
-                with anyio.fail_after(max(left, 0.01)):
-                    await ledger.heartbeat(self.instance_id)
-                last_ok = time.monotonic()
-            except (LedgerError, TimeoutError, OSError) as exc:
-                if time.monotonic() - last_ok >= deadline:
-                    failure = LedgerUnavailableError(
-                        f"no ledger heartbeat for {deadline:g}s (ledger_deadline): {exc!r}"
-                    )
-                    self._fail(failure)
-                    raise failure from exc
-                log.warning("kpo-finalizer heartbeat failed (%s); retrying", type(exc).__name__)
-
-    async def _lag_loop(self) -> None:
-        interval = self.config.lag_tick_interval
-        while True:
-            started = time.monotonic()
-            await anyio.sleep(interval)
-            self._lag = max(0.0, time.monotonic() - started - interval)
-            self._lag_max = max(self._lag_max, self._lag)
-
     async def _adopt_loop(self, ledger: ServiceLedger) -> None:
         """Take over jobs of instances whose heartbeat is older than the stale threshold."""
         assert self.instance_id is not None
@@ -366,19 +317,6 @@ class Finalizer:
                     self._jobs[spec.key] = job
                     self._tg.start_soon(self._run_job, job, rec)
             await anyio.sleep(self.config.adopt_interval)
-
-    async def _retention_loop(self, ledger: ServiceLedger) -> None:
-        """Payloads can hold secrets: drop the ones already pushed after ``payload_retention``."""
-        retention = timedelta(seconds=self.config.payload_retention)
-        while True:
-            await anyio.sleep(self.config.maintenance_interval)
-            try:
-                purged = await ledger.purge_payloads(retention)
-            except LedgerError as exc:
-                log.warning("kpo-finalizer payload purge failed (%s); will retry", type(exc).__name__)
-                continue
-            if purged:
-                log.info("kpo-finalizer purged %d XCom payload(s) past retention", purged)
 
     async def _run_or_join(self, spec: JobSpec) -> Outcome:
         """Start the job unless it is already running here; then wait for its outcome."""

@@ -1,0 +1,94 @@
+"""The service's upkeep on its own loop: heartbeat, loop-lag probe, payload retention, health.
+
+Each is a small forever-loop the ``Finalizer`` starts in its task group; kept here so the
+service module holds only job flow (submit, join, adopt, slots, drain).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+
+from finalizer.config import FinalizerConfig
+from finalizer.exceptions import LedgerError, LedgerUnavailableError
+from finalizer.seams import ServiceLedger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A snapshot for probes and metrics."""
+
+    running: bool
+    draining: bool
+    failure: str | None
+    #: Jobs finished waiting for their pod, waiting for a concurrency slot.
+    queue_depth: int
+    #: Jobs holding a concurrency slot (actively finalizing).
+    in_flight: int
+    #: Jobs still waiting for their pod to complete.
+    watching: int
+    #: Latest and worst measured loop lag, seconds.
+    loop_lag: float
+    loop_lag_max: float
+    jobs_done: int
+
+
+@dataclass(slots=True)
+class Lag:
+    """Loop lag as measured by ``measure_lag`` (seconds): the latest tick and the worst one."""
+
+    last: float = 0.0
+    worst: float = 0.0
+
+
+async def measure_lag(interval: float, lag: Lag) -> None:
+    """A periodic tick: how late it wakes up is how long the loop was blocked."""
+    while True:
+        started = time.monotonic()
+        await anyio.sleep(interval)
+        lag.last = max(0.0, time.monotonic() - started - interval)
+        lag.worst = max(lag.worst, lag.last)
+
+
+async def heartbeat(
+    ledger: ServiceLedger, instance_id: str, config: FinalizerConfig, fail: Callable[[BaseException], None]
+) -> None:
+    """Keep our instance row fresh; past ``ledger_deadline`` without one, fail loudly (raises)."""
+    interval, deadline = config.heartbeat_interval, config.ledger_deadline
+    last_ok = time.monotonic()
+    while True:
+        await anyio.sleep(interval)
+        left = deadline - (time.monotonic() - last_ok)
+        try:
+            with anyio.fail_after(max(left, 0.01)):
+                await ledger.heartbeat(instance_id)
+            last_ok = time.monotonic()
+        except (LedgerError, TimeoutError, OSError) as exc:
+            if time.monotonic() - last_ok >= deadline:
+                failure = LedgerUnavailableError(
+                    f"no ledger heartbeat for {deadline:g}s (ledger_deadline): {exc!r}"
+                )
+                fail(failure)
+                raise failure from exc
+            log.warning("kpo-finalizer heartbeat failed (%s); retrying", type(exc).__name__)
+
+
+async def purge_payloads(ledger: ServiceLedger, config: FinalizerConfig) -> None:
+    """Payloads can hold secrets: drop the ones already pushed after ``payload_retention``."""
+    retention = timedelta(seconds=config.payload_retention)
+    while True:
+        await anyio.sleep(config.maintenance_interval)
+        try:
+            purged = await ledger.purge_payloads(retention)
+        except LedgerError as exc:
+            log.warning("kpo-finalizer payload purge failed (%s); will retry", type(exc).__name__)
+            continue
+        if purged:
+            log.info("kpo-finalizer purged %d XCom payload(s) past retention", purged)
