@@ -94,7 +94,11 @@ class PodOps:
         return True
 
     async def label_checked(self, namespace: str, name: str, uid: str) -> PodView:
-        """Label a kept pod ``already_checked=True`` (merge patch, guarded by the uid)."""
+        """Label a kept pod ``already_checked=True`` (merge patch, guarded by the uid).
+
+        A pod that took the name since refuses the patch (the uid is immutable: 422 Invalid on the
+        real API) and we get ``KubeRequestError``: that pod is not ours to label.
+        """
         patch = {"metadata": {"uid": uid, "labels": {ALREADY_CHECKED_LABEL: "True"}}}
         what = f"label pod {namespace}/{name}"
         return PodView(

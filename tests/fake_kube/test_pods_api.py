@@ -269,13 +269,17 @@ async def test_patch_stale_resource_version_is_409(fake_kube: FakeKube, core: An
     assert json.loads(info.value.body)["reason"] == "Conflict"
 
 
-async def test_patch_uid_is_a_precondition(fake_kube: FakeKube, core: Any) -> None:
+async def test_patch_naming_another_uid_is_422_and_writes_nothing(fake_kube: FakeKube, core: Any) -> None:
+    """The uid is immutable: the real API answers 422 Invalid ("field is immutable"), not a 409."""
     pod = fake_kube.create_pod("default", name="a")
     uid = pod["metadata"]["uid"]
     with pytest.raises(ApiException) as info:
         await core.patch_namespaced_pod("a", "default", {"metadata": {"uid": "other", "labels": {"x": "1"}}})
-    assert info.value.status == 409
-    assert "Precondition failed: UID in precondition: other" in json.loads(info.value.body)["message"]
+    assert info.value.status == 422
+    status = json.loads(info.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["message"] == 'Pod "a" is invalid: metadata.uid: Invalid value: "other": field is immutable'
+    assert status["details"]["causes"][0]["field"] == "metadata.uid"
     assert "x" not in (fake_kube.get_pod("default", "a") or {})["metadata"].get("labels", {})
     await core.patch_namespaced_pod("a", "default", {"metadata": {"uid": uid, "labels": {"x": "1"}}})
     assert (fake_kube.get_pod("default", "a") or {})["metadata"]["labels"] == {"x": "1"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finalizer.exceptions import PodConflictError, PodNotFoundError
+from finalizer.exceptions import KubeRequestError, PodConflictError, PodNotFoundError
 from finalizer.jobs import PodRef
 from finalizer.kube import ALREADY_CHECKED_LABEL, KubeCluster, termination_message
 from finalizer.pod import PodView
@@ -66,12 +66,16 @@ async def test_label_checked(fake: FakeKube, cluster: KubeCluster) -> None:
 async def test_label_checked_never_labels_another_pod_under_the_name(
     fake: FakeKube, cluster: KubeCluster
 ) -> None:
-    """The uid in the merge patch is a precondition: a pod that took the name is not ours to label."""
+    """The uid in the merge patch guards it: a pod that took the name is not ours to label.
+
+    The API refuses a patch naming another uid (422, the uid is immutable): ``KubeRequestError``.
+    """
     running_pod(fake, "p", labels={"app": "x"})
-    with pytest.raises(PodConflictError, match="Precondition"):
+    with pytest.raises(KubeRequestError, match="field is immutable") as info:
         await cluster.label_checked(PodRef(namespace=NS, name="p", uid="uid-of-an-older-pod"))
+    assert info.value.status == 422
     assert fake.get_pod(NS, "p")["metadata"]["labels"] == {"app": "x"}  # type: ignore[index]
-    assert [r.status for r in fake.requests if r.verb == "patch"] == [409]
+    assert [r.status for r in fake.requests if r.verb == "patch"] == [422]
 
 
 async def test_termination_message(fake: FakeKube, cluster: KubeCluster) -> None:

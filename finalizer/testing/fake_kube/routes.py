@@ -1,6 +1,6 @@
 """HTTP handlers for ``/api/v1/…/pods``: LIST/WATCH, GET, CREATE, PATCH, DELETE, log, exec.
 
-Clients key on the API's exact answers (Status bodies, 409 on a uid or resourceVersion precondition,
+Clients key on the API's exact answers (Status bodies, 409 on a stale resourceVersion, 422 on a uid,
 400 for a body that is not an object), so each handler answers as kube-apiserver does; the pod
 state itself lives in ``cluster``/``store`` and the streaming answers in ``watch``/``exec``/``logs``.
 """
@@ -195,13 +195,18 @@ async def patch_pod(request: web.Request) -> web.Response:
     wanted_uid = (patch.get("metadata") or {}).get("uid")
     current = cluster.store.get(namespace, name) or {}
     if wanted_uid is not None and wanted_uid != current["metadata"]["uid"]:
-        # A uid in the patch is a precondition, as on the real API (the name may hold another pod now).
+        # The uid is immutable: a patch naming another uid (the name now holds another pod) is
+        # refused as the real API refuses it, 422 Invalid, and nothing is written.
+        invalid = f'Invalid value: "{wanted_uid}": field is immutable'
         return status_response(
-            409,
-            f'Operation cannot be fulfilled on pods "{name}": Precondition failed: UID in precondition: '
-            f"{wanted_uid}, UID in object meta: {current['metadata']['uid']}",
-            "Conflict",
-            {"name": name, "kind": "pods"},
+            422,
+            f'Pod "{name}" is invalid: metadata.uid: {invalid}',
+            "Invalid",
+            {
+                "name": name,
+                "kind": "Pod",
+                "causes": [{"reason": "FieldValueInvalid", "message": invalid, "field": "metadata.uid"}],
+            },
         )
     if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
         return status_response(
