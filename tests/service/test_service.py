@@ -201,3 +201,22 @@ async def test_loop_torn_down_under_waiters_fails_them_instead_of_hanging(world:
         assert world.deletes(spec) == 0
     finally:
         await finalizer.adrain(1.0)
+
+
+@pytest.mark.anyio
+async def test_queue_bound_holds_further_jobs_back_until_there_is_room(world: World) -> None:
+    config = fast_config(world.config.state_dir, queue_bound=1)
+    first, second = world.make_job(xcom="1"), world.make_job(xcom="2")
+    async with running(config, world.wiring()) as finalizer:
+        a = asyncio.ensure_future(finalizer.submit(first))
+        await _eventually(lambda: finalizer.health().watching == 1)
+        b = asyncio.ensure_future(finalizer.submit(second))
+        world.kube.terminate(NS, second.pod.name, exit_code=0)  # ready, but no room yet
+        await anyio.sleep(0.5)
+        assert not b.done()
+        async with _ledger(world) as ledger:
+            assert await ledger.get(second.key) is None  # not admitted, not registered
+        world.kube.terminate(NS, first.pod.name, exit_code=0)
+        outcomes = await asyncio.gather(a, b)
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCESS, OutcomeKind.SUCCESS]
+    assert (world.xcom(first), world.xcom(second)) == (1, 2)
