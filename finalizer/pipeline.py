@@ -33,6 +33,7 @@ from finalizer.decisions import cleanup, triage
 from finalizer.exceptions import (
     FinalizerError,
     JobLostError,
+    KubeRequestError,
     KubeTransientError,
     LedgerError,
     PodConflictError,
@@ -350,7 +351,12 @@ class Pipeline:
         )
         try:
             if action.labels:
-                await self._io("label pod", "cleanup", lambda: cluster.label_checked(spec.pod))
+                try:
+                    await self._io("label pod", "cleanup", lambda: cluster.label_checked(spec.pod))
+                except KubeRequestError as exc:
+                    # 422 on our uid-guarded patch: another pod holds the name now, ours is gone.
+                    log.info("job %s: pod not labelled (%s)", spec.key, exc)
+                    return
             if isinstance(action, cleanup.Delete):
                 deleted = await self._io(
                     "delete pod",
