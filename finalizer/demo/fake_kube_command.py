@@ -7,23 +7,28 @@ the real wire protocol; the kubeconfig is printed (and optionally written) for c
 from __future__ import annotations
 
 import json
+import signal
 import threading
 
 
 def serve_fake_kube(kubeconfig_path: str | None) -> int:
     from finalizer.testing import FakeKube
 
-    with FakeKube.in_thread() as kube:
-        kube.auto_kubelet(True)
-        print(f"fake Kubernetes API at {kube.url} (auto-kubelet on); Ctrl-C stops it")
-        if kubeconfig_path:
-            print(f"kubeconfig written to {kube.write_kubeconfig(kubeconfig_path)}")
-        else:
-            print(json.dumps(kube.kubeconfig, indent=2))
-        stop = threading.Event()
-        try:
+    # Ctrl-C sets an event instead of raising: a SIGINT that lands before the wait loop (right
+    # after the readiness lines) must stop the server just as cleanly as one that lands in it.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        with FakeKube.in_thread() as kube:
+            kube.auto_kubelet(True)
+            print(f"fake Kubernetes API at {kube.url} (auto-kubelet on); Ctrl-C stops it", flush=True)
+            if kubeconfig_path:
+                print(f"kubeconfig written to {kube.write_kubeconfig(kubeconfig_path)}", flush=True)
+            else:
+                print(json.dumps(kube.kubeconfig, indent=2), flush=True)
             while not stop.wait(3600):
                 pass
-        except KeyboardInterrupt:
-            print("stopping")
+            print("stopping", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
