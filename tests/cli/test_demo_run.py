@@ -21,6 +21,14 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 SCRIPT = [sys.executable, "-m", "finalizer.cli", "demo"]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A test run started in the background (``cmd &``) inherits SIGINT *ignored*, and so would the demo.
+
+    Reset it to the default, as a terminal's foreground process has it, so Ctrl-C is really delivered.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -117,6 +125,7 @@ def test_demo_ctrl_c_leaves_nothing_behind(interrupt_after: str) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # our own group: SIGINT goes to the demo only, as a terminal would
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     home: Path | None = None
