@@ -126,6 +126,8 @@ def _fake_op(kube: FakeKube, op: str, args: tuple[Any, ...]) -> Any:
             ended[name] = time.monotonic()
             kube.terminate(NAMESPACE, name, exit_code=0)
         return ended
+    if op == "cpu":
+        return time.process_time()
     if op == "stats":
         return {"pods_left": len(kube.list_pods(NAMESPACE)), "requests": sum(kube.request_counts().values())}
     raise ValueError(f"unknown op {op}")
@@ -196,7 +198,9 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
                         raise RuntimeError(f"only {cluster.watcher.subscribed}/{pods} jobs subscribed")
                     await anyio.sleep(0.01)
                 names = [spec.pod.name for spec in specs]
+                cpu_before = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
                 ended_at: dict[str, float] = await anyio.to_thread.run_sync(kube.call, "terminate_all", names)
+            cpu_after = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
     finally:
         await clients.aclose()
         await ledger.aclose()
@@ -220,6 +224,11 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
         "latency_p95_s": summary["p95"],
         "latency_max_s": summary["max"],
         "requests": stats["requests"],
+        # CPU per finalized pod from the first container end to the last job done (all threads):
+        # ours = this process (pipeline, watch, ledger thread); fake = the API server's process
+        # (its container-ending work included). 1000 / ours_ms = jobs per second one core can carry.
+        "cpu_ms_per_job_ours": round(1000 * (cpu_after[0] - cpu_before[0]) / pods, 3),
+        "cpu_ms_per_job_fake": round(1000 * (cpu_after[1] - cpu_before[1]) / pods, 3),
         # Mean wall time per call of each step's I/O (ms), waits for the loop included.
         "step_ms_mean": {
             step: round(1000 * metrics.step_seconds.total(step=step) / n, 2)
@@ -261,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency_p50_s",
         "latency_p95_s",
         "latency_max_s",
+        "cpu_ms_per_job_ours",
+        "cpu_ms_per_job_fake",
         "succeeded",
         "xcoms_correct",
         "pods_left",
