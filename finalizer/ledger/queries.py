@@ -36,7 +36,7 @@ class Queries:
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
-        self._advance_cache: dict[tuple[Step, bool, bool, bool], sa.Update] = {}
+        self._advance_cache: dict[tuple[Step, frozenset[Step], bool, bool, bool], sa.Update] = {}
         pg = dialect == "postgresql"
         clock = sa.func.clock_timestamp(type_=TS)
         self.now: sa.ColumnElement[datetime] = clock if pg else P("now", type_=TS)
@@ -119,10 +119,16 @@ class Queries:
             .returning(jobs)
         )
 
-    def advance(self, step: Step, *, xcom: bool, outcome: bool, error: bool) -> sa.Update:
-        """The fenced UPDATE for reaching ``step`` (first arrival time kept), with optional fields."""
+    def advance(
+        self, step: Step, *, reached: frozenset[Step] = frozenset(), xcom: bool, outcome: bool, error: bool
+    ) -> sa.Update:
+        """The fenced UPDATE for reaching ``step`` (first arrival time kept), with optional fields.
+
+        ``reached``: earlier steps passed since the last write, each timed by its own bind
+        parameter ``t_<column>`` (one write for several steps; first arrival still kept).
+        """
         cache = self._advance_cache
-        key = (step, xcom, outcome, error)
+        key = (step, reached, xcom, outcome, error)
         if key not in cache:
             column = STEP_COLUMNS[step]
             values: dict[str, Any] = {
@@ -130,6 +136,9 @@ class Queries:
                 column: sa.func.coalesce(jobs.c[column], self.now),
                 "updated_at": self.now,
             }
+            for earlier in reached - {step}:
+                name = STEP_COLUMNS[earlier]
+                values[name] = sa.func.coalesce(jobs.c[name], P(f"t_{name}", type_=TS))
             if xcom:
                 values.update(xcom_value=P("v_xcom"), xcom_read=True)
             if outcome:

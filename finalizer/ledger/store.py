@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -30,6 +30,7 @@ from finalizer.ledger.engines import Runner, make_runner
 from finalizer.ledger.migrations import migrate, schema_version
 from finalizer.ledger.queries import Queries, clock_params
 from finalizer.ledger.records import InstanceRecord, JobRecord, instance_from_row, job_from_row
+from finalizer.ledger.schema import STEP_COLUMNS
 
 T = TypeVar("T")
 
@@ -228,8 +229,12 @@ class Ledger:
         xcom: Any = UNSET,
         outcome: Outcome | None = None,
         error: str | None = None,
+        reached: Mapping[Step, datetime] | None = None,
     ) -> JobRecord:
         """Record that ``rec`` reached ``step`` (and the XCom / outcome / error, when given).
+
+        ``reached`` carries earlier steps passed since the last write with the finalizer's clock
+        (one write for several idempotent steps); ``step`` itself takes the database clock.
 
         Compare-and-set on ``(owner, epoch)``: if another instance took the job, raises
         ``JobLostError`` and writes nothing. ``xcom`` is the parsed JSON value (``None`` = the
@@ -251,7 +256,15 @@ class Ledger:
             params["v_outcome"] = outcome.model_dump_json()
         if error is not None:
             params["v_error"] = error
-        statement = self._q.advance(step, xcom=has_xcom, outcome=outcome is not None, error=error is not None)
+        times = dict(reached or {})
+        times.pop(step, None)
+        if any(s > step for s in times):
+            raise ValueError(f"job {rec.key}: steps reached after {step.name} cannot be recorded with it")
+        params.update({f"t_{STEP_COLUMNS[s]}": at for s, at in times.items()})
+        earlier = frozenset(times)
+        statement = self._q.advance(
+            step, reached=earlier, xcom=has_xcom, outcome=outcome is not None, error=error is not None
+        )
 
         def op(conn: sa.Connection) -> JobRecord | None:
             row = conn.execute(statement, params).mappings().first()

@@ -78,6 +78,33 @@ async def test_advance_records_steps_payload_and_outcome(ledger: Ledger) -> None
     assert stored == rec
 
 
+async def test_one_write_records_the_steps_passed_since_the_last_one(ledger: Ledger) -> None:
+    """Idempotent steps between durability points share one CAS write; each keeps its own time."""
+    me = await ledger.register_instance("h", 1)
+    rec = await ledger.submit(make_spec(40), me)
+    seen = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    rec = await ledger.advance(rec, Step.XCOM_PERSISTED, xcom=[1], reached={Step.COMPLETION_SEEN: seen})
+    assert rec.step == Step.XCOM_PERSISTED
+    assert rec.step_times[Step.COMPLETION_SEEN] == seen
+    later = {s: seen + timedelta(seconds=int(s)) for s in (Step.XCOM_PUSHED, Step.SIDECAR_STOPPED)}
+    again = {**later, Step.COMPLETION_SEEN: later[Step.XCOM_PUSHED]}
+    rec = await ledger.advance(rec, Step.DONE, reached=again)
+    assert list(rec.step_times) == [
+        Step.REGISTERED,
+        Step.COMPLETION_SEEN,
+        Step.XCOM_PERSISTED,
+        Step.XCOM_PUSHED,
+        Step.SIDECAR_STOPPED,
+        Step.DONE,
+    ]
+    assert rec.step_times[Step.COMPLETION_SEEN] == seen  # the first arrival is kept
+    assert rec.step_times[Step.SIDECAR_STOPPED] == later[Step.SIDECAR_STOPPED]
+    assert await ledger.get(rec.key) == rec
+    fresh = await ledger.submit(make_spec(41), me)
+    with pytest.raises(ValueError, match="after XCOM_PERSISTED"):
+        await ledger.advance(fresh, Step.XCOM_PERSISTED, reached={Step.DONE: seen})
+
+
 async def test_empty_xcom_is_distinguished_from_not_read(ledger: Ledger) -> None:
     me = await ledger.register_instance("h", 1)
     rec = await ledger.submit(make_spec(5), me)
