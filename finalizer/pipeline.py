@@ -32,10 +32,8 @@ from finalizer.config import FinalizerConfig
 from finalizer.decisions import cleanup, triage
 from finalizer.exceptions import (
     FinalizerError,
-    JobLostError,
     KubeRequestError,
     KubeTransientError,
-    LedgerError,
     PodConflictError,
     PodNotFoundError,
     XComReadError,
@@ -43,23 +41,33 @@ from finalizer.exceptions import (
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.metrics import METRICS, FinalizerMetrics
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
+from finalizer.progress import Progress, StepHook, StepReached, ledger_transient
 from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, PodWatch, XComSink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Slot = Callable[[JobSpec], AbstractAsyncContextManager[Any]]
-#: Awaited with each record the ledger returns (the service tracks jobs; tests crash jobs there).
-StepHook = Callable[[JobSpec, Any], Awaitable[None]]
+__all__ = ["Pipeline", "StepHook", "StepReached", "ledger_policy", "ledger_transient"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _succeeds(outcome: Outcome) -> bool:
+    return outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK)
+
+
 def _needs_xcom(spec: JobSpec, outcome: Outcome) -> bool:
-    # Upstream pushes the return value only when the task succeeds (trigger_reentry raises first).
-    return spec.settings.do_xcom_push and outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK)
+    """Read and push the sidecar XCom: on success, and — as upstream 10.25.0 does in
+    ``trigger_reentry`` and ``cleanup`` — also when the base container ran and failed (or exited
+    with a ``skip_on_exit_code``). A pod that never ran its container has nothing to read."""
+    if not spec.settings.do_xcom_push:
+        return False
+    if _succeeds(outcome):
+        return True
+    return outcome.kind in (OutcomeKind.FAILED, OutcomeKind.SKIPPED) and outcome.exit_code is not None
 
 
 def lost_outcome(spec: JobSpec, why: str) -> Outcome:
@@ -143,18 +151,8 @@ class Pipeline:
                 metrics.error(policy, exc)
                 raise
 
-    async def _advance(self, spec: JobSpec, rec: Any, step: Step, **fields: Any) -> Any:
-        """Record ``step``; a briefly unreachable ledger is retried, a lost job (``JobLostError``) is not."""
-
-        async def write() -> Any:
-            return await self._ledger.advance(rec, step, **fields)
-
-        with self._metrics.timed("ledger"):
-            rec = await retry_async(write, ledger_policy(self._config), ledger_transient)
-        log.debug("job %s: %s", spec.key, step.name)
-        if self._on_step is not None:
-            await self._on_step(spec, rec)
-        return rec
+    def _progress(self, spec: JobSpec, rec: Any) -> Progress:
+        return Progress(spec, rec, self._ledger, ledger_policy(self._config), self._metrics, self._on_step)
 
     def _gate(self, spec: JobSpec) -> AbstractAsyncContextManager[Any]:
         return self._slot(spec) if self._slot is not None else nullcontext()
@@ -166,6 +164,7 @@ class Pipeline:
         if rec.step >= Step.DONE and rec.outcome is not None:
             return rec.outcome
         cluster = await self._cluster_for(spec)
+        job = self._progress(spec, rec)
         # One subscription on the shared watch for the whole job: completion, then the pod's
         # current state for cleanup without another GET.
         async with cluster.watch(spec.pod) as sub:
@@ -175,44 +174,45 @@ class Pipeline:
                 async with self._gate(spec):
                     if pod is None:
                         outcome = await self._when_gone(spec, "disappeared")
-                        return await self._done(spec, rec, outcome)
+                        return await self._done(job, outcome)
                     outcome = triage.triage(completion, pod, spec.settings)
-                    rec = await self._advance(spec, rec, Step.COMPLETION_SEEN, outcome=outcome)
-                    outcome = await self._finish(spec, rec, cluster, sub, outcome)
+                    await job.reach(Step.COMPLETION_SEEN)
+                    outcome = await self._finish(job, cluster, sub, outcome)
                     self._metrics.completed_to_done(completion.finished_at)
                     return outcome
             async with self._gate(spec):
-                return await self._finish(spec, rec, cluster, sub, outcome)
+                return await self._finish(job, cluster, sub, outcome)
 
-    async def _done(self, spec: JobSpec, rec: Any, outcome: Outcome) -> Outcome:
-        await self._advance(spec, rec, Step.DONE, outcome=outcome)
+    async def _done(self, job: Progress, outcome: Outcome) -> Outcome:
+        await job.commit(Step.DONE, outcome=outcome)
         self._metrics.finalized(outcome.kind.value)
         return outcome
 
-    async def _finish(
-        self, spec: JobSpec, rec: Any, cluster: ClusterOps, sub: PodWatch, outcome: Outcome
-    ) -> Outcome:
-        if rec.step < Step.XCOM_PERSISTED:
+    async def _finish(self, job: Progress, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> Outcome:
+        """The steps after completion. Written to the ledger: the payload (before anything leaves
+        the pod) and the end; the idempotent steps between are redone after a crash."""
+        spec = job.spec
+        if job.step < Step.XCOM_PERSISTED:
             read = await self._read_xcom(spec, cluster, outcome)
             outcome = read.outcome or outcome
             if read.final:
-                return await self._done(spec, rec, outcome)
+                return await self._done(job, outcome)
             fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
-            rec = await self._advance(spec, rec, Step.XCOM_PERSISTED, outcome=outcome, **fields)
-        if rec.step < Step.XCOM_PUSHED:
-            outcome = await self._push_xcom(spec, rec, outcome)
-            rec = await self._advance(spec, rec, Step.XCOM_PUSHED, outcome=outcome)
-        if rec.step < Step.DIAGNOSTICS_CAPTURED:
+            await job.commit(Step.XCOM_PERSISTED, outcome=outcome, **fields)
+        if job.step < Step.XCOM_PUSHED:
+            outcome = await self._push_xcom(spec, job.rec, outcome)
+            await job.reach(Step.XCOM_PUSHED)
+        if job.step < Step.DIAGNOSTICS_CAPTURED:
             outcome = await self._diagnostics(spec, cluster, outcome)
-            rec = await self._advance(spec, rec, Step.DIAGNOSTICS_CAPTURED, outcome=outcome)
-        if rec.step < Step.SIDECAR_STOPPED:
+            await job.reach(Step.DIAGNOSTICS_CAPTURED)
+        if job.step < Step.SIDECAR_STOPPED:
             await self._stop_sidecar(spec, cluster, outcome)
-            rec = await self._advance(spec, rec, Step.SIDECAR_STOPPED)
-        if rec.step < Step.POD_CLEANED:
+            await job.reach(Step.SIDECAR_STOPPED)
+        if job.step < Step.POD_CLEANED:
             await self._write_marker(spec, outcome)
             await self._cleanup(spec, cluster, sub, outcome)
-            rec = await self._advance(spec, rec, Step.POD_CLEANED)
-        return await self._done(spec, rec, outcome)
+            await job.reach(Step.POD_CLEANED)
+        return await self._done(job, outcome)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -232,6 +232,7 @@ class Pipeline:
                 schedule_timeout=rules.schedule_timeout,
                 startup_timeout=rules.startup_timeout,
                 execution_deadline=rules.execution_deadline,
+                extra_fatal_reasons=spec.settings.fail_fast_waiting_reasons,
             )
 
         while True:
@@ -253,15 +254,18 @@ class Pipeline:
             if isinstance(final, triage.Completed):
                 return final, pod
 
-    async def _when_gone(self, spec: JobSpec, why: str) -> Outcome:
-        """The pod is gone: a marker from whoever finished it says how it ended, else the XCom is lost."""
+    async def _when_gone(self, spec: JobSpec, why: str, outcome: Outcome | None = None) -> Outcome:
+        """The pod is gone: a marker from whoever finished it says how it ended; else the XCom is
+        lost — a failure, or for a task already failing (``outcome``) a note on that failure."""
         marker = await self._io(
             "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, steps.MARKER_KEY)
         )
-        outcome = steps.decode_marker(marker, spec)
-        if outcome is not None:
-            log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, outcome.kind)
-            return outcome
+        recorded = steps.decode_marker(marker, spec)
+        if recorded is not None:
+            log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
+            return recorded
+        if outcome is not None and not _succeeds(outcome):
+            return steps.with_note(outcome, f"the pod {why} before its XCom was read: its XCom was lost")
         return lost_outcome(spec, why)
 
     async def _read_xcom(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> _Read:
@@ -273,7 +277,7 @@ class Pipeline:
                 "read XCom", "read_xcom", lambda: cluster.read_xcom(spec.pod, cap)
             )
         except PodNotFoundError:
-            return _Read(outcome=await self._when_gone(spec, "was deleted or evicted"), final=True)
+            return _Read(outcome=await self._when_gone(spec, "was deleted or evicted", outcome), final=True)
         except XComReadError as exc:
             return _Read(outcome=failed(outcome, f"the XCom cannot be used: {exc}"))
         # An empty return.json and a JSON null both push nothing (the task returned None).
@@ -285,7 +289,7 @@ class Pipeline:
         if not rec.xcom_read:
             return failed(outcome, "the XCom was never read (ledger record has no payload)")
         try:
-            pushes = steps.plan_pushes(rec.xcom_value, spec.settings)
+            pushes = steps.plan_pushes(rec.xcom_value, spec.settings, succeeded=_succeeds(outcome))
         except steps.PushRefused as exc:
             return failed(outcome, str(exc))
         for push in pushes:
@@ -369,14 +373,6 @@ class Pipeline:
         except (PodNotFoundError, PodConflictError):
             # 409: the name now belongs to another pod, so ours is gone.
             log.info("job %s: pod already gone", spec.key)
-
-
-def ledger_transient(exc: BaseException) -> float | None:
-    """Ledger calls: a lost job is final; any other ledger failure (a dropped connection, an
-    unreachable database) is retried — the service's heartbeat fails loudly past ``ledger_deadline``."""
-    if isinstance(exc, JobLostError):
-        return None
-    return 0.0 if isinstance(exc, LedgerError) else None
 
 
 def ledger_policy(config: FinalizerConfig) -> RetryPolicy:

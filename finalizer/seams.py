@@ -7,10 +7,10 @@ construction details — and a test can bind exactly the same real pieces.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from api_client.backoff import Classifier
@@ -91,7 +91,13 @@ class JobLedger(Protocol[R]):
     """Record a step (compare-and-set on owner + epoch; ``JobLostError`` when lost)."""
 
     async def advance(
-        self, rec: R, step: Step, *, xcom: str | None = ..., outcome: Outcome | None = ...
+        self,
+        rec: R,
+        step: Step,
+        *,
+        xcom: str | None = ...,
+        outcome: Outcome | None = ...,
+        reached: Mapping[Step, datetime] | None = ...,
     ) -> R: ...
 
 

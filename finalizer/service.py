@@ -45,7 +45,7 @@ from finalizer.exceptions import (
 )
 from finalizer.jobs import JobSpec, Outcome, Step
 from finalizer.metrics import METRICS
-from finalizer.pipeline import Pipeline, StepHook, ledger_policy, ledger_transient
+from finalizer.pipeline import Pipeline, StepHook, StepReached, ledger_policy, ledger_transient
 from finalizer.seams import Foundation, ServiceLedger, Wiring
 from finalizer.upkeep import Health
 
@@ -375,12 +375,12 @@ class Finalizer:
             log.info("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)
             await anyio.sleep(self.config.heartbeat_interval)
 
-    async def _track(self, spec: JobSpec, rec: Any) -> None:
+    async def _track(self, spec: JobSpec, reached: StepReached) -> None:
         job = self._jobs.get(spec.key)
         if job is not None:
-            job.rec = rec
+            job.rec = reached.rec
         if self._on_step is not None:
-            await self._on_step(spec, rec)
+            await self._on_step(spec, reached)
 
     @asynccontextmanager
     async def _slot(self, spec: JobSpec) -> Any:

@@ -43,13 +43,16 @@ def _is_mappable(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
-def plan_pushes(value: Any, settings: FinishSettings) -> list[Push]:
+def plan_pushes(value: Any, settings: FinishSettings, *, succeeded: bool = True) -> list[Push]:
     """What the task runner's ``_push_xcom_if_needed`` would push for this return value.
 
     ``None`` pushes nothing (unless a mapped task needs a length: then it is refused, as
     Airflow's ``XComForMappingNotPushed``); ``multiple_outputs`` pushes each key, then the whole
-    value under ``return_value``.
+    value under ``return_value``. For a task that did not succeed (``succeeded=False``: the
+    provider's ``_push_xcom_with_fan_out`` on the failure path) there is no TaskMap length.
     """
+    if not succeeded:
+        settings = settings.model_copy(update={"mapped_length": False})
     if value is None:
         if settings.mapped_length:
             raise PushRefused("the task returned no XCom, but a downstream mapped task needs one to map over")

@@ -51,14 +51,16 @@ async def test_success_pushes_clean_json_and_deletes_the_pod(world: World, rig: 
 
 
 @pytest.mark.anyio
-async def test_failure_keeps_no_xcom_labels_and_deletes(world: World, rig: Rig) -> None:
+async def test_failure_pushes_the_xcom_labels_and_deletes(world: World, rig: Rig) -> None:
+    """As upstream's trigger_reentry/cleanup: a failed task's sidecar XCom still reaches Airflow."""
     spec = world.make_job(xcom="[1]")
     world.kube.terminate(NS, spec.pod.name, exit_code=3, message="boom: bad input")
     outcome = await rig.run(spec)
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.exit_code == 3
     assert "boom: bad input" in (outcome.termination_message or "")
-    assert not world.has_xcom(spec)
+    assert world.xcom(spec) == [1]
+    assert (await _done_record(rig, spec)).xcom_value == [1]
     assert world.deletes(spec) == 1
     patches = [r for r in world.kube.requests if r.verb == "patch" and r.name == spec.pod.name]
     assert patches, "a failed pod is labelled already_checked before deletion"
@@ -70,8 +72,61 @@ async def test_skip_on_exit_code(world: World, rig: Rig) -> None:
     world.kube.terminate(NS, spec.pod.name, exit_code=99)
     outcome = await rig.run(spec)
     assert outcome.kind is OutcomeKind.SKIPPED
-    assert not world.has_xcom(spec)
+    assert world.xcom(spec) == 1  # upstream's cleanup pushes it before raising the skip
     assert _gone_or_deleting(world, spec)
+
+
+@pytest.mark.anyio
+async def test_failure_fans_out_multiple_outputs_but_registers_no_task_map(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom=json.dumps({"a": 1, "b": [1, 2]}), multiple_outputs=True, mapped_length=True)
+    world.kube.terminate(NS, spec.pod.name, exit_code=1)
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert world.xcom(spec, "a") == 1
+    assert world.xcom(spec) == {"a": 1, "b": [1, 2]}
+    ti = spec.ti
+    assert world.env.get_task_map_length(ti.dag_id, ti.run_id, ti.task_id) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("xcom", "sidecar", "needle"),
+    [("{not json", True, "JSON"), (None, False, "sidecar"), ("null", True, None), ("", True, None)],
+)
+async def test_failure_with_an_unusable_or_empty_xcom_stays_the_same_failure(
+    world: World, rig: Rig, xcom: str | None, sidecar: bool, needle: str | None
+) -> None:
+    spec = world.make_job(xcom=xcom, sidecar=sidecar)
+    world.kube.terminate(NS, spec.pod.name, exit_code=2, message="bad input")
+    outcome = await rig.run(spec)
+    assert (outcome.kind, outcome.exit_code, outcome.event_status) == (OutcomeKind.FAILED, 2, "failed")
+    if needle is not None:
+        assert needle.lower() in outcome.reason.lower()
+    assert not world.has_xcom(spec)
+    assert world.deletes(spec) == 1
+
+
+@pytest.mark.anyio
+async def test_failure_of_a_pod_evicted_before_the_read_keeps_its_reason(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="[1]")
+    world.kube.terminate(NS, spec.pod.name, exit_code=4, message="crashed")
+    world.kube.faults.add("GET", r".*/exec.*", status=404)  # gone between the watch event and the read
+    outcome = await rig.run(spec)
+    assert (outcome.kind, outcome.exit_code) == (OutcomeKind.FAILED, 4)
+    assert "XCom was lost" in outcome.reason
+    assert not world.has_xcom(spec)
+
+
+@pytest.mark.anyio
+async def test_pod_that_never_ran_is_not_read(world: World, rig: Rig) -> None:
+    from finalizer.jobs import StartupRules
+
+    spec = world.make_job(xcom="[1]", start=False, startup=StartupRules(schedule_timeout=0.2))
+    world.kube.unschedulable(NS, spec.pod.name, "0/3 nodes are available")
+    outcome = await rig.run(spec)
+    assert (outcome.kind, outcome.exit_code) == (OutcomeKind.FAILED, None)
+    assert not [r for r in world.kube.requests if r.verb == "exec" and "return.json" in r.query]
+    assert not world.has_xcom(spec)
 
 
 @pytest.mark.anyio
@@ -244,3 +299,20 @@ async def test_fatal_image_error_ends_the_wait_at_once(world: World, rig: Rig) -
     assert outcome.kind in (OutcomeKind.FAIL_FAST, OutcomeKind.FAILED)
     assert "InvalidImageName" in outcome.reason
     assert not world.has_xcom(spec)
+
+
+@pytest.mark.anyio
+async def test_a_policy_waiting_reason_ends_the_wait_at_once_as_fail_fast(world: World, rig: Rig) -> None:
+    """``fail_fast_waiting_reasons`` beyond upstream's fatal ones stop start-up without a timeout."""
+    from finalizer.jobs import StartupRules
+
+    spec = world.make_job(
+        start=False,
+        fail_fast_waiting_reasons=("CreateContainerConfigError",),
+        startup=StartupRules(startup_timeout=3600, schedule_timeout=3600),
+    )
+    world.kube.schedule(NS, spec.pod.name)
+    world.kube.image_pull_failure(NS, spec.pod.name, reason="CreateContainerConfigError", message="no secret")
+    outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAIL_FAST
+    assert "CreateContainerConfigError" in outcome.reason

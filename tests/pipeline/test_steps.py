@@ -43,6 +43,29 @@ def test_plan_pushes(
 
 
 @pytest.mark.parametrize(
+    ("value", "settings", "expected"),
+    [
+        # The failure path (provider ``_push_xcom_with_fan_out``): no TaskMap length, None is fine.
+        (None, {"mapped_length": True}, []),
+        ([1, 2], {"mapped_length": True}, [("return_value", [1, 2], None)]),
+        ("abc", {"mapped_length": True}, [("return_value", "abc", None)]),
+        ({"a": 1}, {"multiple_outputs": True}, [("a", 1, None), ("return_value", {"a": 1}, None)]),
+        ({"e": 3}, {}, [("return_value", {"e": 3}, None)]),
+    ],
+)
+def test_plan_pushes_for_a_task_that_did_not_succeed(
+    value: Any, settings: dict[str, Any], expected: list[tuple[str, Any, int | None]]
+) -> None:
+    plan = steps.plan_pushes(value, FinishSettings(**settings), succeeded=False)
+    assert [(p.key, p.value, p.mapped_length) for p in plan] == expected
+
+
+def test_multiple_outputs_still_needs_an_object_when_the_task_failed() -> None:
+    with pytest.raises(steps.PushRefused, match="got list"):
+        steps.plan_pushes([1], FinishSettings(multiple_outputs=True), succeeded=False)
+
+
+@pytest.mark.parametrize(
     ("value", "settings", "needle"),
     [
         ([1], {"multiple_outputs": True}, "requires the XCom to be a JSON object, got list"),
