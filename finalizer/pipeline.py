@@ -171,12 +171,13 @@ class Pipeline:
             outcome = rec.outcome
             if rec.step < Step.COMPLETION_SEEN or outcome is None:
                 completion, pod = await self._wait_for_completion(spec, sub)
+                seen_at = _now()  # when the watch showed it, before any wait for a slot
                 async with self._gate(spec):
                     if pod is None:
                         outcome = await self._when_gone(spec, "disappeared")
                         return await self._done(job, outcome)
                     outcome = triage.triage(completion, pod, spec.settings)
-                    await job.reach(Step.COMPLETION_SEEN)
+                    await job.reach(Step.COMPLETION_SEEN, seen_at)
                     outcome = await self._finish(job, cluster, sub, outcome)
                     self._metrics.completed_to_done(completion.finished_at)
                     return outcome

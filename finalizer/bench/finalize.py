@@ -28,7 +28,7 @@ import anyio
 from api_client.store import XComRef
 from finalizer.bench.report import command_line, latency_summary, machine, render_table, write_json
 from finalizer.config import FinalizerConfig
-from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, OutcomeKind, PodRef, TaskInstanceRef
+from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, OutcomeKind, PodRef, Step, TaskInstanceRef
 from finalizer.kube.clients import KubeClients
 from finalizer.ledger import Ledger
 from finalizer.metrics import FinalizerMetrics
@@ -123,7 +123,7 @@ def _fake_op(kube: FakeKube, op: str, args: tuple[Any, ...]) -> Any:
     if op == "terminate_all":
         ended = {}
         for name in args[0]:
-            ended[name] = time.monotonic()
+            ended[name] = (time.monotonic(), time.time())
             kube.terminate(NAMESPACE, name, exit_code=0)
         return ended
     if op == "cpu":
@@ -199,11 +199,15 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
                     await anyio.sleep(0.01)
                 names = [spec.pod.name for spec in specs]
                 cpu_before = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
-                ended_at: dict[str, float] = await anyio.to_thread.run_sync(kube.call, "terminate_all", names)
+                ended: dict[str, tuple[float, float]] = await anyio.to_thread.run_sync(
+                    kube.call, "terminate_all", names
+                )
             cpu_after = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
+        noticed = await _noticed_latencies(ledger, specs, {name: wall for name, (_, wall) in ended.items()})
     finally:
         await clients.aclose()
         await ledger.aclose()
+    ended_at = {name: mono for name, (mono, _) in ended.items()}
     first, last = min(ended_at.values()), max(done_at.values())
     latencies = [done_at[name] - ended_at[name] for name in done_at]
     ok = sum(1 for kind in outcomes.values() if kind is OutcomeKind.SUCCESS)
@@ -223,6 +227,9 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
         "latency_p50_s": summary["p50"],
         "latency_p95_s": summary["p95"],
         "latency_max_s": summary["max"],
+        # Container end -> the shared watch showed it to the job (before any wait for a slot).
+        "noticed_p50_s": noticed["p50"],
+        "noticed_p95_s": noticed["p95"],
         "requests": stats["requests"],
         # CPU per finalized pod from the first container end to the last job done (all threads):
         # ours = this process (pipeline, watch, ledger thread); fake = the API server's process
@@ -236,6 +243,19 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
             if (n := metrics.step_seconds.count(step=step))
         },
     }
+
+
+async def _noticed_latencies(
+    ledger: Ledger, specs: list[JobSpec], ended_wall: dict[str, float]
+) -> dict[str, float | None]:
+    """From each job's recorded COMPLETION_SEEN time (wall clock, same host as the fake)."""
+    seen = []
+    for spec in specs:
+        rec = await ledger.get(spec.key)
+        at = rec.step_times.get(Step.COMPLETION_SEEN) if rec is not None else None
+        if at is not None:
+            seen.append(at.timestamp() - ended_wall[spec.pod.name])
+    return latency_summary(seen)
 
 
 def run(
@@ -270,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency_p50_s",
         "latency_p95_s",
         "latency_max_s",
+        "noticed_p95_s",
         "cpu_ms_per_job_ours",
         "cpu_ms_per_job_fake",
         "succeeded",

@@ -21,6 +21,10 @@ def test_bench_finalize_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result["machine"]["cpus"] >= 1
     assert result["pods"] == 8
     assert result["succeeded"] == 8
+    assert result["xcoms_correct"] == 8
+    assert 0 <= result["noticed_p50_s"] <= result["noticed_p95_s"] <= result["latency_max_s"]
+    assert result["cpu_ms_per_job_ours"] > 0
+    assert result["cpu_ms_per_job_fake"] > 0
     assert "throughput_per_s" in capsys.readouterr().out
 
 
