@@ -59,7 +59,7 @@ async def test_submit_from_another_loop_twice_joins_one_job(world: World) -> Non
         health = finalizer.health()
         assert health.running
         assert health.jobs_done >= 1
-        assert health.loop_lag_max < 5.0  # measured; generous for a loaded CI machine
+        assert 0.0 <= health.loop_lag <= health.loop_lag_max  # measured (tests/unit/test_loop_lag.py)
     assert world.xcom(spec) == {"n": 1}
     assert world.deletes(spec) == 1
     execs = [r for r in world.kube.requests if r.verb == "exec" and r.name == spec.pod.name]
