@@ -115,22 +115,17 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """Monotonic count per label set."""
-
-    kind = "counter"
+class _Scalar(_Metric):
+    """One float per label set (counters and gauges)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._values: dict[LabelValues, float] = {}
 
-    def inc(self, amount: float = 1, **labels: object) -> None:
-        if amount < 0:
-            raise ValueError(f"counter {self.name} cannot decrease")
-        key = self._key(labels)
+    def _add(self, key: LabelValues, amount: float) -> float:
         with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-        self._sink.emit("counter", self.name, amount, self._tags(key))
+            value = self._values[key] = self._values.get(key, 0.0) + amount
+        return value
 
     def value(self, **labels: object) -> float:
         with self._lock:
@@ -141,14 +136,23 @@ class Counter(_Metric):
             return [("", k, v) for k, v in sorted(self._values.items())]
 
 
-class Gauge(_Metric):
+class Counter(_Scalar):
+    """Monotonic count per label set."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1, **labels: object) -> None:
+        if amount < 0:
+            raise ValueError(f"counter {self.name} cannot decrease")
+        key = self._key(labels)
+        self._add(key, amount)
+        self._sink.emit("counter", self.name, amount, self._tags(key))
+
+
+class Gauge(_Scalar):
     """A value that goes up and down (in flight, queue depth)."""
 
     kind = "gauge"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._values: dict[LabelValues, float] = {}
 
     def set(self, value: float, **labels: object) -> None:
         key = self._key(labels)
@@ -158,20 +162,10 @@ class Gauge(_Metric):
 
     def inc(self, amount: float = 1, **labels: object) -> None:
         key = self._key(labels)
-        with self._lock:
-            value = self._values[key] = self._values.get(key, 0.0) + amount
-        self._sink.emit("gauge", self.name, value, self._tags(key))
+        self._sink.emit("gauge", self.name, self._add(key, amount), self._tags(key))
 
     def dec(self, amount: float = 1, **labels: object) -> None:
         self.inc(-amount, **labels)
-
-    def value(self, **labels: object) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[tuple[str, LabelValues, float]]:
-        with self._lock:
-            return [("", k, v) for k, v in sorted(self._values.items())]
 
 
 class Histogram(_Metric):

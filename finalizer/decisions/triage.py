@@ -166,29 +166,26 @@ def assess(
             raise ValueError(
                 f"assess: {label} must be timezone-aware (pod timestamps are UTC), got {value!r}"
             )
-    result = _assess(
-        pod,
-        base_container,
-        now,
-        trigger_start,
-        schedule_timeout,
-        startup_timeout,
-        execution_deadline,
-        extra_fatal_reasons,
+    clocks = _Clocks(
+        now, trigger_start, schedule_timeout, startup_timeout, execution_deadline, extra_fatal_reasons
     )
+    result = _assess(pod, base_container, clocks)
     return replace(result, base_container=base_container) if isinstance(result, Completed) else result
 
 
-def _assess(
-    pod: PodView | None,
-    base_container: str,
-    now: datetime,
-    trigger_start: datetime,
-    schedule_timeout: float,
-    startup_timeout: float,
-    execution_deadline: datetime | None,
-    extra_fatal_reasons: Collection[str],
-) -> Pending | Completed:
+@dataclass(frozen=True, slots=True)
+class _Clocks:
+    """``assess``'s time and start-up rules, passed down as one value."""
+
+    now: datetime
+    trigger_start: datetime
+    schedule_timeout: float
+    startup_timeout: float
+    execution_deadline: datetime | None
+    extra_fatal_reasons: Collection[str]
+
+
+def _assess(pod: PodView | None, base_container: str, clocks: _Clocks) -> Pending | Completed:
     if pod is None:
         return Completed(CompletionKind.POD_GONE, "The pod no longer exists (deleted or evicted)")
     name = f"{pod.namespace}/{pod.name}"
@@ -202,7 +199,8 @@ def _assess(
         if not pod.containers():
             return Completed(CompletionKind.START_FAILED, f"Pod {name} failed before containers started")
         return Completed(CompletionKind.FAILED, f"Pod {name} failed ({pod.status.get('reason') or 'phase'})")
-    if execution_deadline is not None and now >= execution_deadline:
+    deadline = clocks.execution_deadline
+    if deadline is not None and clocks.now >= deadline:
         return Completed(CompletionKind.TIMEOUT, f"Pod {name} reached the task's execution_timeout deadline")
     lost_node = phase == "Unknown" and base is not None and base.state == "running"
     if phase not in _STARTING_PHASES or lost_node:
@@ -214,61 +212,43 @@ def _assess(
                 CompletionKind.NO_BASE_CONTAINER,
                 f"Pod {name} has no container named {base_container!r} (it has: {names})",
             )
-        return Pending(f"Pod {name} is {phase}; base container still working", wake_at=execution_deadline)
-    return _assess_start(
-        pod,
-        base,
-        now,
-        trigger_start,
-        schedule_timeout,
-        startup_timeout,
-        execution_deadline,
-        extra_fatal_reasons,
-    )
+        return Pending(f"Pod {name} is {phase}; base container still working", wake_at=deadline)
+    return _assess_start(pod, base, clocks)
 
 
-def _assess_start(
-    pod: PodView,
-    base: ContainerView | None,
-    now: datetime,
-    trigger_start: datetime,
-    schedule_timeout: float,
-    startup_timeout: float,
-    execution_deadline: datetime | None,
-    extra_fatal_reasons: Collection[str],
-) -> Pending | Completed:
+def _assess_start(pod: PodView, base: ContainerView | None, clocks: _Clocks) -> Pending | Completed:
     """Start-up rules for a Pending/Unknown pod, in the provider's order: timeouts, then images."""
     name = f"{pod.namespace}/{pod.name}"
     waiting = base.reason if base is not None and base.state == "waiting" else None
     if pod.is_scheduled:
-        clock_start = max(pod.scheduled_at or trigger_start, trigger_start)
-        wake_at = clock_start + timedelta(seconds=startup_timeout)
-        if now >= wake_at:
+        clock_start = max(pod.scheduled_at or clocks.trigger_start, clocks.trigger_start)
+        wake_at = clock_start + timedelta(seconds=clocks.startup_timeout)
+        if clocks.now >= wake_at:
             return Completed(
                 CompletionKind.TIMEOUT,
-                f"Pod {name} took too long to start. More than {startup_timeout:g}s. "
+                f"Pod {name} took too long to start. More than {clocks.startup_timeout:g}s. "
                 "Check the pod events in kubernetes.",
                 waiting_reason=waiting,
             )
         state = f"scheduled, waiting to start ({waiting})" if waiting else "scheduled, waiting to start"
     else:
-        wake_at = trigger_start + timedelta(seconds=schedule_timeout)
-        if now >= wake_at:
+        wake_at = clocks.trigger_start + timedelta(seconds=clocks.schedule_timeout)
+        if clocks.now >= wake_at:
             return Completed(
                 CompletionKind.TIMEOUT,
                 f"Pod {name} took too long to be scheduled on the cluster, giving up. "
-                f"More than {schedule_timeout:g}s. Check the pod events in kubernetes.",
+                f"More than {clocks.schedule_timeout:g}s. Check the pod events in kubernetes.",
                 waiting_reason=waiting,
             )
         state = "waiting to be scheduled"
     for container in pod.containers():
-        message = _pull_error(container, extra_fatal_reasons)
+        message = _pull_error(container, clocks.extra_fatal_reasons)
         if message is not None:
             return Completed(
                 CompletionKind.START_FAILED, f"Pod {name}: {message}", waiting_reason=container.reason
             )
-    if execution_deadline is not None:
-        wake_at = min(wake_at, execution_deadline)
+    if clocks.execution_deadline is not None:
+        wake_at = min(wake_at, clocks.execution_deadline)
     return Pending(f"Pod {name} is {pod.phase}, {state}", wake_at=wake_at)
 
 
