@@ -316,3 +316,23 @@ async def test_a_policy_waiting_reason_ends_the_wait_at_once_as_fail_fast(world:
     outcome = await rig.run(spec)
     assert outcome.kind is OutcomeKind.FAIL_FAST
     assert "CreateContainerConfigError" in outcome.reason
+
+
+@pytest.mark.anyio
+async def test_a_call_past_call_timeout_is_abandoned_and_retried(world: World, rig: Rig) -> None:
+    """Every I/O call is bounded (kubernetes_asyncio sets no timeout on exec): a stuck read is
+    cut at ``call_timeout`` and retried as transient."""
+    from finalizer.metrics import METRICS
+    from tests.pipeline.harness import fast_config
+
+    retried = METRICS.retries.value(step="read_xcom")
+    spec = world.make_job(xcom='{"slow": true}')
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    world.kube.faults.add("GET", r".*/exec.*return\.json.*", status=None, latency=5.0)
+    config = fast_config(world.config.state_dir, call_timeout=0.5)
+    assert rig.ledger is not None
+    rec = await rig.ledger.submit(spec, rig.owner)
+    outcome = await rig.pipeline(config=config).run(spec, rec)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == {"slow": True}
+    assert METRICS.retries.value(step="read_xcom") == retried + 1  # the first read was abandoned
