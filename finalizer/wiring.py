@@ -66,7 +66,8 @@ def default_wiring(xcom_store: XComStore, *, kube_settings: KubeSettings | None 
     async def wire(config: FinalizerConfig, stack: AsyncExitStack) -> Foundation:
         ledger = await connect_ledger(config)
         stack.push_async_callback(ledger.aclose)
-        clients = KubeClients(kube_settings)
+        # A job makes one Kubernetes call at a time: as many calls in flight as job slots.
+        clients = KubeClients(kube_settings or KubeSettings(max_concurrency=config.concurrency_per_cluster))
         stack.push_async_callback(clients.aclose)
 
         async def cluster_for(spec: JobSpec) -> ClusterOps:

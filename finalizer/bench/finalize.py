@@ -30,6 +30,7 @@ from finalizer.bench.report import command_line, latency_summary, machine, rende
 from finalizer.config import FinalizerConfig
 from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, OutcomeKind, PodRef, Step, TaskInstanceRef
 from finalizer.kube.clients import KubeClients
+from finalizer.kube.config import KubeSettings
 from finalizer.ledger import Ledger
 from finalizer.metrics import FinalizerMetrics
 from finalizer.pipeline import Pipeline
@@ -161,7 +162,7 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
     store = MemoryXComStore()
     config = FinalizerConfig(state_dir=Path(tempfile.gettempdir()), concurrency_per_cluster=concurrency)
     ledger = await Ledger.connect(ledger_url)
-    clients = KubeClients()
+    clients = KubeClients(KubeSettings(max_concurrency=concurrency))
     metrics = FinalizerMetrics()
     done_at: dict[str, float] = {}
     outcomes: dict[str, OutcomeKind] = {}
