@@ -58,7 +58,8 @@ class FinalizerConfig(BaseModel):
 
     #: Where the embedded SQLite ledger lives when ``ledger_url`` is not given.
     state_dir: Path = Field(default_factory=_default_state_dir)
-    #: SQLAlchemy async URL (``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…``).
+    #: SQLAlchemy URL: ``sqlite:///…`` (the stdlib driver in a worker thread; ``sqlite+aiosqlite``
+    #: is accepted as the same) or ``postgresql+asyncpg://…``.
     ledger_url: str | None = None
     #: The ledger may be unreachable this long (seconds) before the loop fails loudly.
     ledger_deadline: float = Field(default=60.0, gt=0)
@@ -106,7 +107,7 @@ class FinalizerConfig(BaseModel):
         """The ledger URL, defaulting to a SQLite file under ``state_dir``."""
         if self.ledger_url:
             return self.ledger_url
-        return f"sqlite+aiosqlite:///{self.state_dir / 'ledger.sqlite3'}"
+        return f"sqlite:///{self.state_dir / 'ledger.sqlite3'}"
 
     def retry_policy(self, step: str) -> RetryPolicy:
         """The retry policy for one I/O step."""

@@ -264,7 +264,7 @@ def run(
 ) -> dict[str, Any]:
     """One benchmark run; returns a flat dict of figures (also what ``--json`` writes)."""
     with tempfile.TemporaryDirectory(prefix="kpof-bench-") as tmp:
-        url = ledger_url or f"sqlite+aiosqlite:///{Path(tmp) / 'ledger.sqlite3'}"
+        url = ledger_url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
         with FakeProcess(latency_ms / 1000.0) as kube:
             result = asyncio.run(_run(kube, pods, concurrency, url))
     result["latency_ms"] = latency_ms

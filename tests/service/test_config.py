@@ -12,7 +12,7 @@ from finalizer.exceptions import ConfigurationError
 
 def test_defaults_point_the_ledger_at_a_sqlite_file_under_the_state_dir(tmp_path: Path) -> None:
     config = FinalizerConfig(state_dir=tmp_path)
-    assert config.resolved_ledger_url == f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
+    assert config.resolved_ledger_url == f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     assert config.stale_threshold == 30.0
     assert config.retry_policy("read_xcom").max_attempts == 6
 
