@@ -7,6 +7,10 @@ finalizer when the loop shuts down (``asyncio.run`` cancels every remaining task
 guard's ``finally`` runs while the loop still serves XCom calls). Triggers only ``submit`` a
 ``JobSpec`` and await its ``Outcome``; they never block the runner's loop.
 
+The first ``get`` in a runner also starts a read-only warm-up of the supervisor channel
+(``triggers.warmup``), alongside the finalizer's start-up: Airflow builds its in-process Execution
+API on the first supervisor request, and that cost should not land on the first finished pod.
+
 Everything process-wide lives in one ``_Runtime`` object so tests can reset it.
 """
 
@@ -15,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
-from finalizer.jobs import JobSpec, Outcome
+from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
+from triggers import warmup
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +53,30 @@ def finalizer_config_values() -> dict[str, Any]:
 
 
 class _Runtime:
-    """The process's finalizer, its XCom store and the guard that drains it."""
+    """The process's finalizer, its XCom store, the channel warm-up and the guard that drains it."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe_for: Callable[[TaskInstanceRef], warmup.Probe] = warmup.xcom_probe) -> None:
         self.finalizer: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.guard: asyncio.Task[None] | None = None
         self.lock: asyncio.Lock | None = None
         self.error: BaseException | None = None
+        self.warmup: asyncio.Task[bool] | None = None
+        self.probe_for = probe_for
 
-    async def get(self) -> Any:
+    async def get(self, ti: TaskInstanceRef | None = None) -> Any:
+        """This runner's finalizer, started on first use; ``ti`` (the caller's) is used for the warm-up."""
         loop = asyncio.get_running_loop()
         if self.finalizer is not None and self.loop is loop:
             return self.finalizer
         if self.loop is not loop:
             # A new runner loop (tests, or a fresh process image): start over.
             self.finalizer, self.guard, self.lock, self.error = None, None, None, None
+            self.warmup = None
             self.loop = loop
+        if self.warmup is None and ti is not None:
+            # Once per runner loop, not awaited: it runs while the finalizer starts and pods run.
+            self.warmup = warmup.start(self.probe_for(ti))
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
@@ -94,6 +107,8 @@ class _Runtime:
             await asyncio.Event().wait()
         finally:
             with contextlib.suppress(BaseException):
+                await warmup.stop(self.warmup)
+            with contextlib.suppress(BaseException):
                 # Blocking drain in a worker thread: this loop keeps serving the XCom calls
                 # that in-flight jobs make while they finish.
                 await asyncio.shield(asyncio.to_thread(type(finalizer).reset_shared))
@@ -110,7 +125,7 @@ async def finalize(job: JobSpec) -> Outcome:
     the trigger then takes the classic path and loses nothing.
     """
     try:
-        finalizer = await _RUNTIME.get()
+        finalizer = await _RUNTIME.get(job.ti)
     except (FinalizerUnavailableError, ConfigurationError):
         raise
     except Exception as exc:

@@ -1,0 +1,107 @@
+"""The supervisor-channel warm-up: never fails, never blocks ``get``, once per runner, ended with the guard.
+
+The probe (one Airflow ``XCom.aget_one``) is replaced by stand-ins here; the real one against a real
+``airflow triggerer`` is checked in ``test_e2e_restart_sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from finalizer.jobs import TaskInstanceRef
+from triggers import warmup
+from triggers.runtime import _Runtime
+
+TI_A = TaskInstanceRef(id="0190aaaa-0000-7000-8000-00000000000a", dag_id="d", task_id="a", run_id="r")
+TI_B = TaskInstanceRef(id="0190aaaa-0000-7000-8000-00000000000b", dag_id="d", task_id="b", run_id="r")
+
+
+async def answers_none() -> object:
+    return None
+
+
+async def refuses() -> object:
+    raise RuntimeError("supervisor said no")
+
+
+@pytest.mark.anyio
+async def test_an_answer_means_warm(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=warmup.__name__)
+    assert await warmup.warm(answers_none) is True
+    assert "supervisor channel warm after" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_an_error_is_logged_and_swallowed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=warmup.__name__)
+    assert await warmup.warm(refuses) is False
+    assert "RuntimeError: supervisor said no" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_probe_that_never_answers_is_given_up() -> None:
+    never = asyncio.Event()
+
+    async def hangs() -> object:
+        return await never.wait()
+
+    assert await warmup.warm(hangs, within=0) is False
+
+
+@pytest.mark.anyio
+async def test_stop_cancels_a_running_warm_up_and_waits_for_it() -> None:
+    never = asyncio.Event()
+
+    async def hangs() -> object:
+        return await never.wait()
+
+    task = warmup.start(hangs)
+    await asyncio.sleep(0)  # one loop step: the warm-up is now inside the probe
+    await warmup.stop(task)
+    assert task.cancelled()
+    await warmup.stop(task)  # already ended: nothing to do
+    await warmup.stop(None)
+
+
+def test_the_default_probe_reads_the_sentinel_key_of_the_callers_ti() -> None:
+    # Only what it would ask; running it needs the runner's supervisor comms (e2e test).
+    probe = warmup.xcom_probe(TI_A)
+    assert callable(probe)
+    assert warmup.WARMUP_KEY.startswith("__kpo_finalizer")
+
+
+@pytest.mark.anyio
+async def test_the_first_get_starts_one_warm_up_that_does_not_block_and_ends_with_the_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    asked: list[TaskInstanceRef] = []
+    answered = asyncio.Event()  # never set: the supervisor is still building its app
+
+    def probe_for(ti: TaskInstanceRef) -> warmup.Probe:
+        asked.append(ti)
+
+        async def probe() -> object:
+            return await answered.wait()
+
+        return probe
+
+    runtime = _Runtime(probe_for=probe_for)
+    first = await runtime.get(TI_A)
+    assert await runtime.get(TI_B) is first
+    assert await runtime.get() is first
+    assert asked == [TI_A], "one warm-up per runner loop"
+    task, guard = runtime.warmup, runtime.guard
+    assert task is not None
+    assert guard is not None
+    assert not task.done(), "get() returned without waiting for the warm-up"
+
+    # The runner's loop shuts down: the guard ends the warm-up, then drains the finalizer.
+    await asyncio.sleep(0)  # one loop step: a task cancelled before its first step skips its finally
+    guard.cancel()
+    await asyncio.wait({guard})
+    assert task.cancelled()
