@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from kubernetes.client import models as k8s
@@ -126,6 +127,30 @@ def build_trigger(
 async def defer(env: AirflowEnv, app: Any, ti: TIInfo, trigger: FinalizingPodTrigger) -> None:
     async with worker_client(app) as client:
         await defer_like_worker(client, env, ti, trigger)
+
+
+def defer_sync(env: AirflowEnv, ti: TIInfo, trigger: FinalizingPodTrigger) -> None:
+    """``defer`` from synchronous code, with its own Execution API app."""
+
+    async def main() -> None:
+        env.activate()
+        async with env.execution_api_app() as app:
+            await defer(env, app, ti, trigger)
+
+    anyio.run(main)
+
+
+def followed_since(kube: FakeKube, pod: PodHandle, since: float) -> bool:
+    """Someone follows ``pod`` since ``since`` (``time.time()``): a shared watch opened on its
+    namespace (a new stream LISTs, then WATCHes), or a running one fetched it once (a subscriber
+    joining a running stream gets one GET, as a watch only reports changes). ``since`` is on the
+    request log's clock, ``time.time()``."""
+    for record in kube.requests:
+        if record.time < since or record.namespace != pod.namespace:
+            continue
+        if record.verb == "watch" or (record.verb == "get" and record.name == pod.name):
+            return True
+    return False
 
 
 def xcom(env: AirflowEnv, ti: TIInfo, key: str = "return_value") -> Any:

@@ -91,7 +91,15 @@ CASES: list[Case] = [
         operator={"multiple_outputs": True},
         xcom_file='{"n": 7, "name": "x", "items": [1, 2]}',
     ),
-    Case("fail", _exit(1), "failed", log_contains=("exited with code 1",), xcom_file='{"partial": true}'),
+    # The sidecar XCom is pushed for a failed task too, as upstream 10.25.0 does in trigger_reentry.
+    Case(
+        "fail",
+        _exit(1),
+        "failed",
+        {"return_value": {"partial": True}},
+        log_contains=("exited with code 1",),
+        xcom_file='{"partial": true}',
+    ),
     Case("fail_retry", _exit(1), "up_for_retry", log_contains=("exited with code 1",)),
     Case(
         "skip",
@@ -165,6 +173,17 @@ class Result:
     seconds: float
 
 
+def run_matrix_sync(env: AirflowEnv, kube: FakeKube, kubeconfig: Path, prefix: str) -> dict[str, Result]:
+    """``run_matrix`` from synchronous code (a module-scoped fixture), with its own Execution API app."""
+
+    async def main() -> dict[str, Result]:
+        env.activate()
+        async with env.execution_api_app() as app:
+            return await run_matrix(env, app, kube, kubeconfig, prefix)
+
+    return anyio.run(main)
+
+
 async def run_matrix(
     env: AirflowEnv, app: Any, kube: FakeKube, kubeconfig: Path, prefix: str, wait_seconds: float = 150
 ) -> dict[str, Result]:
@@ -193,8 +212,8 @@ async def run_matrix(
         started[task_id] = (case, ti, pod, time.monotonic())
 
     results: dict[str, Result] = {}
-    deadline = time.monotonic() + wait_seconds
-    while len(results) < len(started) and time.monotonic() < deadline:
+    until = time.monotonic() + wait_seconds
+    while len(results) < len(started) and time.monotonic() < until:
         for task_id, (case, ti, pod, t0) in started.items():
             if task_id in results:
                 continue

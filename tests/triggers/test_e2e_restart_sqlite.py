@@ -2,11 +2,13 @@
 
 A triggerer shutdown (SIGTERM) cancels its triggers, but the pod stays, and the next triggerer
 finishes the task. (A user action — mark failed — deleting the pod is in ``test_e2e_sqlite.py``.)
+
+Each triggerer here is fresh, so its first trigger starts the supervisor-channel warm-up
+(``triggers.warmup``): the first one shows it ran while the pod was still running.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +24,9 @@ from finalizer.testing.triggerer import (
     wait_for_ti_state,
 )
 from tests.triggers import e2e
+from triggers.warmup import WARMUP_KEY
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
-    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-restart"), None)
-
-
-@pytest.fixture(scope="module")
-def extra_env(env: AirflowEnv) -> dict[str, str]:
-    return e2e.finalizer_env(f"sqlite:///{env.home / 'ledger.sqlite3'}")
-
-
-@pytest.fixture
-async def app(env: AirflowEnv) -> AsyncIterator[Any]:
-    env.activate()
-    async with env.execution_api_app() as application:
-        yield application
 
 
 @pytest.mark.anyio
@@ -53,6 +39,15 @@ async def test_triggerer_shutdown_keeps_the_pod_and_the_next_triggerer_finishes(
     with TriggererProcess(env, extra_env=extra_env, name="triggerer-before") as first:
         await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "b"))
         wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
+        # The warm-up: the supervisor answered a GetXCom of the sentinel key (its 404 is logged in
+        # the triggerer's own output) and the runner saw the answer, while no pod had ended.
+        wait_for(lambda: WARMUP_KEY in first.logs(), 90, what="the supervisor to get the warm-up GetXCom")
+        wait_for(
+            lambda: "supervisor channel warm after" in trigger_logs(env, ti), 90, what="the warm-up to end"
+        )
+        running = fake_kube.get_pod(pod.namespace, pod.name)
+        assert running is not None
+        assert running["status"]["phase"] == "Running", "the warm-up must not wait for a pod to end"
     assert first.is_running() is False
     assert current_ti(ti).state == "deferred"
     assert fake_kube.get_pod(pod.namespace, pod.name) is not None, "shutdown must not delete the pod"

@@ -1,7 +1,9 @@
 """End to end on SQLite: a real `airflow triggerer` finishes KPO tasks itself (no scheduler, no worker).
 
-One Airflow home and one triggerer for the module (start-up and cold starts are paid once):
-- the scenario matrix (``scenarios.CASES``) and a warm latency check;
+One Airflow home and one triggerer for the module (``conftest.py``; start-up and cold starts are
+paid once):
+- the scenario matrix (``scenarios.CASES``) and a warm run that prints its latency (speed itself
+  is measured by ``kpo-finalizer bench e2e``);
 - the paths that end in a worker, finished by a real worker run of ``trigger_reentry``
   (``run_like_worker``: the Task SDK supervisor and task process, the DAG file parsed again):
   finalization disabled (classic event; the provider's own ``trigger_reentry`` reads the XCom
@@ -15,11 +17,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv
@@ -37,71 +38,37 @@ from tests.triggers import e2e, scenarios
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
-    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-sqlite"), None)
-
-
-@pytest.fixture(scope="module")
-def triggerer(env: AirflowEnv) -> Iterator[TriggererProcess]:
-    env.activate()
-    ledger = f"sqlite:///{env.home / 'ledger.sqlite3'}"
-    with TriggererProcess(env, extra_env=e2e.finalizer_env(ledger)) as proc:
-        yield proc
-
-
-@pytest.fixture
-async def app(env: AirflowEnv) -> AsyncIterator[Any]:
-    env.activate()
-    async with env.execution_api_app() as application:
-        yield application
-
-
-@pytest.fixture(scope="module")
-def results(
-    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube, kubeconfig_path: Path
-) -> dict[str, scenarios.Result]:
-    async def main() -> dict[str, scenarios.Result]:
-        env.activate()
-        async with env.execution_api_app() as app:
-            return await scenarios.run_matrix(env, app, fake_kube, kubeconfig_path, "sq")
-
-    return anyio.run(main)
-
-
 @pytest.mark.parametrize("task_id", [c.task_id for c in scenarios.CASES])
 def test_scenario(task_id: str, results: dict[str, scenarios.Result], fake_kube: FakeKube) -> None:
     scenarios.check(results[task_id], fake_kube)
 
 
-def test_warm_latency_from_container_exit_to_success(
+def test_warm_run_from_container_exit_to_success(
     env: AirflowEnv,
     triggerer: TriggererProcess,
     results: dict[str, scenarios.Result],
     fake_kube: FakeKube,
     kubeconfig_path: Path,
 ) -> None:
-    """After the matrix (triggerer, finalizer and supervisor warm): base exits → TI SUCCESS in the DB."""
+    """After the matrix (triggerer, finalizer and supervisor warm): base exits → TI SUCCESS in the DB.
+
+    The span from container end to SUCCESS is printed (``pytest -s``), not asserted.
+    """
     pod = e2e.new_pod(fake_kube, "sq-warm")
     fake_kube.write_xcom(e2e.NAMESPACE, pod.name, '{"warm": true}')
     ti = env.create_run(e2e.DAG_ID).ti("d")
-
-    async def defer() -> None:
-        env.activate()
-        async with env.execution_api_app() as app:
-            await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "d"))
-
-    anyio.run(defer)
+    deferred = time.time()
+    e2e.defer_sync(env, ti, e2e.build_trigger(kubeconfig_path, pod, "d"))
     wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, 0.05, "the trigger to start")
-    time.sleep(1.0)  # let the job reach its watch: the measured span is completion -> success only
+    # The job follows its pod before it ends, so the span below is completion -> success only.
+    wait_for(lambda: e2e.followed_since(fake_kube, pod, deferred), 60, 0.05, "the finalizer to watch the pod")
     started = time.monotonic()
     fake_kube.terminate(e2e.NAMESPACE, pod.name, exit_code=0)
     final = wait_for_ti_state(ti, {"success", "failed"}, timeout=60)
     seconds = time.monotonic() - started
     print(f"[kpo-finalizer e2e] warm: base exit -> {final.state} in Airflow's DB after {seconds:.2f}s")
-    assert final.state == "success"
+    assert final.state == "success", trigger_logs(env, ti)[-3000:]
     assert e2e.xcom(env, ti) == {"warm": True}
-    assert seconds < 15
 
 
 ENDED = {"scheduled", "success", "failed", "up_for_retry", "skipped"}
@@ -155,7 +122,8 @@ async def test_fail_fast_exit_code_fails_without_retry_through_the_worker(
     assert final.state == "scheduled", trigger_logs(env, ti)[-3000:]
     log = trigger_logs(env, ti)
     assert "deterministic failure" in log
-    # The finalizer already did the pod's work (the pipeline pushes XCom only for successes).
+    # The finalizer already did the pod's work (no XCom on the fail-fast path: the pipeline pushes
+    # it for success, failure and skip outcomes only).
     wait_for(lambda: fake_kube.get_pod(e2e.NAMESPACE, pod.name) is None, 30, what="finalizer deletes the pod")
 
     run_like_worker(env, ti)

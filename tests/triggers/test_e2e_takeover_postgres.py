@@ -30,13 +30,19 @@ FINALIZER_ENV = {
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, make_postgres_database: Callable[[str], str]) -> AirflowEnv:
-    return e2e.prepare_env(tmp_path_factory.mktemp("airflow-takeover"), make_postgres_database("kpof_af"))
+def metadata_db(make_postgres_database: Callable[[str], str]) -> str:
+    return make_postgres_database("kpof_af")
 
 
 @pytest.fixture(scope="module")
 def ledger_url(make_postgres_database: Callable[[str], str]) -> str:
     return make_postgres_database("kpof_ledger")
+
+
+@pytest.fixture(scope="module")
+def extra_env(ledger_url: str) -> dict[str, str]:
+    """Quick finalizer heartbeats and adoption, so the second triggerer takes over soon."""
+    return e2e.finalizer_env(ledger_url, **FINALIZER_ENV)
 
 
 @pytest.fixture
@@ -85,12 +91,11 @@ def history_rows(ti: TIInfo) -> int:
 
 
 def test_sigkill_mid_finalization_then_a_second_triggerer_finishes_everything_once(
-    env: AirflowEnv, ledger_url: str, clean_faults: FakeKube, kubeconfig_path: Path
+    env: AirflowEnv, extra_env: dict[str, str], clean_faults: FakeKube, kubeconfig_path: Path
 ) -> None:
     kube = clean_faults
-    extra = e2e.finalizer_env(ledger_url, **FINALIZER_ENV)
-    first = TriggererProcess(env, extra_env=extra, name="triggerer-first")
-    second = TriggererProcess(env, extra_env=extra, name="triggerer-second")
+    first = TriggererProcess(env, extra_env=extra_env, name="triggerer-first")
+    second = TriggererProcess(env, extra_env=extra_env, name="triggerer-second")
     env.activate()
     first.start()
     try:
