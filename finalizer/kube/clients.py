@@ -16,10 +16,12 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.configuration import Configuration
 from kubernetes_asyncio.stream import WsApiClient
+from kubernetes_asyncio.stream.ws_client import get_websocket_url
 
 from finalizer.jobs import ClusterRef, PodRef
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
 from finalizer.kube.pods import PodOps
+from finalizer.kube.transport import detach_environment
 from finalizer.kube.watcher import PodWatcher, Subscription
 from finalizer.kube.xcom import ExecOps
 from finalizer.pod import PodView
@@ -37,6 +39,7 @@ class KubeCluster:
         configuration.connection_pool_maxsize = self.settings.pool_size
         self.configuration = configuration
         self.api = ApiClient(configuration)
+        detach_environment(self.api.rest_client, configuration.host, proxy_per_request=True)
         self.core = CoreV1Api(self.api)
         self._ws_api: WsApiClient | None = None
         self._ws_core: CoreV1Api | None = None
@@ -51,6 +54,8 @@ class KubeCluster:
         """The exec client, built on first use (WebSocket requests need their own ApiClient)."""
         if self._ws_core is None:
             self._ws_api = WsApiClient(self.configuration)
+            ws_url = get_websocket_url(self.configuration.host) if self.configuration.host else None
+            detach_environment(self._ws_api.rest_client, ws_url, proxy_per_request=False)
             self._ws_core = CoreV1Api(self._ws_api)
         return self._ws_core
 
