@@ -321,3 +321,24 @@ async def test_name_pinned_watches_see_only_their_pod(fake_kube: FakeKube, core:
         assert statuses[0]["state"]["terminated"]["exitCode"] == index
     await eventually(lambda: not fake_kube.cluster.store.watchers)
     assert not fake_kube.cluster.store._by_name
+
+
+async def test_due_bookmark_does_not_starve_queued_events() -> None:
+    """A bookmark always due (interval 0) while events wait in the queue: the events still go out.
+
+    The old loop waited with ``wait_for(queue.get(), 0)`` once a bookmark was due; that cancels the
+    get before it runs, so with a non-empty queue it spun forever and delivered nothing.
+    """
+    async with FakeKube(bookmark_interval=0.0) as kube, aiohttp.ClientSession() as session:
+        url = f"{kube.url}/api/v1/namespaces/default/pods"
+        params = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": "1"}
+        async with session.get(url, params=params) as resp:
+            assert json.loads(await resp.content.readline())["type"] == "BOOKMARK"
+            for index in range(20):
+                kube.create_pod("default", name=f"p{index}")
+            added = []
+            while len(added) < 20:
+                event = json.loads(await resp.content.readline())
+                if event["type"] == "ADDED":
+                    added.append(event["object"]["metadata"]["name"])
+    assert added == [f"p{index}" for index in range(20)]

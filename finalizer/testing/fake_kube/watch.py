@@ -81,29 +81,65 @@ async def serve_watch(
             ]
         store.subscribe(watcher)
         try:
-            for line in initial:
-                await response.write(line)
-            deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
-            next_bookmark = time.monotonic() + bookmark_interval
-            while True:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    break
-                waits = [deadline - now if deadline is not None else None]
-                if bookmarks:
-                    waits.append(max(next_bookmark - now, 0.0))
-                timeout = min((w for w in waits if w is not None), default=None)
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), timeout)
-                except TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bookmark and watcher.queue.empty():
-                        await response.write(_bookmark(store.kind, store.rv))
-                        next_bookmark = time.monotonic() + bookmark_interval
-                    continue
-                if item is None:
-                    break
-                await response.write(item)
+            if initial:
+                await response.write(b"".join(initial))
+            await _stream(response, store, watcher, timeout_seconds, bookmarks, bookmark_interval)
         finally:
             store.unsubscribe(watcher)
         await response.write_eof()
     return response
+
+
+async def _stream(
+    response: web.StreamResponse,
+    store: WatchSource,
+    watcher: Watcher,
+    timeout_seconds: float | None,
+    bookmarks: bool,
+    bookmark_interval: float,
+) -> None:
+    """Forward queued lines until the deadline or ``None`` (server closing); BOOKMARKs when idle.
+
+    Whatever is queued goes out in one write (one syscall for a burst, same bytes on the wire). The
+    queue is drained before any wait, so a due BOOKMARK never starves events: ``wait_for(get, 0)``
+    cancels the get before it runs, and looping on it with a non-empty queue was a livelock.
+    """
+    queue = watcher.queue
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds else None
+    next_bookmark = time.monotonic() + bookmark_interval
+    while True:
+        lines: list[bytes] = []
+        if queue.empty():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            if bookmarks and now >= next_bookmark:
+                await response.write(_bookmark(store.kind, store.rv))
+                next_bookmark = time.monotonic() + bookmark_interval
+                await asyncio.sleep(0)  # a zero interval must not starve the loop
+                continue
+            waits = [w for w in (deadline, next_bookmark if bookmarks else None) if w is not None]
+            try:
+                async with asyncio.timeout_at(_loop_time(min(waits)) if waits else None):
+                    first = await queue.get()
+            except TimeoutError:
+                continue
+            if first is None:
+                return
+            lines.append(first)
+        ended = False
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                ended = True
+                break
+            lines.append(item)
+        if lines:
+            await response.write(b"".join(lines))
+        if ended:
+            return
+
+
+def _loop_time(monotonic_at: float) -> float:
+    """A ``time.monotonic`` instant on the running loop's clock (``timeout_at`` wants loop time)."""
+    return asyncio.get_running_loop().time() + (monotonic_at - time.monotonic())
