@@ -336,7 +336,7 @@ async def test_due_bookmark_does_not_starve_queued_events() -> None:
             assert json.loads(await resp.content.readline())["type"] == "BOOKMARK"
             for index in range(20):
                 kube.create_pod("default", name=f"p{index}")
-            added = []
+            added: list[str] = []
             while len(added) < 20:
                 event = json.loads(await resp.content.readline())
                 if event["type"] == "ADDED":
