@@ -2,6 +2,8 @@
 
 Everything here runs on the server's event loop (``FakeKube`` marshals calls from other threads).
 Container stops also end every exec session into that container, as the real runtime does.
+Pods returned here are the store's snapshots, never edited in place (``PodStore.update`` writes a
+new object): read them, do not change them; ``FakeKube`` hands its callers copies.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.events import EventStore
 from finalizer.testing.fake_kube.store import PodStore
-from finalizer.testing.fake_kube.wire import JSON, clone, now, reset_transport
+from finalizer.testing.fake_kube.wire import JSON, now, reset_transport
 
 
 class PodMissingError(KeyError):
@@ -40,7 +42,7 @@ class Cluster:
 
     def _mutate(self, namespace: str, name: str, mutate: Callable[[JSON], None]) -> JSON:
         self._require(namespace, name)
-        return clone(self.store.update(namespace, name, mutate))
+        return self.store.update(namespace, name, mutate)
 
     def _container_stopped(self, namespace: str, name: str, container: str) -> None:
         runtime = self.store.runtime.get((namespace, name))
@@ -64,7 +66,7 @@ class Cluster:
 
     # --- scheduler / kubelet ---------------------------------------------------------------------
     def create(self, namespace: str, manifest: JSON) -> JSON:
-        return clone(self.store.add(namespace, manifest))
+        return self.store.add(namespace, manifest)
 
     def schedule(self, namespace: str, name: str, node: str) -> JSON:
         was_bound = "nodeName" in self._require(namespace, name)["spec"]
@@ -229,8 +231,8 @@ class Cluster:
             assert removed is not None
             return removed
         if "deletionTimestamp" in pod["metadata"]:
-            return clone(pod)
-        marked = clone(self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, grace)))
+            return pod
+        marked = self.store.update(namespace, name, lambda p: lifecycle.mark_deleting(p, grace))
         uid = marked["metadata"]["uid"]
 
         def finish() -> None:

@@ -26,7 +26,6 @@ from finalizer.testing.fake_kube.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from finalizer.testing.fake_kube.store import with_kind
 from finalizer.testing.fake_kube.watch import serve_watch
 from finalizer.testing.fake_kube.wire import (
     JSON,
@@ -101,7 +100,12 @@ async def get_pod(request: web.Request) -> web.Response:
     pod = _cluster(request).store.get(namespace, name)
     if pod is None:
         return not_found(name)
-    return json_response(with_kind(pod))
+    return _pod_response(_cluster(request), pod)
+
+
+def _pod_response(cluster: Cluster, pod: JSON, status: int = 200) -> web.Response:
+    """A pod answer; the JSON of a stored snapshot is the one its watch event already encoded."""
+    return web.Response(text=cluster.store.encode(pod), status=status, content_type="application/json")
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -156,7 +160,7 @@ async def create_pod(request: web.Request) -> web.Response:
         )
     pod = cluster.create(namespace, body)
     request.app[CREATED_KEY](namespace, name)
-    return json_response(with_kind(pod), status=201)
+    return _pod_response(cluster, pod, status=201)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -228,7 +232,7 @@ async def patch_pod(request: web.Request) -> web.Response:
         pod.update(merged)
 
     updated = cluster.store.update(namespace, name, apply)
-    return json_response(with_kind(updated))
+    return _pod_response(cluster, updated)
 
 
 async def delete_pod(request: web.Request) -> web.Response:
@@ -253,7 +257,7 @@ async def delete_pod(request: web.Request) -> web.Response:
         )
         return status_response(409, message, "Conflict", {"name": name, "kind": "Pod"})
     deleted = cluster.api_delete(namespace, name, None if grace is None else int(grace))
-    return json_response(with_kind(deleted))
+    return _pod_response(cluster, deleted)
 
 
 async def read_log(request: web.Request) -> web.StreamResponse:

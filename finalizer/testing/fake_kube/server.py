@@ -195,14 +195,14 @@ class FakeKube:
                 meta["name"] = name
             if labels:
                 meta["labels"] = {**(meta.get("labels") or {}), **labels}
-        return with_kind(self._call(self.cluster.create, namespace, manifest))
+        return with_kind(clone(self._call(self.cluster.create, namespace, manifest)))
 
     def schedule(self, namespace: str, name: str, node: str = "node-1") -> JSON:
-        return with_kind(self._call(self.cluster.schedule, namespace, name, node))
+        return with_kind(clone(self._call(self.cluster.schedule, namespace, name, node)))
 
     def start(self, namespace: str, name: str) -> JSON:
         """Scheduled (if not yet) and running: every container running and ready."""
-        return with_kind(self._call(self.cluster.start, namespace, name))
+        return with_kind(clone(self._call(self.cluster.start, namespace, name)))
 
     def write_xcom(self, namespace: str, name: str, content: bytes | str) -> None:
         """Write ``/airflow/xcom/return.json`` in the pod's XCom volume."""
@@ -223,7 +223,7 @@ class FakeKube:
     ) -> JSON:
         """The container exits (``message`` = its termination message); exec sessions into it end."""
         return with_kind(
-            self._call(self.cluster.terminate, namespace, name, container, exit_code, message, reason)
+            clone(self._call(self.cluster.terminate, namespace, name, container, exit_code, message, reason))
         )
 
     def image_pull_failure(
@@ -235,11 +235,11 @@ class FakeKube:
         container: str = "base",
     ) -> JSON:
         return with_kind(
-            self._call(self.cluster.image_pull_failure, namespace, name, container, reason, message)
+            clone(self._call(self.cluster.image_pull_failure, namespace, name, container, reason, message))
         )
 
     def unschedulable(self, namespace: str, name: str, message: str | None = None) -> JSON:
-        return with_kind(self._call(self.cluster.unschedulable, namespace, name, message))
+        return with_kind(clone(self._call(self.cluster.unschedulable, namespace, name, message)))
 
     def evict(self, namespace: str, name: str, *, remove: bool = True) -> None:
         """Scale-down eviction: DisruptionTarget + deletionTimestamp, containers 143/137, DELETED.
@@ -250,7 +250,8 @@ class FakeKube:
 
     def force_delete(self, namespace: str, name: str) -> JSON | None:
         """Gone from the API at once (``--grace-period=0 --force``); DELETED is emitted."""
-        return self._call(self.cluster.force_delete, namespace, name)
+        removed = self._call(self.cluster.force_delete, namespace, name)
+        return clone(removed) if removed is not None else None
 
     def kubelet_forget(self, namespace: str, name: str) -> None:
         """The pod stays in the API but its containers are gone from the node: exec answers 500."""

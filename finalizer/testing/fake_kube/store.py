@@ -120,6 +120,10 @@ class PodStore:
         self.watchers: set[Watcher] = set()
         self._general: set[Watcher] = set()
         self._by_name: dict[str, set[Watcher]] = {}
+        #: The last emitted snapshot of each pod and its JSON (with kind), so an API answer that
+        #: returns that very object (GET, PATCH, DELETE) reuses the bytes the watch event used.
+        self._encoded: dict[Key, tuple[JSON, str]] = {}
+        self._last_deleted: tuple[JSON, str] | None = None
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> JSON | None:
@@ -136,6 +140,19 @@ class PodStore:
             if labels.matches(lifecycle.labels_of(pod)) and fields.matches(pod_fields(pod)):
                 out.append(pod)
         return out
+
+    def encode(self, pod: JSON) -> str:
+        """``pod`` with kind/apiVersion as compact JSON; cached when it is an emitted snapshot.
+
+        Stored pods are immutable snapshots (``update`` writes a new object), so identity is enough.
+        """
+        meta = pod.get("metadata") or {}
+        cached = self._encoded.get((meta.get("namespace", ""), meta.get("name", "")))
+        if cached is not None and cached[0] is pod:
+            return cached[1]
+        if self._last_deleted is not None and self._last_deleted[0] is pod:
+            return self._last_deleted[1]
+        return json.dumps(with_kind(pod), separators=(",", ":"))
 
     def runtime_of(self, namespace: str, name: str) -> Runtime:
         return self.runtime.setdefault((namespace, name), Runtime())
@@ -171,8 +188,8 @@ class PodStore:
         pod = self.pods.pop(key, None)
         if pod is None:
             return None
-        pod = clone(pod)
-        pod["metadata"]["resourceVersion"] = str(self.next_rv())
+        # Copy-on-write: stored snapshots are never edited in place, so a shallow copy will do.
+        pod = {**pod, "metadata": {**pod["metadata"], "resourceVersion": str(self.next_rv())}}
         runtime = self.runtime.pop(key, None)
         if runtime is not None:
             for event in runtime.stopped.values():
@@ -191,6 +208,12 @@ class PodStore:
             old_fields=pod_fields(old) if old is not None else None,
             object_json=json.dumps(with_kind(pod), separators=(",", ":")),
         )
+        key = (change.namespace, change.fields["metadata.name"])
+        if type_ == "DELETED":
+            self._encoded.pop(key, None)
+            self._last_deleted = (pod, change.object_json)
+        else:
+            self._encoded[key] = (pod, change.object_json)
         self.history.append(change)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
