@@ -3,6 +3,9 @@
     wait for completion (shared watch, level-based) ─► triage ─► read XCom (exec) ─► persist payload
     ─► push XCom ─► capture diagnostics ─► stop sidecar ─► outcome marker ─► delete / keep+label ─► done
 
+The read and the stop share one exec session (``ClusterOps.sidecar``): the shell that read the
+XCom stays open while the payload is persisted and pushed, and the stop is one more line on it.
+
 A job resumed after a crash (or adopted from a dead instance) continues after its last recorded
 ``Step`` and re-checks the world before acting: a pushed XCom is not read again, a pod that is
 already gone counts as deleted, and a pod gone *before* the XCom was read is a FAILED outcome that
@@ -41,7 +44,7 @@ from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.metrics import METRICS, FinalizerMetrics
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
 from finalizer.progress import Progress, StepHook, StepReached, ledger_transient
-from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, PodWatch, XComSink
+from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, PodWatch, SidecarOps, XComSink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,22 +197,24 @@ class Pipeline:
         """The steps after completion. Written to the ledger: the payload (before anything leaves
         the pod) and the end; the idempotent steps between are redone after a crash."""
         spec = job.spec
-        if job.step < Step.XCOM_PERSISTED:
-            read = await self._read_xcom(spec, cluster, outcome)
-            outcome = read.outcome or outcome
-            if read.final:
-                return await self._done(job, outcome)
-            fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
-            await job.commit(Step.XCOM_PERSISTED, outcome=outcome, **fields)
-        if job.step < Step.XCOM_PUSHED:
-            outcome = await self._push_xcom(spec, job.rec, outcome)
-            await job.reach(Step.XCOM_PUSHED)
-        if job.step < Step.DIAGNOSTICS_CAPTURED:
-            outcome = await self._diagnostics(spec, cluster, outcome)
-            await job.reach(Step.DIAGNOSTICS_CAPTURED)
-        if job.step < Step.SIDECAR_STOPPED:
-            await self._stop_sidecar(spec, cluster, outcome)
-            await job.reach(Step.SIDECAR_STOPPED)
+        # The read's exec session stays open until the stop, which then costs no new session.
+        async with cluster.sidecar(spec.pod) as sidecar:
+            if job.step < Step.XCOM_PERSISTED:
+                read = await self._read_xcom(spec, sidecar, outcome)
+                outcome = read.outcome or outcome
+                if read.final:
+                    return await self._done(job, outcome)
+                fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
+                await job.commit(Step.XCOM_PERSISTED, outcome=outcome, **fields)
+            if job.step < Step.XCOM_PUSHED:
+                outcome = await self._push_xcom(spec, job.rec, outcome)
+                await job.reach(Step.XCOM_PUSHED)
+            if job.step < Step.DIAGNOSTICS_CAPTURED:
+                outcome = await self._diagnostics(spec, cluster, outcome)
+                await job.reach(Step.DIAGNOSTICS_CAPTURED)
+            if job.step < Step.SIDECAR_STOPPED:
+                await self._stop_sidecar(spec, sidecar, outcome)
+                await job.reach(Step.SIDECAR_STOPPED)
         if job.step < Step.POD_CLEANED:
             await self._write_marker(spec, outcome)
             await self._cleanup(spec, cluster, sub, outcome)
@@ -270,14 +275,12 @@ class Pipeline:
             return steps.with_note(outcome, f"the pod {why} before its XCom was read: its XCom was lost")
         return lost_outcome(spec, why)
 
-    async def _read_xcom(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> _Read:
+    async def _read_xcom(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> _Read:
         if not _needs_xcom(spec, outcome):
             return _Read()
         cap = min(spec.settings.xcom_max_bytes, self._config.xcom_max_bytes)
         try:
-            present, value = await self._io(
-                "read XCom", "read_xcom", lambda: cluster.read_xcom(spec.pod, cap)
-            )
+            present, value = await self._io("read XCom", "read_xcom", lambda: sidecar.read_xcom(cap))
         except PodNotFoundError:
             return _Read(outcome=await self._when_gone(spec, "was deleted or evicted", outcome), final=True)
         except XComReadError as exc:
@@ -318,12 +321,12 @@ class Pipeline:
             return outcome
         return outcome.model_copy(update={"log_tail": tail})
 
-    async def _stop_sidecar(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> None:
+    async def _stop_sidecar(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> None:
         """Let the pod reach a terminal phase; failure is only a warning (as upstream)."""
         if not spec.settings.do_xcom_push or outcome.kind is OutcomeKind.FALLBACK:
             return
         try:
-            await self._io("stop sidecar", "stop_sidecar", lambda: cluster.stop_sidecar(spec.pod))
+            await self._io("stop sidecar", "stop_sidecar", sidecar.stop)
         except FinalizerError as exc:
             log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
 

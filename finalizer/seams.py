@@ -41,6 +41,18 @@ class PodWatch(Protocol):
         ...
 
 
+class SidecarOps(Protocol):
+    """One job's use of its pod's XCom sidecar."""
+
+    async def read_xcom(self, max_bytes: int) -> tuple[bool, Any]:
+        """``(present, value)``: present is False for an empty or missing ``return.json``."""
+        ...
+
+    async def stop(self) -> None:
+        """SIGINT the sidecar so the pod can end; gone pod or sidecar counts as stopped."""
+        ...
+
+
 class ClusterOps(Protocol):
     """What the pipeline asks of one cluster. Errors are ``finalizer.exceptions`` only."""
 
@@ -50,13 +62,11 @@ class ClusterOps(Protocol):
         """This very pod (uid checked); ``PodNotFoundError`` when gone."""
         ...
 
-    async def read_xcom(self, pod: PodRef, max_bytes: int) -> tuple[bool, Any]:
-        """``(present, value)``: present is False for an empty or missing ``return.json``."""
+    def sidecar(self, pod: PodRef) -> AbstractAsyncContextManager[SidecarOps]:
+        """The pod's XCom sidecar for one job: the read, then the stop (one exec session if it can)."""
         ...
 
     async def log_tail(self, pod: PodRef, lines: int, max_bytes: int) -> str | None: ...
-
-    async def stop_sidecar(self, pod: PodRef) -> None: ...
 
     async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:
         """True if deleted now, False if already gone (uid precondition applied)."""

@@ -21,10 +21,25 @@ from kubernetes_asyncio.stream.ws_client import get_websocket_url
 from finalizer.jobs import ClusterRef, PodRef
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
 from finalizer.kube.pods import PodOps
+from finalizer.kube.sidecar import SidecarSession
 from finalizer.kube.transport import detach_environment
 from finalizer.kube.watcher import PodWatcher, Subscription
 from finalizer.kube.xcom import ExecOps
 from finalizer.pod import PodView
+
+
+class PodSidecar:
+    """``finalizer.seams.SidecarOps`` over one ``SidecarSession``."""
+
+    def __init__(self, session: SidecarSession) -> None:
+        self._session = session
+
+    async def read_xcom(self, max_bytes: int) -> tuple[bool, Any]:
+        result = await self._session.read_xcom(max_bytes)
+        return (not result.empty, result.value)
+
+    async def stop(self) -> None:
+        await self._session.stop()
 
 
 class KubeCluster:
@@ -66,7 +81,13 @@ class KubeCluster:
     async def read_pod(self, pod: PodRef) -> PodView:
         return await self.pods.read_pod_by_uid(pod.namespace, pod.name, pod.uid)
 
+    @contextlib.asynccontextmanager
+    async def sidecar(self, pod: PodRef) -> AsyncIterator[PodSidecar]:
+        async with SidecarSession(self.exec, pod.namespace, pod.name, pod.uid) as session:
+            yield PodSidecar(session)
+
     async def read_xcom(self, pod: PodRef, max_bytes: int) -> tuple[bool, Any]:
+        """One read in its own exec session (the pipeline uses :meth:`sidecar`)."""
         result = await self.exec.read_xcom(pod.namespace, pod.name, pod.uid, max_bytes=max_bytes)
         return (not result.empty, result.value)
 
@@ -77,6 +98,7 @@ class KubeCluster:
         return text or None
 
     async def stop_sidecar(self, pod: PodRef) -> None:
+        """A stop in its own exec session (the pipeline uses :meth:`sidecar`)."""
         await self.exec.stop_sidecar(pod.namespace, pod.name, pod.uid)
 
     async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,11 @@ FALLBACK_KILL_COMMAND = (
     '[ -O $f ] && read c < $f && [ "$c" = "sh" ] && pid=${f%/comm} && kill -2 ${pid##*/}; '
     "done"
 )
+#: What ``connect_get_namespaced_pod_exec(..., _preload_content=False)`` gives: entering it connects.
+WsContext = AbstractAsyncContextManager[aiohttp.ClientWebSocketResponse]
 STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
+#: Not a channel: what ``next_frame`` reports when the transport broke.
+BROKEN = -1
 MAX_STDERR = 4096
 
 
@@ -112,8 +117,13 @@ def parse_xcom(output: ExecOutput, where: str) -> XComResult:
             f"XCom read in {where} failed (exit code {code}): {detail}"
             + (f"; stderr: {stderr}" if stderr else "")
         )
+    return decode_xcom(output.stdout, where)
+
+
+def decode_xcom(stdout: bytes, where: str) -> XComResult:
+    """What a successful read printed: the empty sentinel, or ``return.json`` parsed as JSON."""
     try:
-        text = output.stdout.decode("utf-8")
+        text = stdout.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise XComInvalidJSONError(f"XCom in {where} is not UTF-8: {exc}") from exc
     if text.rstrip() == EMPTY_XCOM_RESULT:
@@ -122,10 +132,30 @@ def parse_xcom(output: ExecOutput, where: str) -> XComResult:
         value = json.loads(text)
     except ValueError as exc:
         raise XComInvalidJSONError(f"XCom in {where} is not valid JSON: {exc}") from exc
-    return XComResult(empty=False, value=value, size=len(output.stdout))
+    return XComResult(empty=False, value=value, size=len(stdout))
 
 
-def _ended_abnormally(ws: aiohttp.ClientWebSocketResponse) -> bool:
+async def next_frame(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, bytes] | None:
+    """The session's next ``(channel, payload)``; ``(BROKEN, b"")`` on a transport error; None once closed.
+
+    Text and binary frames both count (servers send either); the 1-byte frames that open a
+    channel are skipped.
+    """
+    while True:
+        msg = await ws.receive()
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            frame: bytes = msg.data
+        elif msg.type == aiohttp.WSMsgType.TEXT:
+            frame = str(msg.data).encode()
+        elif msg.type == aiohttp.WSMsgType.ERROR:
+            return BROKEN, b""
+        else:
+            return None
+        if len(frame) >= 2:
+            return frame[0], frame[1:]
+
+
+def ended_abnormally(ws: aiohttp.ClientWebSocketResponse) -> bool:
     """Whether the session ended by a transport failure (reset, protocol error), not a close."""
     return ws.exception() is not None or ws.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE
 
@@ -143,9 +173,27 @@ class ExecOps:
         self._ws_core = ws_core
         self._settings = settings
         self._limiter = limiter
+        #: Shared with ``finalizer.kube.sidecar.SidecarSession``: one budget for every exec.
+        self.settings = settings
+        self.limiter = limiter
         self._read_pod = read_pod
 
-    async def _explain_handshake(
+    async def connect(self, namespace: str, name: str, command: list[str], *, stdin: bool) -> WsContext:
+        """The WebSocket context of one exec session into the sidecar (entering it connects)."""
+        ctx: WsContext = await self._ws_core().connect_get_namespaced_pod_exec(
+            name,
+            namespace,
+            container=XCOM_SIDECAR_NAME,
+            command=command,
+            stdin=stdin,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        )
+        return ctx
+
+    async def explain_refusal(
         self, exc: BaseException, namespace: str, name: str, uid: str | None
     ) -> FinalizerError:
         """Why exec was refused: the pod is gone, the sidecar is not running, or a transient fault.
@@ -202,32 +250,16 @@ class ExecOps:
         async with self._limiter:
             try:
                 async with asyncio.timeout(limit_seconds or self._settings.exec_timeout):
-                    ctx = await self._ws_core().connect_get_namespaced_pod_exec(
-                        name,
-                        namespace,
-                        container=XCOM_SIDECAR_NAME,
-                        command=command,
-                        stdin=bool(stdin_lines),
-                        stdout=True,
-                        stderr=True,
-                        tty=False,
-                        _preload_content=False,
-                    )
+                    ctx = await self.connect(namespace, name, command, stdin=bool(stdin_lines))
                     async with ctx as ws:
                         for line in stdin_lines:
                             await ws.send_bytes(bytes([STDIN]) + line.encode())
                         broken = False
-                        async for msg in ws:
-                            if msg.type == aiohttp.WSMsgType.BINARY:
-                                frame: bytes = msg.data
-                            elif msg.type == aiohttp.WSMsgType.TEXT:
-                                frame = str(msg.data).encode()
-                            else:
-                                broken = msg.type == aiohttp.WSMsgType.ERROR
+                        while (frame := await next_frame(ws)) is not None:
+                            channel, payload = frame
+                            if channel == BROKEN:
+                                broken = True
                                 break
-                            if len(frame) < 2:
-                                continue  # the 1-byte frame that opens a channel
-                            channel, payload = frame[0], frame[1:]
                             if channel == STDOUT:
                                 size += len(payload)
                                 if max_stdout is not None and size > max_stdout:
@@ -242,7 +274,7 @@ class ExecOps:
                             elif channel == STATUS:
                                 got_status = True
                                 status += payload
-                        if require_status and not got_status and (broken or _ended_abnormally(ws)):
+                        if require_status and not got_status and (broken or ended_abnormally(ws)):
                             # A reset mid-session is the transport's fault, not the command's: the
                             # XCom is still in the sidecar, so this must be retried, not failed.
                             raise KubeTransientError(
@@ -261,7 +293,7 @@ class ExecOps:
                     raise
                 raise translated from exc
         if refused is not None:
-            raise await self._explain_handshake(refused, namespace, name, uid) from refused
+            raise await self.explain_refusal(refused, namespace, name, uid) from refused
         return ExecOutput(b"".join(stdout), bytes(stderr), bytes(status) if got_status else None)
 
     async def read_xcom(

@@ -224,6 +224,19 @@ class World:
             1 for r in self.kube.requests if r.verb == "delete" and r.name == spec.pod.name and r.status < 300
         )
 
+    def xcom_reads(self, spec: JobSpec) -> int:
+        """Times the sidecar ran the XCom read (as a command or as a line on a shell's stdin)."""
+        commands = self.kube.exec_commands(spec.pod.namespace, spec.pod.name)
+        return sum(1 for c in commands if "return.json" in c.text)
+
+    def sidecar_stops(self, spec: JobSpec) -> int:
+        """Times the sidecar ran the provider's stop (its ``kill``; the fallback only after a failed one)."""
+        commands = self.kube.exec_commands(spec.pod.namespace, spec.pod.name)
+        return sum(1 for c in commands if "pgrep" in c.text)
+
+    def exec_sessions(self, spec: JobSpec) -> int:
+        return sum(1 for r in self.kube.requests if r.verb == "exec" and r.name == spec.pod.name)
+
     def wiring(self, ledger_url: str | None = None) -> Wiring:
         """The real foundation (ledger, kube pool, HTTP XCom client) for a Finalizer."""
         url, server = ledger_url or self.ledger_url, self.airflow

@@ -34,14 +34,6 @@ BOUNDARIES = [
 VALUE = {"rows": [1, 2, 3], "name": "résumé"}
 
 
-def _xcom_reads(world: World, spec: JobSpec) -> int:
-    return sum(
-        1
-        for r in world.kube.requests
-        if r.verb == "exec" and r.name == spec.pod.name and "return.json" in r.query
-    )
-
-
 async def _cancel_at(rig: Rig, spec: JobSpec, step: Step) -> None:
     """Run the job and cancel it right after ``step`` is recorded (REGISTERED: before it starts)."""
     assert rig.ledger is not None
@@ -76,7 +68,7 @@ def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None
     assert outcome.kind is OutcomeKind.SUCCESS
     assert outcome.exit_code == 0
     assert world.xcom(spec) == VALUE
-    assert _xcom_reads(world, spec) == 1, "the XCom is read from the sidecar exactly once"
+    assert world.xcom_reads(spec) == 1, "the XCom is read from the sidecar exactly once"
     assert world.deletes(spec) == 1, "the pod is deleted exactly once"
     marker = world.xcom(spec, "__kpo_finalizer_outcome")
     assert Outcome.model_validate(marker["outcome"]) == outcome
@@ -171,7 +163,7 @@ async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_marker
     assert again.kind is OutcomeKind.SUCCESS
     assert world.xcom(spec) == VALUE
     assert world.deletes(spec) == 1
-    assert _xcom_reads(world, spec) == 1
+    assert world.xcom_reads(spec) == 1
 
 
 @pytest.mark.anyio

@@ -57,23 +57,6 @@ def _owner(url: str, spec: JobSpec) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _xcom_reads(world: World, spec: JobSpec) -> int:
-    return sum(
-        1
-        for r in world.kube.requests
-        if r.verb == "exec" and r.name == spec.pod.name and "return.json" in r.query
-    )
-
-
-def _sidecar_stops(world: World, spec: JobSpec) -> int:
-    """Exec sessions other than the XCom read (the stop feeds its command through stdin)."""
-    return sum(
-        1
-        for r in world.kube.requests
-        if r.verb == "exec" and r.name == spec.pod.name and "return.json" not in r.query
-    )
-
-
 @pytest.mark.anyio
 async def test_two_instances_never_double_process_then_adopt_and_fence(
     world: World, make_postgres_database: Callable[[str], str], tmp_path: Path
@@ -90,7 +73,7 @@ async def test_two_instances_never_double_process_then_adopt_and_fence(
         out_a, out_b = await asyncio.gather(first, second)
         assert out_a == out_b
         assert out_a.kind is OutcomeKind.SUCCESS
-        assert _xcom_reads(world, shared) == 1
+        assert world.xcom_reads(shared) == 1
         assert world.deletes(shared) == 1
         assert world.xcom(shared) == "once"
 
@@ -122,9 +105,9 @@ async def test_two_instances_never_double_process_then_adopt_and_fence(
         outcome = await b.submit(parked)  # joins B's running job
         assert outcome.kind is OutcomeKind.SUCCESS
         assert world.xcom(parked) == "adopted"
-        assert 1 <= _xcom_reads(world, parked) <= 2
+        assert 1 <= world.xcom_reads(parked) <= 2
         assert world.deletes(parked) == 1  # one DELETE request in all: A never sent one
-        assert _sidecar_stops(world, parked) == 1
+        assert world.sidecar_stops(parked) == 1
         assert _owner(url, parked) == b.instance_id
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.events import EventStore
@@ -19,6 +20,16 @@ from finalizer.testing.fake_kube.wire import JSON, now, reset_transport
 
 class PodMissingError(KeyError):
     """A lifecycle helper named a pod the store does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecCommand:
+    """One command an exec session ran (what a test counts: reads vs stops)."""
+
+    namespace: str
+    name: str
+    container: str
+    text: str
 
 
 class Cluster:
@@ -32,6 +43,8 @@ class Cluster:
         self._timers: set[asyncio.TimerHandle] = set()
         #: The loop serving the API (set by ``FakeKube.open``); timers run there.
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Every command an exec session ran, in order: its argv, or one stdin line of a shell.
+        self.exec_commands: list[ExecCommand] = []
 
     # --- helpers -------------------------------------------------------------------------------
     def _require(self, namespace: str, name: str) -> JSON:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
 from finalizer.testing.fake_kube import lifecycle, shell
-from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.cluster import Cluster, ExecCommand
 from finalizer.testing.fake_kube.faults import mark_opened
 from finalizer.testing.fake_kube.store import Runtime
 from finalizer.testing.fake_kube.wire import (
@@ -115,6 +116,11 @@ async def handle_exec(
     mark_opened(request, 101)
     runtime = cluster.store.runtime_of(namespace, name)
     session = _Session(ws, want_stdout, want_stderr, runtime.stop_event(container))
+
+    def ran(text: str) -> None:
+        cluster.exec_commands.append(ExecCommand(namespace, name, container, text))
+
+    session.ran = ran
     exit_code: int | None = None
     stops = False
     transport = request.transport
@@ -147,6 +153,8 @@ class _Session:
         self.stdout = stdout
         self.stderr = stderr
         self.stopped = stopped
+        #: Told each command the session runs (``Cluster.exec_commands``).
+        self.ran: Callable[[str], None] = lambda text: None
 
     async def send(self, channel: int, data: bytes) -> None:
         await self.ws.send_bytes(bytes([channel]) + data)
@@ -176,6 +184,7 @@ class _Session:
 
     async def once(self, argv: list[str], runtime: Runtime) -> tuple[int | None, bool]:
         """Run a non-interactive command: (exit code, stops container)."""
+        self.ran(shlex.join(argv))
         result = shell.run_argv(argv, runtime.files)
         if await self._sleep(result.sleep):
             return KILLED_EXIT_CODE, False
@@ -205,6 +214,7 @@ class _Session:
                 buffer += data[1:]
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
+                    self.ran(line.decode(errors="replace"))
                     result = shell.run_script(line.decode(errors="replace"), runtime.files)
                     if await self._sleep(result.sleep):
                         return KILLED_EXIT_CODE, False

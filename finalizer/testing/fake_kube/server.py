@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from finalizer.testing.fake_kube import lifecycle
-from finalizer.testing.fake_kube.cluster import Cluster
+from finalizer.testing.fake_kube.cluster import Cluster, ExecCommand
 from finalizer.testing.fake_kube.faults import Faults, RequestLog, RequestRecord, make_middleware
 from finalizer.testing.fake_kube.kubelet import AutoKubelet
 from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
@@ -347,6 +347,14 @@ class FakeKube:
     @property
     def requests(self) -> list[RequestRecord]:
         return self._log.snapshot()
+
+    def exec_commands(self, namespace: str | None = None, name: str | None = None) -> list[ExecCommand]:
+        """Commands exec sessions ran (argv, or each stdin line of a shell), optionally for one pod."""
+        return [
+            c
+            for c in list(self.cluster.exec_commands)
+            if (namespace is None or c.namespace == namespace) and (name is None or c.name == name)
+        ]
 
     def request_counts(self) -> Counter[tuple[str, str]]:
         return self._log.counts()
