@@ -7,7 +7,6 @@ so ``--help`` stays fast and Airflow is never imported before its environment is
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="added per API request")
     fin.add_argument("--concurrency", type=_positive_int, default=16)
     fin.add_argument("--json", dest="json_path", default="bench-finalize.json")
+    fin.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="as the config's event_loop",
+    )
 
     e2e = bsub.add_parser(
         "e2e", help="classic deferrable KPO vs FinalizingKubernetesPodOperator, real Airflow"
@@ -96,16 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_finalize(args: argparse.Namespace) -> int:
-    """H5's pipeline benchmark (``finalizer.bench.finalize.run``), printed and saved like the others."""
+    """The pipeline benchmark (``finalizer.bench.finalize.run``), printed and saved like the others."""
+    from finalizer.bench import finalize
     from finalizer.bench.report import command_line, flat_table, machine, write_json
 
-    try:  # H5's module; imported by name so this command degrades clearly while it is missing
-        finalize = importlib.import_module("finalizer.bench.finalize")
-    except ImportError as exc:
-        print(f"bench finalize is not available: {exc}", file=sys.stderr)
-        return 2
     result: dict[str, Any] = finalize.run(
-        pods=args.pods, latency_ms=args.latency_ms, concurrency=args.concurrency
+        pods=args.pods, latency_ms=args.latency_ms, concurrency=args.concurrency, event_loop=args.event_loop
     )
     payload = {"command": command_line(), "machine": machine(), **result}
     print(flat_table(result))

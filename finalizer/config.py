@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from api_client.backoff import RetryPolicy
 from finalizer.exceptions import ConfigurationError
+from finalizer.loops import EventLoopChoice
 
 ENV_PREFIX = "KPO_FINALIZER_"
 
@@ -89,6 +90,8 @@ class FinalizerConfig(BaseModel):
     drain_timeout: float = Field(default=30.0, ge=0)
     #: Timeout (seconds) of each single Kubernetes / XCom call.
     call_timeout: float = Field(default=30.0, gt=0)
+    #: The dedicated loop: ``auto`` runs uvloop when it is installed (less CPU per pod), else asyncio.
+    event_loop: EventLoopChoice = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> FinalizerConfig:

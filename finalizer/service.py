@@ -44,6 +44,7 @@ from finalizer.exceptions import (
     LedgerUnavailableError,
 )
 from finalizer.jobs import JobSpec, Outcome, Step
+from finalizer.loops import loop_factory, loop_name
 from finalizer.metrics import METRICS
 from finalizer.pipeline import Pipeline, StepHook, StepReached, ledger_policy, ledger_transient
 from finalizer.seams import Foundation, ServiceLedger, Wiring
@@ -97,6 +98,7 @@ class Finalizer:
         self._in_flight = 0
         self._done = 0
         self._lag = upkeep.Lag()
+        self._loop_name = "asyncio"
         self._closed = threading.Event()
 
     # -- lifecycle (any thread) -----------------------------------------------------------------
@@ -140,7 +142,9 @@ class Finalizer:
     def launch(cls, config: FinalizerConfig, wiring: Wiring, *, on_step: StepHook | None = None) -> Finalizer:
         """Start the loop thread and wait until the foundation is up (raises if it cannot be)."""
         self = cls(config, wiring, on_step=on_step)
-        self._portal_cm = start_blocking_portal("asyncio", name="kpo-finalizer")
+        factory = loop_factory(config.event_loop)  # a missing uvloop fails here, before any thread
+        options = {"loop_factory": factory} if factory is not None else None
+        self._portal_cm = start_blocking_portal("asyncio", options, name="kpo-finalizer")
         self._portal = self._portal_cm.__enter__()
         try:
             self._main_future, _ = self._portal.start_task(self._main, name="kpo-finalizer-main")
@@ -219,6 +223,7 @@ class Finalizer:
             loop_lag=self._lag.last,
             loop_lag_max=self._lag.worst,
             jobs_done=self._done,
+            event_loop=self._loop_name,
         )
 
     def _check_available(self) -> None:
@@ -239,6 +244,8 @@ class Finalizer:
     # -- on the finalizer's loop ----------------------------------------------------------------
 
     async def _main(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._loop_name = loop_name(asyncio.get_running_loop())
+        log.info("kpo-finalizer loop runs on %s", self._loop_name)
         self._stop = anyio.Event()
         self._capacity = anyio.CapacityLimiter(self.config.queue_bound)
         stack = AsyncExitStack()

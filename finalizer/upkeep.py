@@ -38,6 +38,8 @@ class Health:
     loop_lag: float
     loop_lag_max: float
     jobs_done: int
+    #: ``uvloop`` or ``asyncio`` (``FinalizerConfig.event_loop``).
+    event_loop: str = "asyncio"
 
 
 @dataclass(slots=True)

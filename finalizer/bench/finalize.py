@@ -32,6 +32,7 @@ from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, OutcomeKind, Pod
 from finalizer.kube.clients import KubeClients
 from finalizer.kube.config import KubeSettings
 from finalizer.ledger import Ledger
+from finalizer.loops import EventLoopChoice, loop_factory, loop_name
 from finalizer.metrics import FinalizerMetrics
 from finalizer.pipeline import Pipeline
 from finalizer.retry import classify
@@ -70,10 +71,10 @@ class FakeProcess:
     ``time.monotonic`` is system-wide on Linux, so the child's timestamps compare with ours.
     """
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, event_loop: EventLoopChoice = "auto") -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_fake, args=(child, latency), daemon=True)
+        self._proc = ctx.Process(target=_serve_fake, args=(child, latency, event_loop), daemon=True)
 
     def __enter__(self) -> FakeProcess:
         self._proc.start()
@@ -95,9 +96,9 @@ class FakeProcess:
         return value
 
 
-def _serve_fake(conn: Any, latency: float) -> None:
+def _serve_fake(conn: Any, latency: float, event_loop: EventLoopChoice) -> None:
     """Child process: a FakeKube on its own loop thread; answer commands until told to stop."""
-    with FakeKube.in_thread(bookmark_interval=1.0) as kube:
+    with FakeKube.in_thread(bookmark_interval=1.0, loop_factory=loop_factory(event_loop)) as kube:
         kube.latency = latency
         while True:
             op, args = conn.recv()
@@ -260,13 +261,25 @@ async def _noticed_latencies(
 
 
 def run(
-    pods: int = 500, latency_ms: float = 0.0, concurrency: int = 16, ledger_url: str | None = None
+    pods: int = 500,
+    latency_ms: float = 0.0,
+    concurrency: int = 16,
+    ledger_url: str | None = None,
+    event_loop: EventLoopChoice = "auto",
 ) -> dict[str, Any]:
-    """One benchmark run; returns a flat dict of figures (also what ``--json`` writes)."""
+    """One benchmark run; returns a flat dict of figures (also what ``--json`` writes).
+
+    ``event_loop`` picks our loop as ``FinalizerConfig.event_loop`` does, and the fake's alike.
+    """
+    factory = loop_factory(event_loop)
     with tempfile.TemporaryDirectory(prefix="kpof-bench-") as tmp:
         url = ledger_url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}"
-        with FakeProcess(latency_ms / 1000.0) as kube:
-            result = asyncio.run(_run(kube, pods, concurrency, url))
+        with (
+            FakeProcess(latency_ms / 1000.0, event_loop) as kube,
+            asyncio.Runner(loop_factory=factory) as runner,
+        ):
+            result = runner.run(_run(kube, pods, concurrency, url))
+            result["event_loop"] = loop_name(runner.get_loop())
     result["latency_ms"] = latency_ms
     result["ledger"] = "sqlite file" if ledger_url is None else ledger_url.split(":", 1)[0]
     return result
@@ -281,9 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
     parser.add_argument("--ledger-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="as FinalizerConfig.event_loop",
+    )
     args = parser.parse_args(argv)
-    rows = [run(args.pods, args.latency_ms, c, args.ledger_url) for c in args.concurrency]
+    rows = [run(args.pods, args.latency_ms, c, args.ledger_url, args.event_loop) for c in args.concurrency]
     headers = [
+        "event_loop",
         "pods",
         "latency_ms",
         "concurrency",

@@ -26,6 +26,10 @@ def test_bench_finalize_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result["cpu_ms_per_job_ours"] > 0
     assert result["cpu_ms_per_job_fake"] > 0
     assert "throughput_per_s" in capsys.readouterr().out
+    assert result["event_loop"] == "uvloop"  # auto, with uvloop installed (a main dependency)
+    code = main(["bench", "finalize", "--pods", "4", "--event-loop", "asyncio", "--json", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["event_loop"] == "asyncio"
 
 
 @pytest.mark.airflow

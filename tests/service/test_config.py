@@ -51,6 +51,7 @@ def test_from_env_reads_prefixed_variables_and_overrides_win() -> None:
         ({"retry": "{not json"}, "not valid JSON"),
         ({"retry": {"read_pod": {"max_attempts": 0}}}, "max_attempts"),
         ({"heartbeat_interval": 30, "stale_threshold": 30}, "must exceed heartbeat_interval"),
+        ({"event_loop": "trio"}, "event_loop"),
     ],
 )
 def test_bad_values_raise_configuration_error_naming_the_field(

@@ -60,10 +60,23 @@ async def test_submit_from_another_loop_twice_joins_one_job(world: World) -> Non
         assert health.running
         assert health.jobs_done >= 1
         assert 0.0 <= health.loop_lag <= health.loop_lag_max  # measured (tests/unit/test_loop_lag.py)
+        assert health.event_loop == "uvloop"  # event_loop = auto, uvloop installed
     assert world.xcom(spec) == {"n": 1}
     assert world.deletes(spec) == 1
     # One XCom read and one sidecar stop, over one exec session, despite three submissions.
     assert (world.xcom_reads(spec), world.sidecar_stops(spec), world.exec_sessions(spec)) == (1, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_event_loop_asyncio_runs_the_job_on_asyncios_own_loop(world: World) -> None:
+    spec = world.make_job(xcom="[7]")
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    config = world.config.model_copy(update={"event_loop": "asyncio"})
+    async with running(config, world.wiring()) as finalizer:
+        outcome = await finalizer.submit(spec)
+        assert finalizer.health().event_loop == "asyncio"
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert world.xcom(spec) == [7]
 
 
 @pytest.mark.anyio

@@ -113,10 +113,13 @@ class FakeKube:
 
     @classmethod
     @contextmanager
-    def in_thread(cls, **options: Any) -> Iterator[FakeKube]:
-        """Serve from a daemon thread with its own event loop; stop and join on exit."""
+    def in_thread(
+        cls, *, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None, **options: Any
+    ) -> Iterator[FakeKube]:
+        """Serve from a daemon thread with its own event loop (``loop_factory``'s, e.g. uvloop's);
+        stop and join on exit."""
         kube = cls(**options)
-        with serve_in_thread(kube.open, kube.close):
+        with serve_in_thread(kube.open, kube.close, loop_factory=loop_factory):
             yield kube
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:

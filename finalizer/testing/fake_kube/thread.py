@@ -22,8 +22,9 @@ def serve_in_thread(
     open_: Callable[[], Coroutine[Any, Any, Any]],
     close: Callable[[], Coroutine[Any, Any, None]],
     name: str = "fake-kube",
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
+    loop = (loop_factory or asyncio.new_event_loop)()
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def serve() -> None:
