@@ -253,10 +253,14 @@ async def test_waits_for_completion_on_the_shared_watch(world: World, rig: Rig) 
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("exit_code", [0, 1])  # a failing pod also reads its log tail
 @pytest.mark.parametrize("status", [500, 429])
-async def test_error_storms_on_every_call_are_retried(world: World, rig: Rig, status: int) -> None:
+async def test_error_storms_on_every_call_are_retried(
+    world: World, rig: Rig, status: int, exit_code: int
+) -> None:
     spec = world.make_job(xcom='{"storm": true}')
-    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    world.kube.set_logs(NS, spec.pod.name, "base", ["working", "done"])
+    world.kube.terminate(NS, spec.pod.name, exit_code=exit_code)
     for method, path in [
         ("GET", r"/pods\?"),  # LIST
         ("GET", rf"/pods/{spec.pod.name}$"),  # read
@@ -270,11 +274,25 @@ async def test_error_storms_on_every_call_are_retried(world: World, rig: Rig, st
         else:
             world.kube.faults.add(method, path, status=500, times=3)
     outcome = await rig.run(spec)
-    assert outcome.kind is OutcomeKind.SUCCESS
-    assert world.xcom(spec) == {"storm": True}
+    assert outcome.kind is (OutcomeKind.SUCCESS if exit_code == 0 else OutcomeKind.FAILED)
+    assert world.xcom(spec) == {"storm": True}  # pushed on failure too, as upstream
     assert _gone_or_deleting(world, spec)
     errors = [r for r in world.kube.requests if r.status == status]
     assert len(errors) >= 6
+    assert outcome.log_tail == (None if exit_code == 0 else "working\ndone\n")
+
+
+@pytest.mark.anyio
+async def test_log_tail_is_read_only_for_a_task_that_did_not_succeed(world: World, rig: Rig) -> None:
+    ok, bad = world.make_job(xcom="1"), world.make_job(xcom="2", log_tail_lines=2)
+    for spec, code in ((ok, 0), (bad, 3)):
+        world.kube.set_logs(NS, spec.pod.name, "base", ["one", "two", "three"])
+        world.kube.terminate(NS, spec.pod.name, exit_code=code)
+    assert (await rig.run(ok)).log_tail is None
+    failed = await rig.run(bad)
+    assert (failed.kind, failed.log_tail) == (OutcomeKind.FAILED, "two\nthree\n")
+    log_reads = [r.name for r in world.kube.requests if r.path.endswith("/log")]
+    assert log_reads == [bad.pod.name]
 
 
 @pytest.mark.anyio
