@@ -63,13 +63,17 @@ def _succeeds(outcome: Outcome) -> bool:
 
 def _needs_xcom(spec: JobSpec, outcome: Outcome) -> bool:
     """Read and push the sidecar XCom: on success, and — as upstream 10.25.0 does in
-    ``trigger_reentry`` and ``cleanup`` — also when the base container ran and failed (or exited
-    with a ``skip_on_exit_code``). A pod that never ran its container has nothing to read."""
+    ``trigger_reentry`` and ``cleanup`` — also when the base container ran and failed (with or
+    without a fail-fast rule) or exited with a ``skip_on_exit_code``. A pod that never ran its
+    container has nothing to read."""
     if not spec.settings.do_xcom_push:
         return False
     if _succeeds(outcome):
         return True
-    return outcome.kind in (OutcomeKind.FAILED, OutcomeKind.SKIPPED) and outcome.exit_code is not None
+    return outcome.kind in _RAN_AND_ENDED and outcome.exit_code is not None
+
+
+_RAN_AND_ENDED = (OutcomeKind.FAILED, OutcomeKind.FAIL_FAST, OutcomeKind.SKIPPED)
 
 
 def lost_outcome(spec: JobSpec, why: str) -> Outcome:

@@ -67,6 +67,17 @@ async def test_failure_pushes_the_xcom_labels_and_deletes(world: World, rig: Rig
 
 
 @pytest.mark.anyio
+async def test_fail_fast_exit_code_still_pushes_the_xcom(world: World, rig: Rig) -> None:
+    """A fail-fast exit code fails without retry, but the XCom the container wrote is kept (as upstream)."""
+    spec = world.make_job(xcom='{"partial": 1}', fail_fast_exit_codes=(42,))
+    world.kube.terminate(NS, spec.pod.name, exit_code=42)
+    outcome = await rig.run(spec)
+    assert (outcome.kind, outcome.exit_code) == (OutcomeKind.FAIL_FAST, 42)
+    assert world.xcom(spec) == {"partial": 1}
+    assert world.deletes(spec) == 1
+
+
+@pytest.mark.anyio
 async def test_skip_on_exit_code(world: World, rig: Rig) -> None:
     spec = world.make_job(xcom="1", skip_on_exit_code=(99,))
     world.kube.terminate(NS, spec.pod.name, exit_code=99)
