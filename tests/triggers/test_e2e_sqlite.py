@@ -122,14 +122,14 @@ async def test_fail_fast_exit_code_fails_without_retry_through_the_worker(
     assert final.state == "scheduled", trigger_logs(env, ti)[-3000:]
     log = trigger_logs(env, ti)
     assert "deterministic failure" in log
-    # The finalizer already did the pod's work (no XCom on the fail-fast path: the pipeline pushes
-    # it for success, failure and skip outcomes only).
+    # The finalizer already did the pod's work, its XCom included (as upstream, for any failure).
     wait_for(lambda: fake_kube.get_pod(e2e.NAMESPACE, pod.name) is None, 30, what="finalizer deletes the pod")
 
     run_like_worker(env, ti)
     after = current_ti(ti)
     assert after.state == "failed"  # not up_for_retry, although retries=1
     assert after.try_number == final.try_number
+    assert e2e.xcom(env, ti) == {"partial": 1}
 
 
 @pytest.mark.anyio
