@@ -55,7 +55,7 @@ def finalizer_config_values() -> dict[str, Any]:
 class _Runtime:
     """The process's finalizer, its XCom store, the channel warm-up and the guard that drains it."""
 
-    def __init__(self, probe_for: Callable[[TaskInstanceRef], warmup.Probe] = warmup.xcom_probe) -> None:
+    def __init__(self, probe_for: Callable[[TaskInstanceRef], warmup.Probe] = warmup.dag_run_probe) -> None:
         self.finalizer: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.guard: asyncio.Task[None] | None = None

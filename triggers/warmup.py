@@ -6,12 +6,13 @@ supervisor answers nothing else (its heartbeat stalls too). Without a warm-up th
 the first ``SetXCom`` of the first finished pod. So when the finalizer starts in a runner, one
 read-only request is sent at once, fire-and-forget, and the app is built while pods still run.
 
-The probe is ``XCom.aget_one`` of a key nobody writes, on the trigger's own TI: the runner sends
-``GetXCom``; the supervisor's ``handle_get_xcom`` calls ``client.xcoms.get`` → ``GET
-/xcoms/{dag}/{run}/{task}/{key}`` (a ``SELECT``; nothing is written), whose 404 the Task SDK turns
-into ``None`` (the supervisor logs that 404 as "XCom not found", naming ``WARMUP_KEY``). The
-request goes through the runner's multiplexed comms (one future per request id), so cancelling
-it leaves the channel consistent.
+The probe asks for the state of the trigger's own DAG run: the runner sends ``GetDagRunState``
+over its supervisor comms (as ``XCom.aget_one`` sends ``GetXCom``); the supervisor's
+``handle_get_dag_run_state`` calls ``client.dag_runs.get_state`` → ``GET
+/dag-runs/{dag}/{run}/state`` (a ``SELECT``; nothing is written), answered 200. (An earlier probe read
+an XCom key nobody writes: its 404 made the supervisor log an error-level "XCom not found" at
+every runner start.) The request goes through the runner's multiplexed comms (one future per
+request id), so cancelling it leaves the channel consistent.
 
 A warm-up never fails anything: errors and time-outs are logged and forgotten; the first real
 XCom call then pays the cold start, as before.
@@ -28,24 +29,23 @@ from finalizer.jobs import TaskInstanceRef
 
 log = logging.getLogger(__name__)
 
-#: The XCom key the probe reads; never written by anyone.
-WARMUP_KEY = "__kpo_finalizer_warmup"
 #: Longer than any cold start seen (12-17 s), so a stuck supervisor does not pin the task forever.
 WARMUP_TIMEOUT = 120.0
 
 Probe = Callable[[], Awaitable[object]]
 
 
-def xcom_probe(ti: TaskInstanceRef) -> Probe:
-    """``GetXCom`` of ``WARMUP_KEY`` for ``ti``: read-only, answered ``None`` (404)."""
+def dag_run_probe(ti: TaskInstanceRef) -> Probe:
+    """``GetDagRunState`` of ``ti``'s DAG run: read-only, answered 200 with the run's state."""
 
     async def probe() -> object:
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow.sdk.execution_time.comms import DagRunStateResult, GetDagRunState
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
 
-        value: object = await XCom.aget_one(
-            key=WARMUP_KEY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
-        )
-        return value
+        answer = await SUPERVISOR_COMMS.asend(GetDagRunState(dag_id=ti.dag_id, run_id=ti.run_id))
+        if not isinstance(answer, DagRunStateResult):
+            raise TypeError(f"GetDagRunState answered {type(answer).__name__}: {answer}")
+        return answer.state
 
     return probe
 
