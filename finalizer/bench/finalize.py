@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(render_table(headers, [[r[h] for h in headers] for r in rows], digits=3))
     if args.json_path:
-        path = write_json(args.json_path, {"command": command_line(argv), "machine": machine(), "runs": rows})
+        payload = {"command": command_line(argv, parser.prog), "machine": machine(), "runs": rows}
+        path = write_json(args.json_path, payload)
         print(f"JSON written to {path}")
     return 0 if all(r["succeeded"] == r["pods"] for r in rows) else 1
 

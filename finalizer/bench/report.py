@@ -97,10 +97,10 @@ def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path
     return target
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
+def command_line(argv: Sequence[str] | None = None, program: str = "kpo-finalizer") -> str:
     """The command as a user would retype it."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return " ".join(["kpo-finalizer", *args])
+    return " ".join([program, *args])
 
 
 def flat_table(result: Mapping[str, Any], digits: int = 3) -> str:

@@ -32,6 +32,17 @@ def test_bench_finalize_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert json.loads(out.read_text())["event_loop"] == "asyncio"
 
 
+def test_bench_finalize_module_runs_several_concurrencies(tmp_path: Path) -> None:
+    from finalizer.bench import finalize
+
+    out = tmp_path / "runs.json"
+    assert finalize.main(["--pods", "4", "--concurrency", "1", "2", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["command"] == f"python -m finalizer.bench.finalize --pods 4 --concurrency 1 2 --json {out}"
+    assert [r["concurrency"] for r in written["runs"]] == [1, 2]
+    assert all(r["xcoms_correct"] == 4 and r["pods_left"] == 0 for r in written["runs"])
+
+
 @pytest.mark.airflow
 def test_bench_api_load_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "api.json"
