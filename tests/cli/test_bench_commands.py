@@ -25,6 +25,7 @@ def test_bench_finalize_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert 0 <= result["noticed_p50_s"] <= result["noticed_p95_s"] <= result["latency_max_s"]
     assert result["cpu_ms_per_job_ours"] > 0
     assert result["cpu_ms_per_job_fake"] > 0
+    assert result["one_core_per_s"] == pytest.approx(1000 / result["cpu_ms_per_job_ours"], rel=0.01)
     assert "throughput_per_s" in capsys.readouterr().out
     assert result["event_loop"] == "uvloop"  # auto, with uvloop installed (a main dependency)
     code = main(["bench", "finalize", "--pods", "4", "--event-loop", "asyncio", "--json", str(out)])
