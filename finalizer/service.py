@@ -212,6 +212,27 @@ class Finalizer:
                 ) from None
             raise
 
+    async def delete_pod(self, spec: JobSpec) -> bool:
+        """Delete ``spec``'s pod with its uid precondition (``on_kill``), from any asyncio loop.
+
+        True if deleted now, False if already gone; ``PodConflictError`` when another pod holds the
+        name (not ours to delete). Runs on the finalizer's loop, with its shared cluster client.
+        """
+        if self._failure is not None:
+            raise self._unavailable()
+        if self._portal is None or self._closed.is_set():
+            raise FinalizerUnavailableError("the kpo-finalizer loop is not running")
+        try:
+            future = self._portal.start_task_soon(self._delete_pod, spec)
+        except RuntimeError as exc:
+            raise FinalizerUnavailableError("the kpo-finalizer loop is not running") from exc
+        return await asyncio.wrap_future(future)
+
+    async def _delete_pod(self, spec: JobSpec) -> bool:
+        assert self._foundation is not None
+        cluster = await self._foundation.cluster_for(spec)
+        return await cluster.delete_pod(spec.pod, spec.settings.termination_grace_period)
+
     def health(self) -> Health:
         return Health(
             running=self._main_future is not None and not self._main_future.done(),

@@ -35,7 +35,7 @@ from finalizer.exceptions import ConfigurationError, FinalizerError
 from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
-from triggers.runtime import finalize, release
+from triggers.runtime import delete_pod, finalize
 
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
 
@@ -105,6 +105,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             log_events_on_startup=log_events_on_startup,
         )
         self.pod_uid = pod_uid
+        #: The finalizer job once ``run`` chose the finalizing path (``on_kill`` deletes by its uid).
+        self._job: JobSpec | None = None
         self.do_xcom_push = do_xcom_push
         self.multiple_outputs = multiple_outputs
         if skip_on_exit_code is None:
@@ -219,6 +221,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
                 yield event
             return
 
+        self._job = job
         self.log.info(
             "kpo-finalizer: finishing pod %s/%s (uid %s) in the triggerer", *self._where(), self.pod_uid
         )
@@ -312,29 +315,27 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             )
             return
         self.log.info("on_kill: task is %s; deleting pod %s/%s", state, *self._where())
-        await release(self._job_key())
         try:
-            await asyncio.wait_for(
-                self.hook.delete_pod(
-                    name=self.pod_name,
-                    namespace=self.pod_namespace,
-                    grace_period_seconds=self.termination_grace_period,
-                ),
-                ON_KILL_STEP_TIMEOUT,
-            )
+            how = await asyncio.wait_for(self._delete_pod(), ON_KILL_STEP_TIMEOUT)
         except Exception:
             self.log.exception("on_kill: could not delete pod %s/%s", *self._where())
         else:
-            self.log.info("on_kill: pod %s/%s deleted", *self._where())
+            self.log.info("on_kill: pod %s/%s deleted %s", *self._where(), how)
+
+    async def _delete_pod(self) -> str:
+        """This very pod (uid precondition) through the finalizer; by name where none runs."""
+        if self._job is not None and await delete_pod(self._job) is not None:
+            return f"(uid {self._job.pod.uid})"
+        await self.hook.delete_pod(
+            name=self.pod_name,
+            namespace=self.pod_namespace,
+            grace_period_seconds=self.termination_grace_period,
+        )
+        return "(by name)"
 
     async def cleanup(self) -> None:
-        """Every exit (shutdown, reassignment, done): never delete a pod here."""
-        if not self._fired_event:
-            # Stop waiting on this process's behalf; the job itself stays durable in the ledger.
-            await release(self._job_key())
+        """Every exit (shutdown, reassignment, done): never delete a pod here.
 
-    def _job_key(self) -> str | None:
-        ti = getattr(self, "task_instance", None)
-        if ti is None or not self.pod_uid:
-            return None
-        return f"{ti.id}:{ti.try_number}:{self.pod_uid}"
+        Only the waiting ends (the cancelled ``submit``); the job goes on in the finalizer or is
+        parked durable in the ledger, so a restarted or reassigned trigger picks it up.
+        """

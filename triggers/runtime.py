@@ -134,15 +134,15 @@ async def finalize(job: JobSpec) -> Outcome:
     return outcome
 
 
-async def release(job_key: str | None) -> None:
-    """This trigger stops waiting for ``job_key`` (shutdown, reassignment, kill). Never deletes pods."""
+async def delete_pod(job: JobSpec) -> bool | None:
+    """Delete ``job``'s pod through this runner's finalizer (uid precondition) for ``on_kill``.
+
+    None when no finalizer runs on this loop (the caller then deletes by name, as upstream);
+    otherwise True if deleted now, False if already gone. Raises ``PodConflictError`` when another
+    pod holds the name, and the finalizer's errors.
+    """
     finalizer = _RUNTIME.finalizer
-    if job_key is None or finalizer is None:
-        return
-    forget = getattr(finalizer, "release", None)
-    if forget is None:
-        return
-    with contextlib.suppress(Exception):
-        result = forget(job_key)
-        if asyncio.iscoroutine(result):
-            await result
+    if finalizer is None or _RUNTIME.loop is not asyncio.get_running_loop():
+        return None
+    deleted: bool = await finalizer.delete_pod(job)
+    return deleted

@@ -233,3 +233,20 @@ async def test_queue_bound_holds_further_jobs_back_until_there_is_room(world: Wo
         outcomes = await asyncio.gather(a, b)
     assert [o.kind for o in outcomes] == [OutcomeKind.SUCCESS, OutcomeKind.SUCCESS]
     assert (world.xcom(first), world.xcom(second)) == (1, 2)
+
+
+@pytest.mark.anyio
+async def test_delete_pod_for_on_kill_deletes_only_this_uid(world: World) -> None:
+    """``on_kill`` deletes through the finalizer: the pod's uid is a precondition."""
+    from finalizer.exceptions import PodConflictError
+
+    ours, replaced = world.make_job(), world.make_job()
+    world.kube.force_delete(NS, replaced.pod.name)
+    world.kube.create_pod(NS, name=replaced.pod.name)  # the name now belongs to another pod
+    async with running(world.config, world.wiring()) as finalizer:
+        assert await finalizer.delete_pod(ours) is True
+        assert await finalizer.delete_pod(ours) is False  # already gone (or terminating): done
+        with pytest.raises(PodConflictError):
+            await finalizer.delete_pod(replaced)
+    assert world.kube.get_pod(NS, replaced.pod.name) is not None, "another uid's pod is not ours to delete"
+    assert world.deletes(ours) >= 1

@@ -162,6 +162,8 @@ async def test_user_marks_the_task_failed_then_on_kill_deletes_the_pod(
     wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
     env.set_ti_state(current_ti(ti).id, "failed")  # what "mark failed" in the UI does to the row
     wait_for(lambda: fake_kube.get_pod(pod.namespace, pod.name) is None, 60, what="on_kill to delete the pod")
+    # Deleted through the finalizer, with the uid precondition (by name only where none runs).
+    wait_for(lambda: f"deleted (uid {pod.uid})" in trigger_logs(env, ti), 30, what="on_kill's log line")
     log = trigger_logs(env, ti)
     assert "on_kill: task is failed; deleting pod" in log, triggerer.logs()[-3000:]
     assert current_ti(ti).state == "failed"
