@@ -69,6 +69,9 @@ class FinishSettings(_Frozen):
     xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
     log_tail_lines: int = Field(default=50, ge=0)
     log_tail_bytes: int = Field(default=16 * 1024, ge=0)
+    #: Also read the tail when the task succeeds (the operator's ``get_logs``: upstream's worker
+    #: then writes the container's log to the task log); a failed task's tail is always read.
+    log_tail_on_success: bool = True
     fail_fast_exit_codes: tuple[int, ...] = ()
     fail_fast_waiting_reasons: tuple[str, ...] = ("InvalidImageName", "ErrImageNeverPull")
     fail_fast_message_pattern: str | None = None

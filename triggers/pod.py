@@ -169,6 +169,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
                 on_finish_action=self.on_finish_action.value,
                 skip_on_exit_code=self.skip_on_exit_code,
                 termination_grace_period=self.termination_grace_period,
+                get_logs=self.get_logs,
             ),
             startup=self.startup_rules(),
         )
@@ -273,7 +274,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             self.log.error("kpo-finalizer: task failed: %s", reason)
         else:
             self.log.warning("kpo-finalizer: outcome %s handed to the worker: %s", kind, reason)
-        if log_tail and action != "success":
+        if log_tail:  # on success only with get_logs (the pipeline reads it only then)
             self.log.info("kpo-finalizer: last lines of the base container's log:\n%s", log_tail)
 
     # -- exits ----------------------------------------------------------------------------------

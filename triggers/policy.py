@@ -101,6 +101,7 @@ class FinalizationPolicy(BaseModel):
         on_finish_action: OnFinishAction = "delete_pod",
         skip_on_exit_code: Iterable[int] = (),
         termination_grace_period: int | None = None,
+        get_logs: bool = True,
         read: ConfigReader | None = None,
     ) -> FinishSettings:
         """Resolve against the configuration and combine with the operator's own arguments."""
@@ -116,6 +117,7 @@ class FinalizationPolicy(BaseModel):
             xcom_max_bytes=_pick(policy.xcom_max_bytes, builtin.xcom_max_bytes),
             log_tail_lines=_pick(policy.log_tail_lines, builtin.log_tail_lines),
             log_tail_bytes=_pick(policy.log_tail_bytes, builtin.log_tail_bytes),
+            log_tail_on_success=get_logs,
             fail_fast_exit_codes=_pick(policy.fail_fast_exit_codes, builtin.fail_fast_exit_codes),
             fail_fast_waiting_reasons=_pick(
                 policy.fail_fast_waiting_reasons, builtin.fail_fast_waiting_reasons

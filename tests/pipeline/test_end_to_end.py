@@ -290,20 +290,24 @@ async def test_error_storms_on_every_call_are_retried(
     assert _gone_or_deleting(world, spec)
     errors = [r for r in world.kube.requests if r.status == status]
     assert len(errors) >= 6
-    assert outcome.log_tail == (None if exit_code == 0 else "working\ndone\n")
+    assert outcome.log_tail == "working\ndone\n"  # read under the storm too
 
 
 @pytest.mark.anyio
-async def test_log_tail_is_read_only_for_a_task_that_did_not_succeed(world: World, rig: Rig) -> None:
-    ok, bad = world.make_job(xcom="1"), world.make_job(xcom="2", log_tail_lines=2)
-    for spec, code in ((ok, 0), (bad, 3)):
+async def test_log_tail_on_success_only_when_asked_always_on_failure(world: World, rig: Rig) -> None:
+    """``log_tail_on_success`` is the operator's ``get_logs``; a failed task's tail is always read."""
+    shown = world.make_job(xcom="1", log_tail_lines=2)
+    quiet = world.make_job(xcom="2", log_tail_on_success=False)
+    failed = world.make_job(xcom="3", log_tail_lines=2, log_tail_on_success=False)
+    for spec, code in ((shown, 0), (quiet, 0), (failed, 3)):
         world.kube.set_logs(NS, spec.pod.name, "base", ["one", "two", "three"])
         world.kube.terminate(NS, spec.pod.name, exit_code=code)
-    assert (await rig.run(ok)).log_tail is None
-    failed = await rig.run(bad)
-    assert (failed.kind, failed.log_tail) == (OutcomeKind.FAILED, "two\nthree\n")
-    log_reads = [r.name for r in world.kube.requests if r.path.endswith("/log")]
-    assert log_reads == [bad.pod.name]
+    assert (await rig.run(shown)).log_tail == "two\nthree\n"
+    assert (await rig.run(quiet)).log_tail is None
+    outcome = await rig.run(failed)
+    assert (outcome.kind, outcome.log_tail) == (OutcomeKind.FAILED, "two\nthree\n")
+    log_reads = {r.name for r in world.kube.requests if r.path.endswith("/log")}
+    assert log_reads == {shown.pod.name, failed.pod.name}
 
 
 @pytest.mark.anyio

@@ -48,6 +48,11 @@ def _exit(code: int) -> Callable[[FakeKube, e2e.PodHandle], None]:
     return drive
 
 
+def _log_and_exit_0(kube: FakeKube, pod: e2e.PodHandle) -> None:
+    kube.set_logs(pod.namespace, pod.name, "base", ["starting", f"hello from {pod.name}"])
+    _exit(0)(kube, pod)
+
+
 def _image_pull(kube: FakeKube, pod: e2e.PodHandle) -> None:
     kube.image_pull_failure(
         pod.namespace, pod.name, reason="ImagePullBackOff", message='Back-off pulling image "no/such:tag"'
@@ -81,7 +86,15 @@ CASES: list[Case] = [
         {"return_value": [1, "two", None, 4.5]},
         xcom_file='[1, "two", null, 4.5]',
     ),
-    Case("scalar", _exit(0), "success", {"return_value": 42}, xcom_file="42"),
+    # get_logs (the operator's default): the task log shows the container's last lines on success.
+    Case(
+        "scalar",
+        _log_and_exit_0,
+        "success",
+        {"return_value": 42},
+        xcom_file="42",
+        log_contains=("last lines of the base container's log", "hello from e2e-"),
+    ),
     Case("empty", _exit(0), "success", {"return_value": MISSING}, xcom_file=""),
     Case(
         "multi",

@@ -129,6 +129,7 @@ def test_job_spec_carries_policy_operator_settings_and_startup_clocks() -> None:
     assert spec.settings.on_finish_action == "keep_pod"
     assert spec.settings.fail_fast_exit_codes == (2,)
     assert spec.settings.log_tail_lines == 5
+    assert spec.settings.log_tail_on_success is False  # get_logs=False
     assert spec.startup.schedule_timeout == 40
     assert spec.startup.startup_timeout == 30
     assert spec.startup.trigger_start == START
