@@ -7,9 +7,10 @@ sidecar, sends the provider's read script (byte for byte) and then ``echo <marke
 keeps the session while the payload is persisted, pushed and the log tail read. The stop is then a
 line on the same stdin: the provider's ``kill``, then its fallback, as in ``ExecOps.stop_sidecar``.
 
-- The read's output ends at the marker line, random per read, so no ``return.json`` can fake it.
-  The read script can only fail in ``cat``, which says why on stderr: stderr means failure; so
-  does the shell ending before the marker (it has no other way out).
+- The read's output ends at the line ``<marker> $?``: the marker is random per read, so no
+  ``return.json`` can fake it, and ``$?`` is the read script's exit status, printed in order with
+  its stdout (stderr is another stream and may arrive later). A non-zero status, any stderr
+  that did arrive, or the shell ending before the marker line fail the read.
 - The session holds no slot of the cluster's limiter while it waits between read and stop.
 - A session that broke in between, or a job resumed after a crash (no session), stops the sidecar
   with a fresh exec (``ExecOps.stop_sidecar``): the saving is lost, nothing else.
@@ -56,6 +57,25 @@ from finalizer.kube.xcom import (
 from finalizer.pod import XCOM_SIDECAR_NAME
 
 SHELL = ["/bin/sh"]
+#: Room after the marker on its line: `` <exit status>\n`` (at most 3 digits).
+MARKER_TAIL = 5
+
+
+def _marker_status(stdout: bytearray, marker: bytes) -> tuple[int, int] | None:
+    """``(exit status, where the marker starts)`` once stdout ends with ``<marker> <status>\n``.
+
+    Only the very end counts: a ``return.json`` cannot hold the marker, which is random per read,
+    and the marker line is the last thing the shell prints.
+    """
+    if not stdout.endswith(b"\n"):
+        return None
+    at = stdout.rfind(marker, max(0, len(stdout) - len(marker) - MARKER_TAIL))
+    if at < 0:
+        return None
+    tail = bytes(stdout[at + len(marker) : -1]).strip()
+    return (int(tail), at) if tail.isdigit() else None
+
+
 #: How long closing an unused session may wait for the server's close frame.
 CLOSE_TIMEOUT = 1.0
 
@@ -103,8 +123,10 @@ class SidecarSession:
                 except aiohttp.WSServerHandshakeError as exc:
                     refused = exc  # explained below, outside the limiter: that reads the pod
                 else:
-                    await ws.send_bytes(bytes([STDIN]) + f"{XCOM_COMMAND[2]}\necho {marker}\n".encode())
-                    stdout = await self._until_marker(ws, (marker + "\n").encode(), cap, max_bytes)
+                    # ``$?`` on the marker line: the read script's exit status, in order with its output.
+                    script = f"{XCOM_COMMAND[2]}\necho {marker} $?\n"
+                    await ws.send_bytes(bytes([STDIN]) + script.encode())
+                    stdout = await self._until_marker(ws, marker.encode(), cap, max_bytes)
         except TimeoutError as exc:
             await self.aclose()
             raise KubeTransientError(f"exec into {self._where} timed out") from exc
@@ -132,28 +154,33 @@ class SidecarSession:
         return ws
 
     async def _until_marker(
-        self, ws: aiohttp.ClientWebSocketResponse, end: bytes, cap: int, max_bytes: int
+        self, ws: aiohttp.ClientWebSocketResponse, marker: bytes, cap: int, max_bytes: int
     ) -> bytes:
-        """Stdout up to the marker line; stderr or an early end is the read's failure."""
+        """Stdout up to the ``<marker> <status>`` line; a non-zero status, stderr or an early end
+        is the read's failure."""
         stdout = bytearray()
         stderr = bytearray()
-        while not stdout.endswith(end):
+        while (status := _marker_status(stdout, marker)) is None:
             frame = await next_frame(ws)
             if frame is None or frame[0] in (BROKEN, STATUS):
                 raise self._ended_early(ws, frame, stderr)
             channel, payload = frame
             if channel == STDOUT:
                 stdout += payload
-                if len(stdout) > cap + len(end):
+                if len(stdout) > cap + len(marker) + MARKER_TAIL:
                     raise XComTooLargeError(
                         f"XCom in {self._where} is larger than the limit of {max_bytes} bytes"
                     )
             elif channel == STDERR:
                 stderr += payload[: max(0, MAX_STDERR - len(stderr))]
-        if stderr:
+        code, at = status
+        if code != 0 or stderr:
             text = stderr.decode("utf-8", "replace").strip()
-            raise XComExecFailedError(f"XCom read in {self._where} failed; stderr: {text}")
-        return bytes(stdout[: -len(end)])
+            raise XComExecFailedError(
+                f"XCom read in {self._where} failed (exit code {code})"
+                + (f"; stderr: {text}" if text else "")
+            )
+        return bytes(stdout[:at])
 
     def _ended_early(
         self, ws: aiohttp.ClientWebSocketResponse, frame: tuple[int, bytes] | None, stderr: bytearray

@@ -104,6 +104,16 @@ async def test_provider_stdin_kill_sent_as_binary_frame(fake_kube: FakeKube, cor
     assert sidecar["state"]["terminated"]["exitCode"] == 0
 
 
+async def test_a_stdin_shell_expands_the_last_exit_status(fake_kube: FakeKube, core_ws: Any) -> None:
+    """``$?`` in a line is the previous line's exit code, as sh does (the finalizer's read marker)."""
+    running_pod(fake_kube)
+    ws_ctx = await open_exec(core_ws, "p", ["/bin/sh"], container=SIDECAR, stdin=True)
+    async with ws_ctx as ws:
+        await ws.send_bytes(b"\x00false\necho a $?\ntrue\necho b $?\nexit 0\n")
+        frames = [(m.data[0], m.data[1:]) async for m in ws]
+    assert b"".join(data for channel, data in frames if channel == 1) == b"a 1\nb 0\n"
+
+
 async def test_session_ends_when_container_stops(fake_kube: FakeKube, core_ws: Any) -> None:
     running_pod(fake_kube)
     ws_ctx = await open_exec(core_ws, "p", ["sleep", "30"], container=SIDECAR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from finalizer.exceptions import (
 )
 from finalizer.jobs import PodRef
 from finalizer.kube import KubeCluster
-from finalizer.kube.sidecar import SidecarSession
+from finalizer.kube.sidecar import SidecarSession, _marker_status
 from finalizer.pod import XCOM_SIDECAR_NAME
 from finalizer.testing import FakeKube
 from tests.kube.conftest import NS, running_pod
@@ -139,14 +140,15 @@ async def test_retried_read_opens_a_new_session(fake: FakeKube, cluster: KubeClu
 @pytest.mark.parametrize(
     ("script", "message"),
     [
-        # The read script writes stderr only when ``cat`` fails; the fake cannot stage that
-        # inside the provider's script, so the same shape is sent by hand: stderr, then the marker.
-        (b"cat /airflow/xcom/gone.json\necho END\n", "No such file"),
+        # The read script's ``cat`` failing (the fake cannot stage that inside the provider's
+        # script, so the same shape is sent by hand): its status on the marker line, stderr too.
+        (b"cat /airflow/xcom/gone.json\necho END $?\n", "exit code 1"),
+        (b"no-such-command\necho END $?\n", "exit code 127"),
         # The shell ends (with a status) before the marker.
         (b"exit 3\n", "exit code 3"),
     ],
 )
-async def test_stderr_or_an_early_exit_fails_the_read(
+async def test_a_failed_status_stderr_or_an_early_exit_fails_the_read(
     fake: FakeKube, cluster: KubeCluster, script: bytes, message: str
 ) -> None:
     running_pod(fake, "p")
@@ -154,4 +156,21 @@ async def test_stderr_or_an_early_exit_fails_the_read(
         ws = await session._connect()
         await ws.send_bytes(b"\x00" + script)
         with pytest.raises(XComExecFailedError, match=message):
-            await session._until_marker(ws, b"END\n", 100, 100)
+            await asyncio.wait_for(session._until_marker(ws, b"END", 100, 100), 5)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "found"),
+    [
+        (b'{"a": 1}M 0\n', (0, 8)),
+        (b"[1]\nM 0\n", (0, 4)),
+        (b"M 1\n", (1, 0)),
+        (b"M 127\n", (127, 0)),
+        (b'{"a": 1}M 0', None),  # the line is not complete yet
+        (b'{"a": 1}M \n', None),  # no status yet
+        (b"M 0\n{}", None),  # the marker must end the output
+        (b"", None),
+    ],
+)
+def test_marker_status(stdout: bytes, found: tuple[int, int] | None) -> None:
+    assert _marker_status(bytearray(stdout), b"M") == found

@@ -194,6 +194,7 @@ class _Session:
     async def interactive(self, runtime: Runtime) -> tuple[int | None, bool]:
         """A shell reading stdin lines until ``exit``, a client close, or the container stopping."""
         buffer = b""
+        status = 0  # ``$?``: the last line's exit code, as sh expands it in the next line
         stop_wait = asyncio.ensure_future(self.stopped.wait())
         try:
             while True:
@@ -215,7 +216,9 @@ class _Session:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     self.ran(line.decode(errors="replace"))
-                    result = shell.run_script(line.decode(errors="replace"), runtime.files)
+                    text = line.decode(errors="replace").replace("$?", str(status))
+                    result = shell.run_script(text, runtime.files)
+                    status = result.exit_code
                     if await self._sleep(result.sleep):
                         return KILLED_EXIT_CODE, False
                     await self.emit(result)
