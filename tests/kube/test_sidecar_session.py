@@ -174,3 +174,13 @@ async def test_a_failed_status_stderr_or_an_early_exit_fails_the_read(
 )
 def test_marker_status(stdout: bytes, found: tuple[int, int] | None) -> None:
     assert _marker_status(bytearray(stdout), b"M") == found
+
+
+async def test_clear_requests_also_forgets_exec_commands(fake: FakeKube, cluster: KubeCluster) -> None:
+    running_pod(fake, "p")
+    async with _session(cluster) as session:
+        await session.read_xcom(100)
+    assert [c.text for c in fake.exec_commands(NS, "p")][-1].startswith("echo __kpo_finalizer_end_")
+    fake.clear_requests()
+    assert fake.exec_commands() == []
+    assert _execs(fake) == 0

@@ -363,7 +363,9 @@ class FakeKube:
         return self._log.counts()
 
     def clear_requests(self) -> None:
+        """Forget the request log and the exec command log (both start counting afresh)."""
         self._log.clear()
+        self.cluster.exec_commands.clear()
 
     def _stop_container(self, namespace: str, name: str, container: str) -> None:
         """SIGINT to PID 1: the sidecar's ``trap "exit 0" INT`` exits 0; others die 130."""
