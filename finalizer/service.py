@@ -24,9 +24,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -51,6 +52,7 @@ from finalizer.seams import Foundation, ServiceLedger, Wiring
 from finalizer.upkeep import Health
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -189,9 +191,14 @@ class Finalizer:
     def submit_future(self, spec: JobSpec) -> concurrent.futures.Future[Outcome]:
         """Hand a job to the finalizer from any thread; the future resolves to its ``Outcome``."""
         self._check_available()
-        assert self._portal is not None
+        return self._on_loop(self._run_or_join, spec)
+
+    def _on_loop(self, fn: Callable[[JobSpec], Awaitable[T]], spec: JobSpec) -> concurrent.futures.Future[T]:
+        """Start ``fn(spec)`` on the finalizer's loop; a loop that is gone is our error, not anyio's."""
+        if self._portal is None:
+            raise FinalizerUnavailableError("the kpo-finalizer loop is not running")
         try:
-            return self._portal.start_task_soon(self._run_or_join, spec)
+            return self._portal.start_task_soon(fn, spec)
         except RuntimeError as exc:
             raise FinalizerUnavailableError("the kpo-finalizer loop is not running") from exc
 
@@ -220,13 +227,9 @@ class Finalizer:
         """
         if self._failure is not None:
             raise self._unavailable()
-        if self._portal is None or self._closed.is_set():
+        if self._closed.is_set():
             raise FinalizerUnavailableError("the kpo-finalizer loop is not running")
-        try:
-            future = self._portal.start_task_soon(self._delete_pod, spec)
-        except RuntimeError as exc:
-            raise FinalizerUnavailableError("the kpo-finalizer loop is not running") from exc
-        return await asyncio.wrap_future(future)
+        return await asyncio.wrap_future(self._on_loop(self._delete_pod, spec))
 
     async def _delete_pod(self, spec: JobSpec) -> bool:
         assert self._foundation is not None

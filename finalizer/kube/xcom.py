@@ -171,8 +171,6 @@ class ExecOps:
         read_pod: Callable[[str, str], Awaitable[PodView]],
     ) -> None:
         self._ws_core = ws_core
-        self._settings = settings
-        self._limiter = limiter
         #: Shared with ``finalizer.kube.sidecar.SidecarSession``: one budget for every exec.
         self.settings = settings
         self.limiter = limiter
@@ -247,9 +245,9 @@ class ExecOps:
         size = 0
         got_status = False
         refused: aiohttp.WSServerHandshakeError | None = None
-        async with self._limiter:
+        async with self.limiter:
             try:
-                async with asyncio.timeout(limit_seconds or self._settings.exec_timeout):
+                async with asyncio.timeout(limit_seconds or self.settings.exec_timeout):
                     ctx = await self.connect(namespace, name, command, stdin=bool(stdin_lines))
                     async with ctx as ws:
                         for line in stdin_lines:
@@ -326,7 +324,7 @@ class ExecOps:
                     ["/bin/sh"],
                     stdin_lines=[command + "\n"],
                     stop_on_stderr=True,
-                    limit_seconds=self._settings.sidecar_stop_timeout,
+                    limit_seconds=self.settings.sidecar_stop_timeout,
                     require_status=False,
                 )
                 if not output.stderr:

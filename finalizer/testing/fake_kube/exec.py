@@ -215,9 +215,9 @@ class _Session:
                 buffer += data[1:]
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    self.ran(line.decode(errors="replace"))
-                    text = line.decode(errors="replace").replace("$?", str(status))
-                    result = shell.run_script(text, runtime.files)
+                    text = line.decode(errors="replace")
+                    self.ran(text)
+                    result = shell.run_script(text.replace("$?", str(status)), runtime.files)
                     status = result.exit_code
                     if await self._sleep(result.sleep):
                         return KILLED_EXIT_CODE, False
