@@ -29,12 +29,12 @@ contains a token: requests are described by method and path only.
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+
+from api_client.retry_after import parse_retry_after
 
 __all__ = [
     "APIVersionError",
@@ -172,20 +172,10 @@ def classify(exc: BaseException) -> float | None:
     return None
 
 
-def _parse_retry_after(value: str | None, *, now: float | None = None) -> float:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); 0.0 if absent or garbage."""
-    if not value:
-        return 0.0
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+def _wait_hint(retry_after: str | None) -> float:
+    """A transient answer's ``retry_after``: the server's hint, 0.0 when it gave none (or garbage)."""
+    seconds = parse_retry_after(retry_after)
+    return 0.0 if seconds is None else seconds
 
 
 def _decode_detail(response: httpx.Response) -> Any:
@@ -226,10 +216,10 @@ def error_for_status(
         error = ConflictError(message, **common)
     elif status == 429:
         error = RateLimitedError(message, **common)
-        error.retry_after = _parse_retry_after(retry_after)
+        error.retry_after = _wait_hint(retry_after)
     elif status >= 500:
         error = ServerError(message, **common)
-        error.retry_after = _parse_retry_after(retry_after)
+        error.retry_after = _wait_hint(retry_after)
     else:
         error = ServerResponseError(message, **common)
     return error

@@ -7,7 +7,7 @@ exec-based XCom reader. Everything raised is a ``finalizer.exceptions`` class.
 
 from finalizer.kube.clients import KubeClients, KubeCluster, cluster_from_kubeconfig
 from finalizer.kube.config import KubeSettings, load_configuration
-from finalizer.kube.errors import error_for_status, kube_errors, parse_retry_after, translate
+from finalizer.kube.errors import error_for_status, kube_errors, translate
 from finalizer.kube.pods import ALREADY_CHECKED_LABEL, PodOps, termination_message
 from finalizer.kube.watcher import PodWatcher, Subscription
 from finalizer.kube.xcom import ExecOps, XComResult
@@ -26,7 +26,6 @@ __all__ = [
     "error_for_status",
     "kube_errors",
     "load_configuration",
-    "parse_retry_after",
     "termination_message",
     "translate",
 ]

@@ -9,6 +9,8 @@ above this module sees only :mod:`finalizer.exceptions`, so callers decide on cl
     404                                  -> PodNotFoundError
     409                                  -> PodConflictError
     any other 4xx                        -> KubeRequestError
+
+``Retry-After`` is read by :mod:`api_client.retry_after`, as the Execution API client reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from api_client.retry_after import parse_retry_after
 from finalizer.exceptions import (
     FinalizerError,
     KubeError,
@@ -31,23 +34,8 @@ from finalizer.exceptions import (
     PodNotFoundError,
 )
 
-#: Longest ``Retry-After`` we honour; a broken proxy must not park us for hours.
-MAX_RETRY_AFTER = 300.0
 #: How much of an error body ends up in a message (bodies can be whole HTML pages).
 MAX_BODY_IN_MESSAGE = 300
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form only), else None."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        return None
-    return min(seconds, MAX_RETRY_AFTER)
 
 
 def status_message(body: str | bytes | None) -> str:

@@ -29,7 +29,7 @@ from api_client import (
     classify,
 )
 from api_client.auth import as_token_provider
-from api_client.exceptions import _parse_retry_after, error_for_status
+from api_client.exceptions import error_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -74,14 +74,17 @@ def test_invalid_state_carries_previous_state_and_reason() -> None:
     ("header", "expected"),
     [(None, 0.0), ("", 0.0), ("3", 3.0), ("1.5", 1.5), ("-4", 0.0), ("soon", 0.0)],
 )
-def test_parse_retry_after(header: str | None, expected: float) -> None:
-    assert _parse_retry_after(header) == expected
+def test_retry_after_of_a_429(header: str | None, expected: float) -> None:
+    """The header is read by api_client.retry_after (tests/api_client/test_retry_after.py); no hint = 0.0."""
+    assert error_for_status(429, "slow", method="GET", path="/x", retry_after=header).retry_after == expected
 
 
-def test_parse_retry_after_http_date() -> None:
+def test_retry_after_http_date(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1_800_000_000.0
+    monkeypatch.setattr("time.time", lambda: now)
     header = email.utils.formatdate(now + 30, usegmt=True)
-    assert _parse_retry_after(header, now=now) == pytest.approx(30.0, abs=1.0)
+    error = error_for_status(503, "down", method="GET", path="/x", retry_after=header)
+    assert error.retry_after == pytest.approx(30.0, abs=1.0)
 
 
 def test_classify_only_transient_ours() -> None:

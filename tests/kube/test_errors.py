@@ -16,7 +16,7 @@ from finalizer.exceptions import (
     PodConflictError,
     PodNotFoundError,
 )
-from finalizer.kube import KubeCluster, error_for_status, kube_errors, parse_retry_after, translate
+from finalizer.kube import KubeCluster, error_for_status, kube_errors, translate
 from finalizer.testing import FakeKube
 from tests.kube.conftest import NS, running_pod
 
@@ -57,23 +57,6 @@ def test_error_for_status_table(
 def test_status_message_is_used_and_plain_text_kept() -> None:
     assert 'pods "x" not found' in str(error_for_status(404, STATUS_404))
     assert APF_429 in str(error_for_status(429, APF_429))
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("3", 3.0),
-        (" 12 ", 12.0),
-        ("0", 0.0),
-        ("1.5", 1.5),
-        (None, None),
-        ("soon", None),
-        ("-4", None),
-        ("9999", 300.0),
-    ],
-)
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    assert parse_retry_after(value) == expected
 
 
 def _api_exception(status: int, body: str, headers: dict[str, str]) -> ApiException:
