@@ -18,6 +18,7 @@ from kubernetes_asyncio.client.configuration import Configuration
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import get_websocket_url
 
+from finalizer.exceptions import FinalizerUnavailableError
 from finalizer.jobs import ClusterRef, PodRef
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
 from finalizer.kube.pods import PodOps
@@ -132,9 +133,13 @@ class KubeClients:
         self._closed = False
 
     async def get(self, cluster: ClusterRef) -> KubeCluster:
-        """The shared client of ``cluster``, created once; a failed creation is retried next call."""
+        """The shared client of ``cluster``, created once; a failed creation is retried next call.
+
+        After ``aclose`` this raises ``FinalizerUnavailableError``: a job that asks for a cluster while
+        the service shuts down ends with the service's own "not running" error, not a crash.
+        """
         if self._closed:
-            raise RuntimeError("KubeClients is closed")
+            raise FinalizerUnavailableError("the Kubernetes client pool is closed (the finalizer stopped)")
         key = cluster.key
         task = self._clusters.get(key)
         if task is None:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from finalizer.exceptions import ConfigurationError
+from finalizer.exceptions import ConfigurationError, FinalizerError, FinalizerUnavailableError
 from finalizer.jobs import ClusterRef
 from finalizer.kube import KubeClients, KubeSettings
 from finalizer.kube.config import _uses_exec_auth, load_configuration
+from finalizer.retry import classify
 from finalizer.testing import FakeKube
 from tests.kube.conftest import FAST, NS, running_pod
 
@@ -37,8 +38,21 @@ async def test_one_client_per_cluster_key(fake: FakeKube) -> None:
         assert many[0].api.rest_client.pool_manager is again.api.rest_client.pool_manager
     assert many[0].api.rest_client.pool_manager.closed
     assert other.api.rest_client.pool_manager.closed
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(FinalizerUnavailableError, match="closed"):
         await clients.get(ref)
+
+
+async def test_a_closed_pool_raises_the_finalizers_own_error(fake: FakeKube) -> None:
+    """Not a bare RuntimeError: callers (the service's job runner, retry.classify) decide on our tree."""
+    clients = KubeClients(FAST)
+    await clients.get(ClusterRef(config_dict=fake.kubeconfig))
+    await clients.aclose()
+    with pytest.raises(FinalizerError) as info:
+        await clients.get(ClusterRef(config_dict=fake.kubeconfig))
+    assert type(info.value) is FinalizerUnavailableError
+    assert not isinstance(info.value, RuntimeError)
+    assert classify(info.value) is None  # terminal: a stopped pool does not come back
+    assert len(clients) == 0
 
 
 async def test_airflow_connection_is_read_by_the_providers_hook(
