@@ -87,20 +87,11 @@ class KubeCluster:
         async with SidecarSession(self.exec, pod.namespace, pod.name, pod.uid) as session:
             yield PodSidecar(session)
 
-    async def read_xcom(self, pod: PodRef, max_bytes: int) -> tuple[bool, Any]:
-        """One read in its own exec session (the pipeline uses :meth:`sidecar`)."""
-        result = await self.exec.read_xcom(pod.namespace, pod.name, pod.uid, max_bytes=max_bytes)
-        return (not result.empty, result.value)
-
     async def log_tail(self, pod: PodRef, lines: int, max_bytes: int) -> str | None:
         text = await self.pods.log_tail(
             pod.namespace, pod.name, pod.base_container, tail_lines=lines, limit_bytes=max_bytes
         )
         return text or None
-
-    async def stop_sidecar(self, pod: PodRef) -> None:
-        """A stop in its own exec session (the pipeline uses :meth:`sidecar`)."""
-        await self.exec.stop_sidecar(pod.namespace, pod.name, pod.uid)
 
     async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:
         return await self.pods.delete_pod(pod.namespace, pod.name, pod.uid, grace_period)

@@ -101,7 +101,8 @@ async def test_read_json_xcom(fake: FakeKube, cluster: KubeCluster) -> None:
     fake.write_xcom(NS, "p", json.dumps(payload))
     result = await cluster.exec.read_xcom(NS, "p", uid, max_bytes=1024)
     assert result == XComResult(empty=False, value=payload, size=len(json.dumps(payload).encode()))
-    present, value = await cluster.read_xcom(PodRef(namespace=NS, name="p", uid=uid), 1024)
+    async with cluster.sidecar(PodRef(namespace=NS, name="p", uid=uid)) as sidecar:  # the pipeline's way
+        present, value = await sidecar.read_xcom(1024)
     assert (present, value) == (True, payload)
     exec_request = next(r for r in fake.requests if r.verb == "exec")
     assert f"container={XCOM_SIDECAR_NAME}" in exec_request.query
@@ -242,19 +243,25 @@ async def test_exec_timeout(fake: FakeKube) -> None:
             await slow.exec._exec(NS, "p", None, ["/bin/sh", "-c", "sleep 5"])
 
 
+async def _stop_without_read(cluster: KubeCluster, ref: PodRef) -> None:
+    """A job resumed after its read: ``sidecar(ref).stop()`` with no session open (a fresh exec)."""
+    async with cluster.sidecar(ref) as sidecar:
+        await sidecar.stop()
+
+
 async def test_stop_sidecar(fake: FakeKube, cluster: KubeCluster) -> None:
     uid = running_pod(fake, "p")
     ref = PodRef(namespace=NS, name="p", uid=uid)
     fake.terminate(NS, "p", "base", exit_code=0)
-    await cluster.stop_sidecar(ref)
+    await _stop_without_read(cluster, ref)
     pod = fake.get_pod(NS, "p")
     sidecar = next(c for c in pod["status"]["containerStatuses"] if c["name"] == XCOM_SIDECAR_NAME)  # type: ignore[index]
     assert "terminated" in sidecar["state"]
     assert pod["status"]["phase"] == "Succeeded"  # type: ignore[index]
     # Already stopped, then gone: both count as stopped.
-    await cluster.stop_sidecar(ref)
+    await _stop_without_read(cluster, ref)
     fake.force_delete(NS, "p")
-    await cluster.stop_sidecar(ref)
+    await _stop_without_read(cluster, ref)
 
 
 async def test_refused_exec_is_explained_even_with_one_slot(fake: FakeKube) -> None:
