@@ -106,7 +106,7 @@ class World:
 
     def _start_triggerer_in_background(self) -> Callable[[], None]:
         """Start ``airflow triggerer`` on a thread (it takes seconds); the result waits for it."""
-        from finalizer.testing.triggerer import TriggererProcess
+        from finalizer.testing.triggerer_process import TriggererProcess
 
         self.triggerer = TriggererProcess(self.env, log_path=self.home / "triggerer.log", name="triggerer")
         self.cleanup.push("stop the airflow triggerer", self._stop_triggerer)
@@ -173,7 +173,7 @@ class World:
         )
 
     async def _defer_all(self, tasks: list[TaskPlan]) -> None:
-        from finalizer.testing.triggerer import defer_like_worker, worker_client
+        from finalizer.testing.worker import defer_like_worker, worker_client
 
         async with self.env.execution_api_app() as app, worker_client(app) as client:
             for task in tasks:

@@ -18,7 +18,7 @@ import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import TriggererProcess
+from finalizer.testing.triggerer_process import TriggererProcess
 from tests.triggers import e2e, scenarios
 
 

@@ -14,7 +14,7 @@ from kubernetes.client import models as k8s
 
 from finalizer.testing.airflow_env import AirflowEnv, TIInfo
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import defer_like_worker, worker_client
+from finalizer.testing.worker import defer_like_worker, worker_client
 from triggers.operator import FinalizingKubernetesPodOperator
 from triggers.pod import FinalizingPodTrigger
 

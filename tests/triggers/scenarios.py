@@ -17,7 +17,8 @@ import anyio
 
 from finalizer.testing.airflow_env import AirflowEnv, TIInfo
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import current_ti, trigger_logs
+from finalizer.testing.logs import trigger_logs
+from finalizer.testing.polling import current_ti
 from tests.triggers import e2e
 
 FINAL_STATES = {"success", "failed", "skipped", "up_for_retry", "scheduled", "up_for_reschedule"}

@@ -16,13 +16,9 @@ import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import (
-    TriggererProcess,
-    current_ti,
-    trigger_logs,
-    wait_for,
-    wait_for_ti_state,
-)
+from finalizer.testing.logs import trigger_logs
+from finalizer.testing.polling import current_ti, wait_for, wait_for_ti_state
+from finalizer.testing.triggerer_process import TriggererProcess
 from tests.triggers import e2e
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]

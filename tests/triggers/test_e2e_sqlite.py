@@ -25,14 +25,10 @@ import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import (
-    TriggererProcess,
-    current_ti,
-    run_like_worker,
-    trigger_logs,
-    wait_for,
-    wait_for_ti_state,
-)
+from finalizer.testing.logs import trigger_logs
+from finalizer.testing.polling import current_ti, wait_for, wait_for_ti_state
+from finalizer.testing.triggerer_process import TriggererProcess
+from finalizer.testing.worker import run_like_worker
 from tests.triggers import e2e, scenarios
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]

@@ -16,7 +16,9 @@ import pytest
 
 from finalizer.testing.airflow_env import AirflowEnv, TIInfo
 from finalizer.testing.fake_kube import FakeKube
-from finalizer.testing.triggerer import TriggererProcess, current_ti, trigger_logs, wait_for
+from finalizer.testing.logs import trigger_logs
+from finalizer.testing.polling import current_ti, wait_for
+from finalizer.testing.triggerer_process import TriggererProcess
 from tests.triggers import e2e
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow, pytest.mark.postgres]
