@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from finalizer.exceptions import ConfigurationError
 from finalizer.loops import EventLoopChoice
 
 ENV_PREFIX = "KPO_FINALIZER_"
+#: The Airflow configuration section (``airflow.cfg`` / ``AIRFLOW__KPO_FINALIZER__*``) of every option.
+CONFIG_SECTION = "kpo_finalizer"
+#: Options whose values never appear in an error message (a ledger URL may carry a password).
+SECRET_OPTIONS = frozenset({"ledger_url"})
 
 #: The I/O steps a job makes, each with its own retry policy.
 RETRY_STEPS = ("read_pod", "read_xcom", "push_xcom", "diagnostics", "stop_sidecar", "cleanup", "ledger")
@@ -118,6 +123,14 @@ class FinalizerConfig(BaseModel):
             raise ConfigurationError(f"unknown retry step {step!r}")
         return self.retry.get(step, StepRetry()).policy()
 
+    def ledger_policy(self) -> RetryPolicy:
+        """The ledger's retry policy, never retrying past ``ledger_deadline``."""
+        policy = self.retry_policy("ledger")
+        deadline = (
+            self.ledger_deadline if policy.deadline is None else min(policy.deadline, self.ledger_deadline)
+        )
+        return replace(policy, deadline=deadline)
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FinalizerConfig:
         """Build from a mapping (strings allowed, as from an ini section)."""
@@ -134,7 +147,7 @@ class FinalizerConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc)) from exc
+            raise ConfigurationError(describe_validation_error(exc, "kpo-finalizer configuration")) from exc
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FinalizerConfig:
@@ -149,9 +162,17 @@ class FinalizerConfig(BaseModel):
         return cls.from_mapping(data)
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming every bad field, its value (never a secret's) and what is wrong with it.
+
+    The one formatter for the finalizer's settings and the per-task ``FinalizationPolicy``.
+    """
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid kpo-finalizer configuration: " + "; ".join(parts)
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<settings>"
+        if not loc or "input" not in err or loc[0] in SECRET_OPTIONS:  # no loc: the input is everything
+            parts.append(f"{field}: {err['msg']}")
+        else:
+            parts.append(f"{field}={err['input']!r}: {err['msg']}")
+    return f"invalid {source}: " + "; ".join(parts)

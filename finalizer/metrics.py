@@ -281,7 +281,7 @@ class FinalizerMetrics:
             "completion_to_done_seconds", "From the base container's end (kubelet time) to job done."
         )
         self.in_flight = r.gauge("in_flight", "Jobs actively finalizing.")
-        self.queue_depth = r.gauge("queue_depth", "Jobs tracked (waiting for their pod or for a slot).")
+        self.queue_depth = r.gauge("queue_depth", "Jobs whose pod completed, waiting for a concurrency slot.")
         self.retries = r.counter("retries", "Retried I/O calls by step.", ["step"])
         self.errors = r.counter("errors", "Errors by step and error class.", ["step", "error"])
 

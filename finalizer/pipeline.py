@@ -20,79 +20,39 @@ same real pieces.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from api_client.backoff import Classifier, RetryPolicy, retry_async
-from finalizer import steps
-from finalizer.config import RETRY_STEPS, FinalizerConfig
-from finalizer.decisions import cleanup, triage
+from api_client.backoff import Classifier
+from finalizer.config import FinalizerConfig
+from finalizer.decisions import cleanup, marker, triage, xcom_push
+from finalizer.decisions.outcome import failed, gone, needs_xcom, succeeds
 from finalizer.exceptions import (
     FinalizerError,
     KubeRequestError,
-    KubeTransientError,
     PodConflictError,
     PodNotFoundError,
     XComReadError,
 )
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.ledger.records import JobRecord
 from finalizer.metrics import METRICS, FinalizerMetrics
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
-from finalizer.progress import Progress, StepHook, StepReached, ledger_transient
-from finalizer.seams import ClusterOps, JobLedger, JobRecordLike, PodWatch, SidecarOps, XComSink
+from finalizer.progress import Progress, StepHook, StepReached
+from finalizer.retry import StepCalls
+from finalizer.seams import ClusterOps, JobLedger, PodWatch, SidecarOps, Slots, XComSink
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-Slot = Callable[[JobSpec], AbstractAsyncContextManager[Any]]
-__all__ = ["Pipeline", "StepHook", "StepReached", "ledger_policy", "ledger_transient"]
+__all__ = ["Pipeline", "StepHook", "StepReached"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _succeeds(outcome: Outcome) -> bool:
-    return outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK)
-
-
-def _needs_xcom(spec: JobSpec, outcome: Outcome) -> bool:
-    """Read and push the sidecar XCom: on success, and — as upstream 10.25.0 does in
-    ``trigger_reentry`` and ``cleanup`` — also when the base container ran and failed (with or
-    without a fail-fast rule) or exited with a ``skip_on_exit_code``. A pod that never ran its
-    container has nothing to read."""
-    if not spec.settings.do_xcom_push:
-        return False
-    if _succeeds(outcome):
-        return True
-    return outcome.kind in _RAN_AND_ENDED and outcome.exit_code is not None
-
-
-_RAN_AND_ENDED = (OutcomeKind.FAILED, OutcomeKind.FAIL_FAST, OutcomeKind.SKIPPED)
-
-
-def lost_outcome(spec: JobSpec, why: str) -> Outcome:
-    """The pod vanished before its XCom was read: an explicit failure, never a silent success."""
-    what = "its XCom was lost" if spec.settings.do_xcom_push else "its result is unknown"
-    return Outcome(
-        kind=OutcomeKind.FAILED,
-        reason=f"Pod {spec.pod.namespace}/{spec.pod.name} {why} before its XCom was read: {what}",
-        event_status="error",
-    )
-
-
-def failed(outcome: Outcome, why: str) -> Outcome:
-    """Turn a success into a failure with ``why``; an existing failure keeps its kind, noting why."""
-    if outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FALLBACK):
-        return outcome.model_copy(
-            update={"kind": OutcomeKind.FAILED, "reason": why, "event_status": "failed"}
-        )
-    return steps.with_note(outcome, why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +73,10 @@ class Pipeline:
         *,
         config: FinalizerConfig,
         cluster_for: Callable[[JobSpec], Awaitable[ClusterOps]],
-        ledger: JobLedger[Any],
+        ledger: JobLedger,
         xcoms: XComSink,
         classify: Classifier,
-        slot: Slot | None = None,
+        slots: Slots | None = None,
         on_step: StepHook | None = None,
         metrics: FinalizerMetrics = METRICS,
     ) -> None:
@@ -124,50 +84,24 @@ class Pipeline:
         self._cluster_for = cluster_for
         self._ledger = ledger
         self._xcoms = xcoms
-        self._classify = classify
-        self._slot = slot
-        #: Awaited after each recorded step (the service tracks jobs; crash tests stop a job there).
+        self._slots = slots
+        #: Awaited after each step reached (crash tests stop a job there).
         self._on_step = on_step
         self._metrics = metrics
-        self._policies = {step: config.retry_policy(step) for step in RETRY_STEPS}
-        self._ledger_policy = ledger_policy(config)
+        self._io = StepCalls.for_config(config, classify, metrics)
+        self._ledger_policy = config.ledger_policy()
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _io(self, what: str, policy: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One I/O call: bounded by ``call_timeout``, retried per the step's policy, timed in metrics."""
-        timeout = self._config.call_timeout
-        metrics = self._metrics
-
-        async def attempt() -> T:
-            # asyncio.timeout, not anyio.fail_after: the pipeline always runs on the finalizer's
-            # asyncio loop, and fail_after's backend lookup was ~20 % of the pipeline's own CPU.
-            try:
-                async with asyncio.timeout(timeout):
-                    return await fn()
-            except TimeoutError as exc:
-                raise KubeTransientError(f"{what} timed out after {timeout:g}s") from exc
-
-        def on_retry(n: int, exc: BaseException, wait: float) -> None:
-            metrics.retried(policy)
-            log.info("%s failed (attempt %d, %s); retrying in %.2fs", what, n, type(exc).__name__, wait)
-
-        with metrics.timed(policy):
-            try:
-                return await retry_async(attempt, self._policies[policy], self._classify, on_retry=on_retry)
-            except Exception as exc:
-                metrics.error(policy, exc)
-                raise
-
-    def _progress(self, spec: JobSpec, rec: Any) -> Progress:
+    def _progress(self, spec: JobSpec, rec: JobRecord) -> Progress:
         return Progress(spec, rec, self._ledger, self._ledger_policy, self._metrics, self._on_step)
 
     def _gate(self, spec: JobSpec) -> AbstractAsyncContextManager[Any]:
-        return self._slot(spec) if self._slot is not None else nullcontext()
+        return self._slots.slot(spec) if self._slots is not None else nullcontext()
 
     # -- the job --------------------------------------------------------------------------------
 
-    async def run(self, spec: JobSpec, rec: JobRecordLike) -> Outcome:
+    async def run(self, spec: JobSpec, rec: JobRecord) -> Outcome:
         """Finish one job from wherever its record says it stopped; returns the final outcome."""
         if rec.step >= Step.DONE and rec.outcome is not None:
             return rec.outcome
@@ -266,21 +200,17 @@ class Pipeline:
                 return final, pod
 
     async def _when_gone(self, spec: JobSpec, why: str, outcome: Outcome | None = None) -> Outcome:
-        """The pod is gone: a marker from whoever finished it says how it ended; else the XCom is
-        lost — a failure, or for a task already failing (``outcome``) a note on that failure."""
-        marker = await self._io(
-            "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, steps.MARKER_KEY)
+        """The pod is gone: the marker of whoever finished it, if any, decides (``outcome.gone``)."""
+        value = await self._io(
+            "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, marker.MARKER_KEY)
         )
-        recorded = steps.decode_marker(marker, spec)
+        recorded = marker.decode_marker(value, spec)
         if recorded is not None:
             log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
-            return recorded
-        if outcome is not None and not _succeeds(outcome):
-            return steps.with_note(outcome, f"the pod {why} before its XCom was read: its XCom was lost")
-        return lost_outcome(spec, why)
+        return gone(spec, why, outcome, recorded)
 
     async def _read_xcom(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> _Read:
-        if not _needs_xcom(spec, outcome):
+        if not needs_xcom(spec, outcome):
             return _Read()
         cap = min(spec.settings.xcom_max_bytes, self._config.xcom_max_bytes)
         try:
@@ -292,18 +222,18 @@ class Pipeline:
         # An empty return.json and a JSON null both push nothing (the task returned None).
         return _Read(read=True, value=value if present else None)
 
-    async def _push_xcom(self, spec: JobSpec, rec: JobRecordLike, outcome: Outcome) -> Outcome:
-        if not _needs_xcom(spec, outcome):
+    async def _push_xcom(self, spec: JobSpec, rec: JobRecord, outcome: Outcome) -> Outcome:
+        if not needs_xcom(spec, outcome):
             return outcome
         if not rec.xcom_read:
             return failed(outcome, "the XCom was never read (ledger record has no payload)")
         try:
-            pushes = steps.plan_pushes(rec.xcom_value, spec.settings, succeeded=_succeeds(outcome))
-        except steps.PushRefused as exc:
+            pushes = xcom_push.plan_pushes(rec.xcom_value, spec.settings, succeeded=succeeds(outcome))
+        except xcom_push.PushRefused as exc:
             return failed(outcome, str(exc))
         for push in pushes:
 
-            async def one(p: steps.Push = push) -> None:
+            async def one(p: xcom_push.Push = push) -> None:
                 await self._xcoms.set(spec, p.key, p.value, mapped_length=p.mapped_length)
 
             await self._io(f"push XCom {push.key!r}", "push_xcom", one)
@@ -313,12 +243,12 @@ class Pipeline:
         """A bounded log tail for the task log; best effort (a gone pod has none).
 
         A successful task's tail only with ``log_tail_on_success`` (the operator's ``get_logs``):
-        without it the GET per successful pod is saved (~8 % of the pipeline's CPU).
+        without it the GET per successful pod is saved.
         """
         settings = spec.settings
         if settings.log_tail_lines == 0 or settings.log_tail_bytes == 0:
             return outcome
-        if _succeeds(outcome) and not settings.log_tail_on_success:
+        if succeeds(outcome) and not settings.log_tail_on_success:
             return outcome
         try:
             tail = await self._io(
@@ -341,9 +271,9 @@ class Pipeline:
             log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
 
     async def _write_marker(self, spec: JobSpec, outcome: Outcome) -> None:
-        value = steps.encode_marker(spec, outcome)
+        value = marker.encode_marker(spec, outcome)
         await self._io(
-            "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, steps.MARKER_KEY, value)
+            "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, marker.MARKER_KEY, value)
         )
 
     async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> None:
@@ -388,12 +318,3 @@ class Pipeline:
         except (PodNotFoundError, PodConflictError):
             # 409: the name now belongs to another pod, so ours is gone.
             log.info("job %s: pod already gone", spec.key)
-
-
-def ledger_policy(config: FinalizerConfig) -> RetryPolicy:
-    """The ledger retry policy, never retrying past ``ledger_deadline``."""
-    policy = config.retry_policy("ledger")
-    deadline = (
-        config.ledger_deadline if policy.deadline is None else min(policy.deadline, config.ledger_deadline)
-    )
-    return replace(policy, deadline=deadline)

@@ -5,9 +5,8 @@ the durability points only — the payload (``XCOM_PERSISTED``: before anything 
 deleted) and the end (``DONE``) — and each write carries the times of the idempotent steps
 passed since the previous one (push, log tail, sidecar stop, cleanup). A job that crashes
 between two writes resumes at the last one and redoes those steps, which the pipeline already
-requires to be safe (an XCom set is an overwrite, a delete of a gone pod counts as done). This
-cuts a finalization from eight ledger writes to three (submit, payload, done); see
-``finalizer/ledger/DECISIONS.md``.
+requires to be safe (an XCom set is an overwrite, a delete of a gone pod counts as done). A
+finalization makes three ledger writes (submit, payload, done); see ``finalizer/ledger/DECISIONS.md``.
 
 The step hook still sees every step as it is reached, with ``durable`` telling whether the
 ledger holds it (crash tests stop a job at each boundary, durable or not).
@@ -22,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api_client.backoff import RetryPolicy, retry_async
-from finalizer.exceptions import JobLostError, LedgerError
 from finalizer.jobs import JobSpec, Step
+from finalizer.ledger.records import JobRecord
 from finalizer.metrics import FinalizerMetrics
+from finalizer.retry import ledger_transient
 from finalizer.seams import JobLedger
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,11 @@ class StepReached:
 
     step: Step
     durable: bool
-    rec: Any
+    rec: JobRecord
 
 
 #: Awaited with each step reached (the service tracks jobs; tests crash jobs there).
 StepHook = Callable[[JobSpec, StepReached], Awaitable[None]]
-
-
-def ledger_transient(exc: BaseException) -> float | None:
-    """Ledger calls: a lost job is final; any other ledger failure (a dropped connection, an
-    unreachable database) is retried — the service's heartbeat fails loudly past ``ledger_deadline``."""
-    if isinstance(exc, JobLostError):
-        return None
-    return 0.0 if isinstance(exc, LedgerError) else None
 
 
 @dataclass(slots=True)
@@ -56,8 +48,8 @@ class Progress:
     """One run of one job: the last record written, and the steps reached since."""
 
     spec: JobSpec
-    rec: Any
-    ledger: JobLedger[Any]
+    rec: JobRecord
+    ledger: JobLedger
     policy: RetryPolicy
     metrics: FinalizerMetrics
     hook: StepHook | None = None
@@ -66,20 +58,19 @@ class Progress:
     @property
     def step(self) -> Step:
         """The last step the ledger holds (where a resumed run would start)."""
-        step: Step = self.rec.step
-        return step
+        return self.rec.step
 
     async def reach(self, step: Step, at: datetime | None = None) -> None:
         """``step`` is done; its time goes to the ledger with the next write."""
         self.pending.setdefault(step, at or datetime.now(UTC))
         await self._notify(step, durable=False)
 
-    async def commit(self, step: Step, **fields: Any) -> Any:
+    async def commit(self, step: Step, **fields: Any) -> JobRecord:
         """Write ``step`` (and the pending steps' times); a briefly unreachable ledger is retried,
         a lost job (``JobLostError``) is not."""
         reached = dict(self.pending)
 
-        async def write() -> Any:
+        async def write() -> JobRecord:
             return await self.ledger.advance(self.rec, step, reached=reached, **fields)
 
         with self.metrics.timed("ledger"):

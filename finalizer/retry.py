@@ -6,22 +6,28 @@ decides on classes from ``finalizer.exceptions`` and on the documented ``retry_a
 ``api_client.exceptions.ExecutionAPIError`` — never on message strings. Anything unknown is
 terminal: retrying a bug only hides it.
 
-``policy_for(step)`` gives the default ``RetryPolicy`` of each I/O step (``FinalizerConfig``
-may override them); ``call_with_retry`` wires policy, classifier, logging and metrics together.
+``StepCalls`` is the one I/O wrapper the pipeline uses: timeout, policy, classifier, logging
+and metrics together. ``ledger_transient`` classifies ledger writes (their policy is
+``FinalizerConfig.ledger_policy``).
+``STEP_POLICIES`` is a table of per-step policies (see ``policy_for``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
-from api_client.backoff import RetryPolicy, retry_async
+from api_client.backoff import Classifier, RetryPolicy, retry_async
 from api_client.exceptions import ExecutionAPIError
+from finalizer.config import RETRY_STEPS, FinalizerConfig
 from finalizer.exceptions import (
     FinalizerError,
+    JobLostError,
     KubeTransientError,
+    LedgerError,
     LedgerUnavailableError,
 )
 from finalizer.metrics import METRICS, FinalizerMetrics
@@ -87,32 +93,65 @@ def policy_for(step: str) -> RetryPolicy:
         raise KeyError(f"unknown retry step {step!r}; known: {sorted(STEP_POLICIES)}") from None
 
 
-def on_retry_hook(
-    step: str, metrics: FinalizerMetrics = METRICS
-) -> Callable[[int, BaseException, float], None]:
-    """``retry_async(on_retry=…)``: count the retry and log its class and wait (never a payload)."""
+class StepCalls:
+    """The pipeline's I/O wrapper: one call of one step, bounded by ``call_timeout``, retried per
+    the step's policy with the classifier, timed and counted in metrics (never logging a payload).
 
-    def hook(attempt: int, exc: BaseException, wait: float) -> None:
-        metrics.retried(step)
-        log.warning(
-            "%s: attempt %d failed (%s: %s); retrying in %.2fs", step, attempt, type(exc).__name__, exc, wait
+    Built once per pipeline: the policies are resolved up front, not on every call.
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, RetryPolicy],
+        call_timeout: float,
+        classifier: Classifier = classify,
+        metrics: FinalizerMetrics = METRICS,
+    ) -> None:
+        self._policies = dict(policies)
+        self._timeout = call_timeout
+        self._classify = classifier
+        self._metrics = metrics
+
+    @classmethod
+    def for_config(
+        cls, config: FinalizerConfig, classifier: Classifier = classify, metrics: FinalizerMetrics = METRICS
+    ) -> StepCalls:
+        """The configured policy of every step in ``RETRY_STEPS``, and ``call_timeout``."""
+        return cls(
+            {step: config.retry_policy(step) for step in RETRY_STEPS},
+            config.call_timeout,
+            classifier,
+            metrics,
         )
 
-    return hook
+    async def __call__(self, what: str, step: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` as step ``step`` (its policy and metrics); ``what`` names the call in logs."""
+        timeout, metrics = self._timeout, self._metrics
+
+        async def attempt() -> T:
+            # asyncio.timeout, not anyio.fail_after: the pipeline always runs on the finalizer's
+            # asyncio loop, and fail_after's backend lookup on every call is measurable CPU.
+            try:
+                async with asyncio.timeout(timeout):
+                    return await fn()
+            except TimeoutError as exc:
+                raise KubeTransientError(f"{what} timed out after {timeout:g}s") from exc
+
+        def on_retry(n: int, exc: BaseException, wait: float) -> None:
+            metrics.retried(step)
+            log.info("%s failed (attempt %d, %s); retrying in %.2fs", what, n, type(exc).__name__, wait)
+
+        with metrics.timed(step):
+            try:
+                return await retry_async(attempt, self._policies[step], self._classify, on_retry=on_retry)
+            except Exception as exc:
+                metrics.error(step, exc)
+                raise
 
 
-async def call_with_retry(
-    step: str,
-    fn: Callable[[], Awaitable[T]],
-    *,
-    policy: RetryPolicy | None = None,
-    metrics: FinalizerMetrics = METRICS,
-) -> T:
-    """Run ``fn`` under ``step``'s policy with ``classify``; the final error is counted and re-raised."""
-    try:
-        return await retry_async(
-            fn, policy or policy_for(step), classify, on_retry=on_retry_hook(step, metrics)
-        )
-    except Exception as exc:
-        metrics.error(step, exc)
-        raise
+def ledger_transient(exc: BaseException) -> float | None:
+    """Ledger calls: a lost job is final; any other ledger failure (a dropped connection, an
+    unreachable database) is retried — the service's heartbeat fails loudly past ``ledger_deadline``."""
+    if isinstance(exc, JobLostError):
+        return None
+    return 0.0 if isinstance(exc, LedgerError) else None

@@ -1,8 +1,10 @@
-"""The narrow seams the pipeline works through: one cluster, the ledger, the XCom sink.
+"""The narrow seams the pipeline and service work through: one cluster, the ledger, the XCom
+sink, the concurrency slots.
 
 Structural (``Protocol``) types, so the service can bind the real ``finalizer.kube``,
 ``finalizer.ledger`` and ``api_client`` pieces without the pipeline importing their
-construction details — and a test can bind exactly the same real pieces.
+construction details — and a test can bind exactly the same real pieces. Job records are the
+ledger's own frozen ``JobRecord`` (plain data), so nothing between the layers is ``Any``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from api_client.backoff import Classifier
 from finalizer.config import FinalizerConfig
 from finalizer.jobs import JobSpec, Outcome, PodRef, Step
+from finalizer.ledger.records import JobRecord
 from finalizer.pod import PodView
 
 
@@ -75,40 +78,24 @@ class ClusterOps(Protocol):
     async def label_checked(self, pod: PodRef) -> None: ...
 
 
-class JobRecordLike(Protocol):
-    """The parts of a ledger job record (``finalizer.ledger.JobRecord``) the pipeline reads."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def step(self) -> Step: ...
-
-    @property
-    def xcom_read(self) -> bool: ...
-
-    @property
-    def xcom_value(self) -> Any: ...
-
-    @property
-    def outcome(self) -> Outcome | None: ...
-
-
-R = TypeVar("R")
-
-
-class JobLedger(Protocol[R]):
+class JobLedger(Protocol):
     """Record a step (compare-and-set on owner + epoch; ``JobLostError`` when lost)."""
 
     async def advance(
         self,
-        rec: R,
+        rec: JobRecord,
         step: Step,
         *,
-        xcom: str | None = ...,
+        xcom: Any = ...,
         outcome: Outcome | None = ...,
         reached: Mapping[Step, datetime] | None = ...,
-    ) -> R: ...
+    ) -> JobRecord: ...
+
+
+class Slots(Protocol):
+    """Bounded concurrency: the slot a job holds while it actively finalizes (``ClusterLimiter``)."""
+
+    def slot(self, spec: JobSpec) -> AbstractAsyncContextManager[None]: ...
 
 
 class XComSink(Protocol):
@@ -121,7 +108,7 @@ class XComSink(Protocol):
         ...
 
 
-class ServiceLedger(JobLedger[Any], Protocol):
+class ServiceLedger(JobLedger, Protocol):
     """What the service needs beyond ``advance``: instances, submission, adoption."""
 
     async def register_instance(self, host: str, pid: int) -> str:
@@ -132,7 +119,7 @@ class ServiceLedger(JobLedger[Any], Protocol):
 
     async def unregister(self, instance_id: str) -> None: ...
 
-    async def submit(self, spec: JobSpec, owner: str) -> Any:
+    async def submit(self, spec: JobSpec, owner: str) -> JobRecord:
         """The job's record: new, adopted from a dead owner, or as is (live other owner, or DONE)."""
         ...
 
@@ -140,8 +127,8 @@ class ServiceLedger(JobLedger[Any], Protocol):
         """Drop pushed XCom payloads untouched for ``older_than``; returns how many."""
         ...
 
-    async def adopt_stale(self, owner: str, *, threshold: float, limit: int) -> Sequence[Any]:
-        """Claim jobs whose owner's heartbeat is older than ``threshold`` s (records carry ``.spec``)."""
+    async def adopt_stale(self, owner: str, *, threshold: float, limit: int) -> Sequence[JobRecord]:
+        """Claim jobs whose owner's heartbeat is older than ``threshold`` s."""
         ...
 
 

@@ -18,13 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from finalizer.config import CONFIG_SECTION, describe_validation_error
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import FinishSettings, OnFinishAction
-
-CONFIG_SECTION = "kpo_finalizer"
-
-#: Reads one raw string option from ``[kpo_finalizer]`` (None when unset).
-ConfigReader = Callable[[str], str | None]
+from triggers.settings import ConfigReader, airflow_option
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
@@ -65,7 +62,7 @@ class FinalizationPolicy(BaseModel):
         try:
             return cls.model_validate(dict(data or {}))
         except ValidationError as exc:
-            raise ConfigurationError(_describe(exc, source)) from exc
+            raise ConfigurationError(describe_validation_error(exc, source)) from exc
 
     @classmethod
     def coerce(cls, value: FinalizationPolicy | Mapping[str, Any] | None) -> FinalizationPolicy:
@@ -130,24 +127,9 @@ class FinalizationPolicy(BaseModel):
         """Resolved value of ``enabled`` (call on a resolved policy)."""
         return self.enabled is not False
 
-    @property
-    def wants_worker(self) -> bool:
-        return bool(self.fallback_to_worker)
-
 
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def airflow_config_reader() -> ConfigReader:
-    """Read ``[kpo_finalizer]`` through ``airflow.configuration.conf`` (imported lazily)."""
-    from airflow.configuration import conf
-
-    def read(key: str) -> str | None:
-        value = conf.get(CONFIG_SECTION, key, fallback=None)
-        return None if value is None else str(value)
-
-    return read
 
 
 def _parse_bool(text: str) -> bool:
@@ -188,7 +170,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
     """The ``[kpo_finalizer]`` options that are set, parsed; errors name the option."""
-    reader = read if read is not None else airflow_config_reader()
+    reader = read if read is not None else airflow_option
     values: dict[str, Any] = {}
     for key, parse in _PARSERS.items():
         raw = reader(key)
@@ -203,11 +185,3 @@ def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
     # Validate the configured values on their own so the message points at the configuration.
     FinalizationPolicy.build(values, source=f"[{CONFIG_SECTION}]")
     return values
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "<policy>"
-        parts.append(f"{field}={error.get('input')!r}: {error['msg']}")
-    return f"invalid {source}: " + "; ".join(parts)

@@ -1,17 +1,20 @@
-"""The finalizer inside ``airflow triggerer``: one per trigger-runner process, shared by its triggers.
+"""The finalizer inside ``airflow triggerer``: the process's one ``Finalizer``, and its lifetime.
 
-The first ``FinalizingPodTrigger`` that needs it starts it (lazily, on the runner's event loop):
-the XCom store is created on that loop (``XCom.aset`` must run there), the configuration comes
-from Airflow's ``[kpo_finalizer]`` section, and a guard task on the runner's loop drains the
-finalizer when the loop shuts down (``asyncio.run`` cancels every remaining task at exit; the
-guard's ``finally`` runs while the loop still serves XCom calls). Triggers only ``submit`` a
-``JobSpec`` and await its ``Outcome``; they never block the runner's loop.
+**Lifetime rule.** One finalizer per trigger-runner event loop — and a runner process has one
+loop, so one per process. The loop's first ``FinalizingPodTrigger`` starts it; a guard task on
+that loop drains it when the loop ends (``asyncio.run`` cancels every remaining task at exit;
+the guard's ``finally`` runs while the loop still serves the XCom calls in-flight jobs make). A
+new loop in the same process (tests) first drains the previous loop's finalizer, whose XCom store
+is bound to a loop that is gone. ``_RUNTIME`` below is the only process-wide state: the
+``Finalizer`` class itself keeps none (``Finalizer.launch`` hands its caller the instance).
+
+The XCom store is created on the runner's loop (``XCom.aset`` must run there) and the settings
+come from Airflow's ``[kpo_finalizer]`` section (``triggers.settings``). Triggers only ``submit``
+a ``JobSpec`` and await its ``Outcome``; they never block the runner's loop.
 
 The first ``get`` in a runner also starts a read-only warm-up of the supervisor channel
 (``triggers.warmup``), alongside the finalizer's start-up: Airflow builds its in-process Execution
 API on the first supervisor request, and that cost should not land on the first finished pod.
-
-Everything process-wide lives in one ``_Runtime`` object so tests can reset it.
 """
 
 from __future__ import annotations
@@ -20,43 +23,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
 from triggers import warmup
+from triggers.settings import read_options
+
+if TYPE_CHECKING:  # imported when the first trigger starts it: DAG parsing in workers stays light
+    from finalizer.service import Finalizer
 
 log = logging.getLogger(__name__)
-
-CONFIG_SECTION = "kpo_finalizer"
-
-
-def finalizer_config_values() -> dict[str, Any]:
-    """The ``[kpo_finalizer]`` options that belong to the process-wide finalizer (not the policy)."""
-    from airflow.configuration import conf
-
-    from finalizer.config import FinalizerConfig
-
-    fields = set(FinalizerConfig.model_fields)
-    values: dict[str, Any] = {}
-    if conf.has_section(CONFIG_SECTION):
-        for key, value in conf.getsection(CONFIG_SECTION).items():
-            if key in fields:
-                values[key] = value
-    # Environment variables for options not present in the file (getsection includes most).
-    for key in fields:
-        if key not in values:
-            value = conf.get(CONFIG_SECTION, key, fallback=None)
-            if value is not None:
-                values[key] = value
-    return values
 
 
 class _Runtime:
     """The process's finalizer, its XCom store, the channel warm-up and the guard that drains it."""
 
     def __init__(self, probe_for: Callable[[TaskInstanceRef], warmup.Probe] = warmup.dag_run_probe) -> None:
-        self.finalizer: Any = None
+        self.finalizer: Finalizer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.guard: asyncio.Task[None] | None = None
         self.lock: asyncio.Lock | None = None
@@ -64,15 +48,17 @@ class _Runtime:
         self.warmup: asyncio.Task[bool] | None = None
         self.probe_for = probe_for
 
-    async def get(self, ti: TaskInstanceRef | None = None) -> Any:
+    async def get(self, ti: TaskInstanceRef | None = None) -> Finalizer:
         """This runner's finalizer, started on first use; ``ti`` (the caller's) is used for the warm-up."""
         loop = asyncio.get_running_loop()
         if self.finalizer is not None and self.loop is loop:
             return self.finalizer
         if self.loop is not loop:
-            # A new runner loop (tests, or a fresh process image): start over.
-            self.finalizer, self.guard, self.lock, self.error = None, None, None, None
-            self.warmup = None
+            # A new runner loop (tests): the old loop's finalizer goes first (lifetime rule).
+            previous, self.finalizer = self.finalizer, None
+            if previous is not None:
+                await asyncio.to_thread(previous.drain)
+            self.guard, self.lock, self.error, self.warmup = None, None, None, None
             self.loop = loop
         if self.warmup is None and ti is not None:
             # Once per runner loop, not awaited: it runs while the finalizer starts and pods run.
@@ -85,7 +71,7 @@ class _Runtime:
                 self.guard = loop.create_task(self._guard(self.finalizer), name="kpo-finalizer-guard")
         return self.finalizer
 
-    async def _start(self) -> Any:
+    async def _start(self) -> Finalizer:
         try:
             from api_client.supervisor import SupervisorXComStore
             from finalizer.config import FinalizerConfig
@@ -93,15 +79,15 @@ class _Runtime:
             from finalizer.wiring import default_wiring
         except ImportError as exc:
             raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
-        config = FinalizerConfig.from_mapping(finalizer_config_values())
+        config = FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
         store = SupervisorXComStore()
         # The XCom sink inside the triggerer is the supervisor channel, bound to this (the runner's) loop.
-        # ``shared`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
-        finalizer: Any = await asyncio.to_thread(Finalizer.shared, config, default_wiring(store))
+        # ``launch`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
+        finalizer = await asyncio.to_thread(Finalizer.launch, config, default_wiring(store))
         log.info("kpo-finalizer started in the trigger runner (ledger %s)", config.resolved_ledger_url)
         return finalizer
 
-    async def _guard(self, finalizer: Any) -> None:
+    async def _guard(self, finalizer: Finalizer) -> None:
         """Sleeps until the runner's loop shuts down, then drains the finalizer."""
         try:
             await asyncio.Event().wait()
@@ -111,7 +97,9 @@ class _Runtime:
             with contextlib.suppress(BaseException):
                 # Blocking drain in a worker thread: this loop keeps serving the XCom calls
                 # that in-flight jobs make while they finish.
-                await asyncio.shield(asyncio.to_thread(type(finalizer).reset_shared))
+                await asyncio.shield(asyncio.to_thread(finalizer.drain))
+            if self.finalizer is finalizer:
+                self.finalizer = None
             log.info("kpo-finalizer drained")
 
 
@@ -130,8 +118,7 @@ async def finalize(job: JobSpec) -> Outcome:
         raise
     except Exception as exc:
         raise FinalizerUnavailableError(f"the finalizer could not start: {exc}") from exc
-    outcome: Outcome = await finalizer.submit(job)
-    return outcome
+    return await finalizer.submit(job)
 
 
 async def delete_pod(job: JobSpec) -> bool | None:
@@ -144,5 +131,4 @@ async def delete_pod(job: JobSpec) -> bool | None:
     finalizer = _RUNTIME.finalizer
     if finalizer is None or _RUNTIME.loop is not asyncio.get_running_loop():
         return None
-    deleted: bool = await finalizer.delete_pod(job)
-    return deleted
+    return await finalizer.delete_pod(job)

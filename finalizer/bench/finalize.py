@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, OutcomeKind, Pod
 from finalizer.kube.clients import KubeClients
 from finalizer.kube.config import KubeSettings
 from finalizer.ledger import Ledger
+from finalizer.limiter import ClusterLimiter
 from finalizer.loops import EventLoopChoice, loop_factory, loop_name
 from finalizer.metrics import FinalizerMetrics
 from finalizer.pipeline import Pipeline
@@ -144,18 +145,6 @@ def _spec(i: int, pod: dict[str, Any], kubeconfig: dict[str, Any]) -> JobSpec:
     )
 
 
-@asynccontextmanager
-async def _slots(limit: int) -> Any:
-    sem = asyncio.Semaphore(limit)
-
-    @asynccontextmanager
-    async def slot(spec: JobSpec) -> Any:
-        async with sem:
-            yield
-
-    yield slot
-
-
 async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) -> dict[str, Any]:
     kubeconfig = kube.kubeconfig
     created = await anyio.to_thread.run_sync(kube.call, "create_running", pods)
@@ -174,37 +163,36 @@ async def _run(kube: FakeProcess, pods: int, concurrency: int, ledger_url: str) 
         async def cluster_for(spec: JobSpec) -> ClusterOps:
             return cluster
 
-        async with _slots(concurrency) as slot:
-            pipeline = Pipeline(
-                config=config,
-                cluster_for=cluster_for,
-                ledger=ledger,
-                xcoms=StoreSink(store),
-                classify=classify,
-                slot=slot,
-                metrics=metrics,
+        pipeline = Pipeline(
+            config=config,
+            cluster_for=cluster_for,
+            ledger=ledger,
+            xcoms=StoreSink(store),
+            classify=classify,
+            slots=ClusterLimiter(concurrency, metrics),
+            metrics=metrics,
+        )
+
+        async def one(spec: JobSpec) -> None:
+            rec = await ledger.submit(spec, owner)
+            outcome = await pipeline.run(spec, rec)
+            done_at[spec.pod.name] = time.monotonic()
+            outcomes[spec.pod.name] = outcome.kind
+
+        async with anyio.create_task_group() as tg:
+            for spec in specs:
+                tg.start_soon(one, spec)
+            deadline = time.monotonic() + 60
+            while cluster.watcher.subscribed < pods:  # every job waits on the shared watch
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {cluster.watcher.subscribed}/{pods} jobs subscribed")
+                await anyio.sleep(0.01)
+            names = [spec.pod.name for spec in specs]
+            cpu_before = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
+            ended: dict[str, tuple[float, float]] = await anyio.to_thread.run_sync(
+                kube.call, "terminate_all", names
             )
-
-            async def one(spec: JobSpec) -> None:
-                rec = await ledger.submit(spec, owner)
-                outcome = await pipeline.run(spec, rec)
-                done_at[spec.pod.name] = time.monotonic()
-                outcomes[spec.pod.name] = outcome.kind
-
-            async with anyio.create_task_group() as tg:
-                for spec in specs:
-                    tg.start_soon(one, spec)
-                deadline = time.monotonic() + 60
-                while cluster.watcher.subscribed < pods:  # every job waits on the shared watch
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"only {cluster.watcher.subscribed}/{pods} jobs subscribed")
-                    await anyio.sleep(0.01)
-                names = [spec.pod.name for spec in specs]
-                cpu_before = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
-                ended: dict[str, tuple[float, float]] = await anyio.to_thread.run_sync(
-                    kube.call, "terminate_all", names
-                )
-            cpu_after = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
+        cpu_after = (time.process_time(), await anyio.to_thread.run_sync(kube.call, "cpu"))
         noticed = await _noticed_latencies(ledger, specs, {name: wall for name, (_, wall) in ended.items()})
     finally:
         await clients.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -152,29 +151,6 @@ async def test_unreachable_ledger_at_start_fails_within_the_deadline(world: Worl
 
 
 @pytest.mark.anyio
-async def test_shared_is_one_per_process_and_thread_safe(world: World) -> None:
-    await anyio.to_thread.run_sync(Finalizer.reset_shared, 1.0)
-    got: list[Finalizer] = []
-
-    def start() -> None:
-        got.append(Finalizer.shared(world.config, world.wiring()))
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    await _eventually(lambda: not any(t.is_alive() for t in threads), within=30)
-    try:
-        assert len(got) == 4
-        assert all(f is got[0] for f in got)
-        assert got[0].health().running
-    finally:
-        await anyio.to_thread.run_sync(Finalizer.reset_shared, 1.0)
-    assert not got[0].health().running
-    with pytest.raises(FinalizerUnavailableError):
-        got[0].submit_future(world.make_job())
-
-
-@pytest.mark.anyio
 async def test_payloads_are_purged_after_retention(world: World) -> None:
     config = fast_config(world.config.state_dir, payload_retention=0.0, maintenance_interval=0.1)
     spec = world.make_job(xcom='{"secret": "s3cr3t"}')
@@ -202,9 +178,9 @@ async def test_loop_torn_down_under_waiters_fails_them_instead_of_hanging(world:
     try:
         waiter = asyncio.ensure_future(finalizer.submit(spec))
         await _eventually(lambda: finalizer.health().watching == 1)
-        portal = finalizer._portal
-        assert portal is not None
-        await anyio.to_thread.run_sync(lambda: portal.call(portal.stop, True))  # the loop dies
+        thread = finalizer._thread
+        assert thread is not None
+        await anyio.to_thread.run_sync(thread.stop_now)  # the loop dies
         with anyio.fail_after(10), pytest.raises(FinalizerUnavailableError):
             await waiter
         await _eventually(lambda: not finalizer.health().running)

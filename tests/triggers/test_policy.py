@@ -8,7 +8,8 @@ import pytest
 
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import FinishSettings
-from triggers.policy import FinalizationPolicy, airflow_config_reader, config_defaults
+from triggers.policy import FinalizationPolicy, config_defaults
+from triggers.settings import airflow_option
 
 
 def reader(values: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -106,7 +107,7 @@ def test_finish_settings_combines_operator_arguments_policy_and_builtin_defaults
 def test_airflow_environment_variables_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__LOG_TAIL_LINES", "3")
     monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__ENABLED", "False")
-    values = config_defaults(airflow_config_reader())
+    values = config_defaults(airflow_option)
     assert values["log_tail_lines"] == 3
     assert values["enabled"] is False
     resolved = FinalizationPolicy().resolve()

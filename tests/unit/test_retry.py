@@ -1,9 +1,10 @@
-"""finalizer.retry: classification table, per-step policies, and the retry wiring with metrics."""
+"""finalizer.retry: classification table, per-step policies, and the I/O wrapper (retry, timeout, metrics)."""
 
 from __future__ import annotations
 
 import time
 
+import anyio
 import httpx
 import pytest
 
@@ -12,7 +13,7 @@ from api_client.exceptions import ExecutionAPIError, TransportError, error_from_
 from finalizer import exceptions as fx
 from finalizer.config import RETRY_STEPS
 from finalizer.metrics import FinalizerMetrics, Registry, StatsSink
-from finalizer.retry import STEP_POLICIES, call_with_retry, classify, policy_for
+from finalizer.retry import STEP_POLICIES, StepCalls, classify, policy_for
 
 
 def api_error(status: int, headers: dict[str, str] | None = None) -> ExecutionAPIError:
@@ -85,7 +86,7 @@ async def test_transient_errors_are_retried_and_counted() -> None:
             raise fx.KubeTransientError("reset")
         return "ok"
 
-    assert await call_with_retry("read_pod", flaky, policy=FAST, metrics=metrics) == "ok"
+    assert await StepCalls({"read_pod": FAST}, 30.0, metrics=metrics)("read_pod", "read_pod", flaky) == "ok"
     assert calls == 3
     assert metrics.retries.value(step="read_pod") == 2
     assert metrics.errors.value(step="read_pod", error="KubeTransientError") == 0
@@ -102,7 +103,7 @@ async def test_terminal_errors_are_raised_at_once_and_counted() -> None:
         raise fx.PodNotFoundError("pod gone", status=404)
 
     with pytest.raises(fx.PodNotFoundError):
-        await call_with_retry("cleanup", gone, policy=FAST, metrics=metrics)
+        await StepCalls({"cleanup": FAST}, 30.0, metrics=metrics)("cleanup", "cleanup", gone)
     assert calls == 1
     assert metrics.retries.value(step="cleanup") == 0
     assert metrics.errors.value(step="cleanup", error="PodNotFoundError") == 1
@@ -116,7 +117,7 @@ async def test_attempts_run_out_with_the_last_error() -> None:
         raise fx.LedgerUnavailableError("db down")
 
     with pytest.raises(fx.LedgerUnavailableError, match="db down"):
-        await call_with_retry("ledger", down, policy=FAST, metrics=metrics)
+        await StepCalls({"ledger": FAST}, 30.0, metrics=metrics)("ledger", "ledger", down)
     assert metrics.retries.value(step="ledger") == FAST.max_attempts - 1
     assert metrics.errors.value(step="ledger", error="LedgerUnavailableError") == 1
 
@@ -131,5 +132,26 @@ async def test_server_retry_after_is_honoured() -> None:
             raise fx.KubeTransientError("429", status=429, retry_after=0.2)
         return "ok"
 
-    assert await call_with_retry("read_xcom", limited, policy=FAST, metrics=_metrics()) == "ok"
+    assert (
+        await StepCalls({"read_xcom": FAST}, 30.0, metrics=_metrics())("read_xcom", "read_xcom", limited)
+        == "ok"
+    )
     assert calls[1] - calls[0] >= 0.2
+
+
+@pytest.mark.anyio
+async def test_a_call_stuck_past_call_timeout_is_a_transient_error_and_retried() -> None:
+    metrics = _metrics()
+    calls = 0
+
+    async def stuck_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await anyio.sleep(60)  # never finishes: the call timeout ends it
+        return "ok"
+
+    calls_with_timeout = StepCalls({"cleanup": FAST}, 0.05, metrics=metrics)
+    assert await calls_with_timeout("delete pod", "cleanup", stuck_once) == "ok"
+    assert calls == 2
+    assert metrics.retries.value(step="cleanup") == 1

@@ -1,8 +1,7 @@
-"""Pure pieces of the finalization pipeline: XCom push plans and the outcome marker.
+"""Pure rule: which XComs a task's return value becomes (the task runner's ``_push_xcom_if_needed``).
 
-Kept apart from ``pipeline.py`` (which does the I/O) so each rule has a table-driven test:
-what gets pushed under which key (mirroring the task runner's ``_push_xcom_if_needed``), and
-how a trigger re-run elsewhere recognises the outcome marker of *its own* job.
+Kept apart from the pipeline (which does the I/O) so each rule has a table-driven test: what
+gets pushed under which key, with which TaskMap length, and what is refused.
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
-from finalizer.jobs import FinishSettings, JobSpec, Outcome
+from finalizer.jobs import FinishSettings
 
 #: The XCom key Airflow uses for a task's return value.
 RETURN_KEY = "return_value"
-#: The XCom key of the finalization-outcome marker (written before the pod is deleted).
-MARKER_KEY = "__kpo_finalizer_outcome"
 #: Airflow refuses ``mapped_length`` above this (``[core] max_map_length`` default).
 MAX_MAP_LENGTH = 1024
 
@@ -78,27 +73,3 @@ def plan_pushes(value: Any, settings: FinishSettings, *, succeeded: bool = True)
         pushes.extend(Push(str(k), v) for k, v in value.items())
     pushes.append(Push(RETURN_KEY, value, mapped_length))
     return pushes
-
-
-# -- the outcome marker -----------------------------------------------------------------------
-
-
-def encode_marker(spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
-    """The marker XCom value: the job key and the outcome, nothing else (no payload)."""
-    return {"job": spec.key, "outcome": outcome.model_dump(mode="json")}
-
-
-def decode_marker(value: Any, spec: JobSpec) -> Outcome | None:
-    """The outcome recorded by a marker, if it belongs to this very job (ti try + pod uid)."""
-    if not isinstance(value, dict) or value.get("job") != spec.key:
-        return None
-    try:
-        return Outcome.model_validate(value.get("outcome"))
-    except ValidationError:
-        return None
-
-
-def with_note(outcome: Outcome, note: str) -> Outcome:
-    """The same outcome with ``note`` appended to its reason."""
-    reason = f"{outcome.reason}; {note}" if outcome.reason else note
-    return outcome.model_copy(update={"reason": reason})

@@ -1,4 +1,4 @@
-"""Pure pipeline rules: push plans, the persisted payload form, the outcome marker."""
+"""Pure rules: XCom push plans and the outcome marker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from finalizer import steps
+from finalizer.decisions import marker as markers
+from finalizer.decisions import outcome as outcomes
+from finalizer.decisions import xcom_push
 from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, Outcome, OutcomeKind, PodRef, TaskInstanceRef
 
 
@@ -38,7 +40,7 @@ def _spec(uid: str = "u1", try_number: int = 1) -> JobSpec:
 def test_plan_pushes(
     value: Any, settings: dict[str, Any], expected: list[tuple[str, Any, int | None]]
 ) -> None:
-    plan = steps.plan_pushes(value, FinishSettings(**settings))
+    plan = xcom_push.plan_pushes(value, FinishSettings(**settings))
     assert [(p.key, p.value, p.mapped_length) for p in plan] == expected
 
 
@@ -56,13 +58,13 @@ def test_plan_pushes(
 def test_plan_pushes_for_a_task_that_did_not_succeed(
     value: Any, settings: dict[str, Any], expected: list[tuple[str, Any, int | None]]
 ) -> None:
-    plan = steps.plan_pushes(value, FinishSettings(**settings), succeeded=False)
+    plan = xcom_push.plan_pushes(value, FinishSettings(**settings), succeeded=False)
     assert [(p.key, p.value, p.mapped_length) for p in plan] == expected
 
 
 def test_multiple_outputs_still_needs_an_object_when_the_task_failed() -> None:
-    with pytest.raises(steps.PushRefused, match="got list"):
-        steps.plan_pushes([1], FinishSettings(multiple_outputs=True), succeeded=False)
+    with pytest.raises(xcom_push.PushRefused, match="got list"):
+        xcom_push.plan_pushes([1], FinishSettings(multiple_outputs=True), succeeded=False)
 
 
 @pytest.mark.parametrize(
@@ -78,27 +80,27 @@ def test_multiple_outputs_still_needs_an_object_when_the_task_failed() -> None:
     ],
 )
 def test_plan_pushes_refuses_with_a_clear_reason(value: Any, settings: dict[str, Any], needle: str) -> None:
-    with pytest.raises(steps.PushRefused, match=needle):
-        steps.plan_pushes(value, FinishSettings(**settings))
+    with pytest.raises(xcom_push.PushRefused, match=needle):
+        xcom_push.plan_pushes(value, FinishSettings(**settings))
 
 
 def test_marker_round_trip_for_the_same_job_only() -> None:
     outcome = Outcome(kind=OutcomeKind.SUCCESS, reason="ok", exit_code=0)
-    marker = steps.encode_marker(_spec(), outcome)
+    marker = markers.encode_marker(_spec(), outcome)
     assert "value" not in str(marker)  # no payload inside
-    assert steps.decode_marker(marker, _spec()) == outcome
-    assert steps.decode_marker(marker, _spec(uid="other")) is None
-    assert steps.decode_marker(marker, _spec(try_number=2)) is None
+    assert markers.decode_marker(marker, _spec()) == outcome
+    assert markers.decode_marker(marker, _spec(uid="other")) is None
+    assert markers.decode_marker(marker, _spec(try_number=2)) is None
 
 
 @pytest.mark.parametrize(
     "garbage", [None, "x", 1, [], {"job": "ti:1:u1"}, {"job": "ti:1:u1", "outcome": {"kind": "?"}}]
 )
 def test_garbage_marker_is_ignored(garbage: Any) -> None:
-    assert steps.decode_marker(garbage, _spec()) is None
+    assert markers.decode_marker(garbage, _spec()) is None
 
 
 def test_with_note_appends() -> None:
     base = Outcome(kind=OutcomeKind.FAILED, reason="exit 1")
-    assert steps.with_note(base, "more").reason == "exit 1; more"
-    assert steps.with_note(Outcome(kind=OutcomeKind.FAILED), "only").reason == "only"
+    assert outcomes.with_note(base, "more").reason == "exit 1; more"
+    assert outcomes.with_note(Outcome(kind=OutcomeKind.FAILED), "only").reason == "only"

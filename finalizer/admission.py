@@ -1,0 +1,179 @@
+"""Which jobs this instance runs: the job table, the claim in the ledger, adoption, the queue bound.
+
+- **Job table.** One entry per job key: a trigger re-run that submits the same key joins the work
+  already under way instead of starting it twice.
+- **Claim.** A job runs here only once the ledger says we own it. While a live instance owns it,
+  we follow it (poll) and never run it ourselves: instances do not take over each other's live
+  work. A DONE job answers with its recorded outcome.
+- **Adoption.** Jobs whose owner's heartbeat is older than ``stale_threshold`` are taken over.
+- **Queue bound.** At most ``queue_bound`` jobs are tracked (waiting for their pod or running);
+  further submissions wait for room, before they are even written to the ledger.
+
+Jobs run in the service's task group; the pipeline that runs them is passed in, and learns
+nothing about this table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from api_client.backoff import retry_async
+from finalizer.config import FinalizerConfig
+from finalizer.exceptions import FinalizerError, FinalizerUnavailableError, LedgerError
+from finalizer.jobs import JobSpec, Outcome, Step
+from finalizer.ledger.records import JobRecord
+from finalizer.limiter import ClusterLimiter
+from finalizer.retry import ledger_transient
+from finalizer.seams import ServiceLedger
+
+log = logging.getLogger(__name__)
+
+#: Runs one claimed job to its outcome (``Pipeline.run``).
+RunJob = Callable[[JobSpec, JobRecord], Awaitable[Outcome]]
+
+
+@dataclass(eq=False)
+class TrackedJob:
+    """One job in the table: its result once known, and the scope that parks it on drain."""
+
+    spec: JobSpec
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def finish(self, outcome: Outcome | None = None, error: BaseException | None = None) -> None:
+        """The first result wins; later ones are ignored."""
+        if self.done.is_set():
+            return
+        self.outcome, self.error = outcome, error
+        self.done.set()
+
+    async def result(self) -> Outcome:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
+class Admission:
+    """The job table of one running finalizer instance (lives on the finalizer's loop)."""
+
+    def __init__(
+        self,
+        config: FinalizerConfig,
+        ledger: ServiceLedger,
+        owner: str,
+        run: RunJob,
+        limiter: ClusterLimiter,
+        tg: anyio.abc.TaskGroup,
+        *,
+        ended: Callable[[], FinalizerError],
+    ) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._owner = owner
+        self._run = run
+        self._limiter = limiter
+        self._tg = tg
+        #: The error a job gets when it ends without an outcome (parked, or the loop failed).
+        self._ended = ended
+        self._capacity = anyio.CapacityLimiter(config.queue_bound)
+        self._jobs: dict[str, TrackedJob] = {}
+        self.draining = False
+        self.done_count = 0
+
+    @property
+    def watching(self) -> int:
+        """Jobs waiting for their pod to complete (tracked, neither queued for a slot nor in one)."""
+        return max(0, len(self._jobs) - self._limiter.queued - self._limiter.in_flight)
+
+    def join(self, spec: JobSpec) -> TrackedJob:
+        """The job under ``spec.key``: the one already running here, or a new one started now."""
+        job = self._jobs.get(spec.key)
+        if job is None:
+            job = self._track(spec)
+            self._tg.start_soon(self._run_job, job, None)
+        return job
+
+    def _track(self, spec: JobSpec) -> TrackedJob:
+        job = TrackedJob(spec)
+        self._jobs[spec.key] = job
+        return job
+
+    async def adopt_forever(self) -> None:
+        """Take over jobs of instances whose heartbeat is older than the stale threshold."""
+        while not self.draining:
+            room = self._config.queue_bound - len(self._jobs)
+            if room > 0:
+                try:
+                    records = await self._ledger.adopt_stale(
+                        self._owner, threshold=self._config.stale_threshold, limit=room
+                    )
+                except LedgerError as exc:
+                    log.warning("kpo-finalizer adoption failed (%s); will retry", type(exc).__name__)
+                    records = []
+                for rec in records:
+                    if rec.spec.key in self._jobs:
+                        continue
+                    log.info("kpo-finalizer %s adopted job %s at %s", self._owner, rec.key, rec.step.name)
+                    self._tg.start_soon(self._run_job, self._track(rec.spec), rec)
+            await anyio.sleep(self._config.adopt_interval)
+
+    async def _run_job(self, job: TrackedJob, rec: JobRecord | None) -> None:
+        spec = job.spec
+        try:
+            with job.scope:
+                async with self._capacity:
+                    if rec is None:
+                        rec = await self._claim(spec)
+                    outcome = await self._run(spec, rec)
+                self.done_count += 1
+                job.finish(outcome=outcome)
+        except FinalizerError as exc:
+            log.warning("kpo-finalizer job %s ended with %s: %s", spec.key, type(exc).__name__, exc)
+            job.finish(error=exc)
+        except Exception as exc:
+            log.exception("kpo-finalizer job %s crashed", spec.key)
+            job.finish(error=FinalizerUnavailableError(f"job {spec.key} crashed: {exc!r}"))
+        finally:
+            job.finish(error=self._ended())
+            if self._jobs.get(spec.key) is job:
+                del self._jobs[spec.key]
+
+    async def _claim(self, spec: JobSpec) -> JobRecord:
+        """Our record of the job. While another live instance owns it, follow it: never run it twice.
+
+        ``submit`` returns a DONE job as is and adopts one whose owner died; otherwise we poll.
+        """
+        policy = self._config.ledger_policy()
+        while True:
+            rec = await retry_async(lambda: self._ledger.submit(spec, self._owner), policy, ledger_transient)
+            if rec.owner == self._owner or rec.step >= Step.DONE:
+                return rec
+            log.info("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)
+            await anyio.sleep(self._config.heartbeat_interval)
+
+    async def park(self, grace: float) -> None:
+        """Refuse new work; give jobs holding a slot ``grace`` s; cancel (park) everything else."""
+        self.draining = True
+        for job in list(self._jobs.values()):
+            if not self._limiter.holds_slot(job.spec.key):
+                job.scope.cancel()  # watching or queued: parked in the ledger as it is
+        with anyio.move_on_after(grace):
+            for job in list(self._jobs.values()):
+                await job.done.wait()  # only active jobs are left running
+        for job in list(self._jobs.values()):
+            job.scope.cancel()
+
+    def end_all(self) -> None:
+        """Every job still tracked gets the ended error (the loop is going away)."""
+        for job in list(self._jobs.values()):
+            job.finish(error=self._ended())
+        self._jobs.clear()
