@@ -29,10 +29,6 @@ class XComRef:
     key: str
     map_index: int = -1
 
-    def with_key(self, key: str) -> XComRef:
-        """The same TI, another key (``multiple_outputs`` fan-out)."""
-        return XComRef(self.dag_id, self.run_id, self.task_id, key, self.map_index)
-
     def __str__(self) -> str:
         return f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.key}[{self.map_index}]"
 

@@ -51,9 +51,6 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
 
-    def owned_by(self, owner: str) -> bool:
-        return self.owner == owner
-
     @property
     def done(self) -> bool:
         return self.step >= Step.DONE
