@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from finalizer.testing import FakeKube
+from tests.support.optional import require
 
 pytestmark = pytest.mark.anyio
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.anyio
 async def test_kubernetes_pod_trigger_reports_completion(
     fake_kube: FakeKube, exit_code: int, status: str
 ) -> None:
-    trigger_module = pytest.importorskip("airflow.providers.cncf.kubernetes.triggers.pod")
+    trigger_module = require("airflow.providers.cncf.kubernetes.triggers.pod")
     fake_kube.create_pod("default", name="classic")
     fake_kube.start("default", "classic")
     fake_kube.set_logs("default", "classic", "base", ["working"])

@@ -14,6 +14,7 @@ from kubernetes.stream import stream
 
 from finalizer.testing import FakeKube
 from tests.fake_kube.helpers import XCOM_READ
+from tests.support.optional import require
 
 SIDECAR = "airflow-xcom-sidecar"
 
@@ -65,7 +66,7 @@ def test_exec_xcom_read_via_stream(fake_kube_thread: FakeKube, v1: Any) -> None:
 
 def test_provider_pod_manager_extracts_and_kills(fake_kube_thread: FakeKube, v1: Any) -> None:
     """The provider's own ``extract_xcom_json`` and ``extract_xcom_kill`` run unmodified."""
-    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    pod_manager_module = require("airflow.providers.cncf.kubernetes.utils.pod_manager")
     fake_kube_thread.create_pod("default", name="p")
     fake_kube_thread.start("default", "p")
     fake_kube_thread.write_xcom("default", "p", '{"rows": [1, 2, 3]}')
@@ -82,7 +83,7 @@ def test_provider_pod_manager_extracts_and_kills(fake_kube_thread: FakeKube, v1:
 
 
 def test_provider_empty_xcom_marker(fake_kube_thread: FakeKube, v1: Any) -> None:
-    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    pod_manager_module = require("airflow.providers.cncf.kubernetes.utils.pod_manager")
     fake_kube_thread.create_pod("default", name="p")
     fake_kube_thread.start("default", "p")
     manager = pod_manager_module.PodManager(kube_client=v1)
@@ -117,7 +118,7 @@ def test_logs(fake_kube_thread: FakeKube, v1: Any) -> None:
 
 
 def test_provider_reads_pod_events(fake_kube_thread: FakeKube, v1: Any) -> None:
-    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    pod_manager_module = require("airflow.providers.cncf.kubernetes.utils.pod_manager")
     fake_kube_thread.create_pod("default", name="p")
     fake_kube_thread.unschedulable("default", "p", message="0/1 nodes are available: 1 Insufficient memory.")
     manager = pod_manager_module.PodManager(kube_client=v1)
@@ -129,7 +130,7 @@ def test_provider_pod_manager_worker_flow_with_auto_kubelet(fake_kube_thread: Fa
     """What KubernetesPodOperator does on a worker, with the provider's own PodManager, unattended."""
     import asyncio
 
-    pod_manager_module = pytest.importorskip("airflow.providers.cncf.kubernetes.utils.pod_manager")
+    pod_manager_module = require("airflow.providers.cncf.kubernetes.utils.pod_manager")
     fake_kube_thread.auto_kubelet(start_delay=0.05, run_seconds=0.3)
     body = client.V1Pod(
         metadata=client.V1ObjectMeta(

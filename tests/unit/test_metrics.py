@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from finalizer.metrics import FinalizerMetrics, Registry, StatsSink
+from tests.support.optional import require
 
 
 def registry() -> Registry:
@@ -55,7 +56,7 @@ def test_misuse_is_rejected() -> None:
 
 
 def test_prometheus_text_parses_and_matches() -> None:
-    parser = pytest.importorskip("prometheus_client.parser")
+    parser = require("prometheus_client.parser")
     m = FinalizerMetrics(registry())
     m.finalized("success")
     m.finalized('we"ird\\label\nvalue')
@@ -134,7 +135,7 @@ class RecordingStatsdClient:
 @pytest.fixture
 def airflow_stats() -> Iterator[tuple[ModuleType, RecordingStatsdClient]]:
     """Airflow's real Stats module, wired to a SafeStatsdLogger over a recording client."""
-    stats = pytest.importorskip("airflow.sdk.observability.stats")
+    stats = require("airflow.sdk.observability.stats")
     from airflow.sdk._shared.observability.metrics import stats as impl
     from airflow.sdk._shared.observability.metrics.statsd_logger import SafeStatsdLogger
 
