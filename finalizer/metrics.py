@@ -41,7 +41,7 @@ class StatsSink:
 
     ``mode``: ``"auto"`` uses Airflow's ``Stats`` only if Airflow is already imported when the
     first metric is emitted (always true inside ``airflow triggerer``): importing it from scratch
-    costs ~4 s here, a stall no event loop should take for metrics. ``"on"`` imports it anyway;
+    takes seconds, a stall no event loop should take for metrics. ``"on"`` imports it anyway;
     ``"off"`` never does. A ``module`` given explicitly is used as is.
     """
 

@@ -1,6 +1,6 @@
 """A read-only, typed view over a pod as the API sends it (raw JSON dict).
 
-Watches deliver thousands of pod objects; turning each into a ``V1Pod`` costs ~2.5 ms
+Watches deliver thousands of pod objects; turning each into a ``V1Pod`` costs milliseconds
 (timestamp parsing), so the finalizer keeps the raw dict and reads only what it needs.
 Every accessor tolerates missing fields: a half-filled pod is a normal sight.
 """

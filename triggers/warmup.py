@@ -1,10 +1,11 @@
 """Warm the trigger runner's supervisor channel before the first pod ends.
 
 Airflow 3.3.2's ``TriggerRunnerSupervisor.client`` builds its in-process Execution API app on the
-first request that needs it (a ``cached_property``): 12-17 s on a loaded machine, during which the
-supervisor answers nothing else (its heartbeat stalls too). Without a warm-up that cost lands on
-the first ``SetXCom`` of the first finished pod. So when the finalizer starts in a runner, one
-read-only request is sent at once, fire-and-forget, and the app is built while pods still run.
+first request that needs it (a ``cached_property``): seconds on a loaded machine (README,
+"Measured"), during which the supervisor answers nothing else (its heartbeat stalls too). Without a
+warm-up that cost lands on the first ``SetXCom`` of the first finished pod. So when the finalizer
+starts in a runner, one read-only request is sent at once, fire-and-forget, and the app is built
+while pods still run.
 
 The probe asks for the state of the trigger's own DAG run: the runner sends ``GetDagRunState``
 over its supervisor comms (as ``XCom.aget_one`` sends ``GetXCom``); the supervisor's
@@ -29,7 +30,8 @@ from finalizer.jobs import TaskInstanceRef
 
 log = logging.getLogger(__name__)
 
-#: Longer than any cold start seen (12-17 s), so a stuck supervisor does not pin the task forever.
+#: Far longer than any cold start seen (README, "Measured"), so a stuck supervisor does not pin the task
+#: forever.
 WARMUP_TIMEOUT = 120.0
 
 Probe = Callable[[], Awaitable[object]]

@@ -1,7 +1,7 @@
 """One shared API client per cluster, and the per-cluster façade the pipeline talks to.
 
-Building an ``ApiClient`` builds an SSL context (21-31 ms of blocking CPU with the system
-CA bundle) and an aiohttp session; ``KubernetesPodTrigger`` pays that on every poll. We
+Building an ``ApiClient`` builds an SSL context (tens of milliseconds of blocking CPU with the
+system CA bundle) and an aiohttp session; ``KubernetesPodTrigger`` pays that on every poll. We
 pay it once per ``ClusterRef.key``: ``KubeClients.get`` creates the ``KubeCluster`` on
 first use (concurrent callers share the one being built) and ``aclose`` closes them all.
 """

@@ -2,10 +2,11 @@
 
 Every exec is a new TCP connection, an HTTP upgrade and a WebSocket close, for us, the API server
 and the kubelet; the provider pays that twice per pod (read, then stop), and so did we: the two
-sessions were about half of our CPU per finalized pod. A job now opens one ``/bin/sh`` in the
-sidecar, sends the provider's read script (byte for byte) and then ``echo <marker> $?`` on stdin, and
-keeps the session while the payload is persisted, pushed and the log tail read. The stop is then a
-line on the same stdin: the provider's ``kill``, then its fallback, as in ``ExecOps.stop_sidecar``.
+sessions were a large share of our CPU per finalized pod (README, "Measured"). A job now opens one
+``/bin/sh`` in the sidecar, sends the provider's read script (byte for byte) and then
+``echo <marker> $?`` on stdin, and keeps the session while the payload is persisted, pushed and the
+log tail read. The stop is then a line on the same stdin: the provider's ``kill``, then its
+fallback, as in ``ExecOps.stop_sidecar``.
 
 - The read's output ends at the line ``<marker> $?``: the marker is random per read, so no
   ``return.json`` can fake it, and ``$?`` is the read script's exit status, printed in order with

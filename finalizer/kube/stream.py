@@ -7,7 +7,7 @@ transport errors, 5xx and 429 reconnect from the last resourceVersion after a ji
 backoff that honours ``Retry-After``; a periodic re-LIST is the safety net.
 
 Lines for pods nobody subscribed to are dropped after a regex scan of their ``"name"``
-strings (7x cheaper than ``json.loads`` on a small pod, more on real ones): no parse, no
+strings (several times cheaper than ``json.loads``, more so on big pods): no parse, no
 ``PodView``, no ``V1Pod``, nothing kept; their resourceVersion still advances ours.
 """
 

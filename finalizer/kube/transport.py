@@ -3,7 +3,7 @@
 kubernetes_asyncio opens its ``ClientSession`` with ``trust_env=True``. aiohttp then, on every
 request, parses ``~/.netrc`` in a worker thread (basic auth for the API host) and resolves the proxy
 environment in another (``*_PROXY``, ``NO_PROXY``, netrc again): two thread hand-offs and a file
-read per call, about a third of aiohttp's CPU per request here. ``detach_environment`` gives each
+read per call, a large share of aiohttp's CPU per request. ``detach_environment`` gives each
 client a session with ``trust_env=False`` on the same connector (SSL context, pool limit) and read
 buffer, and makes the environment's choice once, when the client is built:
 

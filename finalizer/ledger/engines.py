@@ -6,8 +6,8 @@ executes it:
 - SQLite: a sync engine (the stdlib ``sqlite3``) with ONE shared connection, driven from a worker
   thread. Concurrent operations are group-committed: one ``BEGIN IMMEDIATE`` transaction and one
   thread hop per batch (if one operation fails, the batch is re-run one transaction each).
-  Measured here, aiosqlite paid a thread hop per cursor/execute/fetch/commit (~5 ms per write on
-  a busy machine): the ledger would have been the bottleneck of the whole pipeline.
+  aiosqlite pays a thread hop per cursor/execute/fetch/commit, several per write: on a busy
+  machine the ledger would have been the bottleneck of the whole pipeline.
   ``BEGIN IMMEDIATE`` takes the write lock up front (no lock upgrade failing half-way);
   ``busy_timeout`` bounds waits for other processes; WAL + ``synchronous=NORMAL`` survives a
   killed process (what we guard against), not an OS crash.
@@ -175,7 +175,8 @@ class PostgresRunner:
         self._engine: AsyncEngine = create_async_engine(
             url,
             # A fixed pool: overflow connections are closed on return, and under load that means a
-            # new PostgreSQL backend (fork + auth) per operation (41 -> 66 jobs/s at 64 callers here).
+            # new PostgreSQL backend (fork + auth) per operation, which costs more than waiting for a
+            # pooled connection (``python -m finalizer.bench.ledger --url postgresql://…``).
             pool_size=10,
             max_overflow=0,
             pool_timeout=operation_timeout,

@@ -1,9 +1,9 @@
 """Every ledger statement, built once per dialect with bind parameters.
 
-Building a SQLAlchemy expression costs more than SQLite takes to run it (~1 ms of coercions for
-an UPDATE … RETURNING of 30 columns, measured); these are built once and executed with a
-parameter dict. The clock parameters come from ``clock_params``: on PostgreSQL statements use
-the server's ``clock_timestamp()`` and ignore ``now``/``cutoff``; on SQLite they bind them.
+Building a SQLAlchemy expression costs more than SQLite takes to run it (the coercions of an
+UPDATE … RETURNING of 30 columns); these are built once and executed with a parameter dict.
+The clock parameters come from ``clock_params``: on PostgreSQL statements use the server's
+``clock_timestamp()`` and ignore ``now``/``cutoff``; on SQLite they bind them.
 """
 
 from __future__ import annotations

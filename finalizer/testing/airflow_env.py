@@ -9,7 +9,7 @@ the metadata DB URL, a DAGs folder, a JWT secret, a Fernet key, no example DAGs)
 Typical use::
 
     env = AirflowEnv.prepare(tmp_path / "airflow")          # SQLite file under home
-    env.migrate()                                           # fresh schema (~2 s on SQLite)
+    env.migrate()                                           # fresh schema (seconds, even on SQLite)
     env.add_dag("kpo.py", DAG_SOURCE)                       # write + sync to DB, no DAG processor
     run = env.create_run("my_dag")                          # DagRun + TIs, state RUNNING
     ti = run.ti("my_task")

@@ -137,7 +137,7 @@ _MARSHAL_VERSION = 2
 
 
 def clone(value: T) -> T:
-    """Deep copy of JSON data (dicts, lists, scalars); ~4x faster than ``copy.deepcopy`` on pods.
+    """Deep copy of JSON data (dicts, lists, scalars); several times faster than ``copy.deepcopy`` on pods.
 
     ``marshal`` copies plain dicts/lists/str/int/float/bool/None in C; anything else it refuses
     (a dict subclass, a datetime) takes the Python walk, which keeps non-JSON leaves as they are.
