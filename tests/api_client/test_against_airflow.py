@@ -24,8 +24,7 @@ from api_client import (
     XComRef,
     XComStore,
 )
-
-from .conftest import DAG_ID, AirflowAPI
+from tests.support.airflow_api import DAG_ID, AirflowAPI
 
 pytestmark = pytest.mark.anyio
 

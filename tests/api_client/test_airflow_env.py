@@ -12,8 +12,7 @@ import pytest
 
 from api_client import XComRef
 from finalizer.testing.airflow_env import AirflowEnv
-
-from .conftest import DAG_ID, AirflowAPI
+from tests.support.airflow_api import DAG_ID, AirflowAPI
 
 pytestmark = pytest.mark.anyio
 

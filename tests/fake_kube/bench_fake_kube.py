@@ -15,7 +15,7 @@ import time
 import aiohttp
 
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import eventually
+from tests.support.polling import eventually
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 

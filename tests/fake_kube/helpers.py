@@ -80,18 +80,3 @@ async def exec_handshake(core_ws: Any, name: str, namespace: str = "default", **
     ws_ctx = await open_exec(core_ws, name, ["true"], namespace=namespace, **kwargs)
     async with ws_ctx:
         pass
-
-
-async def eventually(predicate: Any, within: float = 5.0, step: float = 0.01) -> None:
-    """Poll ``predicate`` until true (for state with no event to await), failing after ``within`` s."""
-    import time
-
-    import anyio
-
-    deadline = time.monotonic() + within
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within} s")
-        await anyio.sleep(step)

@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import eventually, watch_lines
+from tests.fake_kube.helpers import watch_lines
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
 

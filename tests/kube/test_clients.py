@@ -17,7 +17,7 @@ from finalizer.kube import KubeClients, KubeSettings
 from finalizer.kube.config import _uses_exec_auth, load_configuration
 from finalizer.retry import classify
 from finalizer.testing import FakeKube
-from tests.kube.conftest import FAST, NS, running_pod
+from tests.support.kube import FAST, NS, running_pod
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from finalizer.exceptions import (
 )
 from finalizer.kube import KubeCluster, error_for_status, kube_errors, translate
 from finalizer.testing import FakeKube
-from tests.kube.conftest import NS, running_pod
+from tests.support.kube import NS, running_pod
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from finalizer.jobs import PodRef
 from finalizer.kube import ALREADY_CHECKED_LABEL, KubeCluster, termination_message
 from finalizer.pod import PodView
 from finalizer.testing import FakeKube
-from tests.kube.conftest import NS, running_pod
+from tests.support.kube import NS, running_pod
 
 pytestmark = pytest.mark.anyio
 

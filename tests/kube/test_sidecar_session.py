@@ -19,7 +19,7 @@ from finalizer.kube import KubeCluster
 from finalizer.kube.sidecar import SidecarSession, _marker_status
 from finalizer.pod import XCOM_SIDECAR_NAME
 from finalizer.testing import FakeKube
-from tests.kube.conftest import NS, running_pod
+from tests.support.kube import NS, running_pod
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ import pytest
 
 from finalizer.kube import cluster_from_kubeconfig
 from finalizer.testing import FakeKube
-from tests.kube.conftest import FAST, NS, running_pod
+from tests.support.kube import FAST, NS, running_pod
 
 pytestmark = pytest.mark.anyio
 

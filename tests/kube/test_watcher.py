@@ -14,8 +14,8 @@ from finalizer.kube.stream import unwanted_event
 from finalizer.kube.subscription import rv_newer
 from finalizer.pod import PodView
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import eventually
-from tests.kube.conftest import FAST, NS, running_pod
+from tests.support.kube import FAST, NS, running_pod
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
 

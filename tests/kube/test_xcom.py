@@ -21,8 +21,8 @@ from finalizer.kube import KubeCluster, XComResult
 from finalizer.kube.xcom import EMPTY_XCOM_RESULT, XCOM_COMMAND, ExecOutput, exit_code_of, parse_xcom
 from finalizer.pod import XCOM_SIDECAR_NAME
 from finalizer.testing import FakeKube
-from tests.fake_kube.helpers import eventually
-from tests.kube.conftest import NS, running_pod
+from tests.support.kube import NS, running_pod
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
 

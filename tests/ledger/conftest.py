@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from finalizer.jobs import ClusterRef, JobSpec, PodRef, TaskInstanceRef
 from finalizer.ledger import Ledger
-from finalizer.ledger.schema import instances
 
 
 def asyncpg_url(url: str) -> str:
@@ -66,23 +63,3 @@ def fresh_ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
     async with await Ledger.connect(ledger_url, connect_timeout=5, operation_timeout=10) as opened:
         yield opened
-
-
-def make_spec(n: int = 0, *, uid: str | None = None, try_number: int = 1) -> JobSpec:
-    return JobSpec(
-        ti=TaskInstanceRef(
-            id=f"0199-ti-{n}", dag_id="dag", task_id=f"task_{n}", run_id="run1", try_number=try_number
-        ),
-        cluster=ClusterRef(kubernetes_conn_id="k8s"),
-        pod=PodRef(namespace="ns", name=f"pod-{n}", uid=uid or f"uid-{n}"),
-    )
-
-
-async def backdate(ledger: Ledger, instance_id: str, seconds: float = 3600) -> None:
-    """Make an instance look dead: move its heartbeat into the past, in SQL."""
-    statement = (
-        instances.update()
-        .where(instances.c.id == instance_id)
-        .values(heartbeat=datetime.now(UTC) - timedelta(seconds=seconds))
-    )
-    await ledger.run_sql(lambda conn: conn.execute(statement))

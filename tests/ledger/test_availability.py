@@ -11,7 +11,7 @@ import pytest
 
 from finalizer.exceptions import LedgerUnavailableError
 from finalizer.ledger import Ledger
-from tests.ledger.conftest import make_spec
+from tests.support.ledger import make_spec
 
 pytestmark = pytest.mark.anyio
 

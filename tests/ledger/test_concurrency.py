@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from finalizer.jobs import Step
 from finalizer.ledger import JobRecord, Ledger
 from finalizer.ledger.schema import jobs
-from tests.ledger.conftest import backdate, make_spec
+from tests.support.ledger import backdate, make_spec
 
 pytestmark = pytest.mark.anyio
 

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 
 from finalizer.exceptions import JobLostError, LedgerError
 from finalizer.jobs import Outcome, OutcomeKind, Step
-from finalizer.ledger import UNSET, Ledger
+from finalizer.ledger import Ledger
 from finalizer.ledger.schema import jobs
-from tests.ledger.conftest import backdate, make_spec
+from tests.support.ledger import backdate, make_spec
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +111,6 @@ async def test_empty_xcom_is_distinguished_from_not_read(ledger: Ledger) -> None
     assert (rec.xcom_read, rec.xcom_value) == (False, None)
     rec = await ledger.advance(rec, Step.XCOM_PERSISTED, xcom=None)
     assert (rec.xcom_read, rec.xcom_value) == (True, None)
-    assert UNSET is not None
 
 
 async def test_first_time_a_step_was_reached_is_kept(ledger: Ledger) -> None:
