@@ -157,7 +157,7 @@ async def test_timeout_seconds_ends_stream_cleanly(fake_kube: FakeKube, core: An
     events = await watch_lines(core, timeout_seconds=1)
     elapsed = time.monotonic() - started
     assert events == []
-    assert 0.9 <= elapsed < 3
+    assert 0.9 <= elapsed < 10  # ended by the server at timeout_seconds (not never); 10x margin
 
 
 async def watch_from(core: Any, rv: int, **selector: str) -> Any:

@@ -1,4 +1,9 @@
-"""Crash, don't hang: an unreachable or stuck ledger fails fast with LedgerUnavailableError."""
+"""Crash, don't hang: an unreachable or stuck ledger fails fast with LedgerUnavailableError.
+
+The time bounds prove a configured timeout was honoured rather than a default (10 s connect, 30 s
+operation, SQLite's own 5 s): each allows 10x the configured timeout and stays under the default,
+so a loaded machine does not fail them and a timeout that is ignored still does.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +48,8 @@ async def test_closed_port_fails_fast_with_a_clear_error() -> None:
     port = _closed_port()
     started = time.monotonic()
     with pytest.raises(LedgerUnavailableError, match=rf"127\.0\.0\.1:{port}") as info:
-        await Ledger.connect(f"postgresql://kpof:secret@127.0.0.1:{port}/ledger", connect_timeout=2)
-    assert time.monotonic() - started < 2
+        await Ledger.connect(f"postgresql://kpof:secret@127.0.0.1:{port}/ledger", connect_timeout=60)
+    assert time.monotonic() - started < 10  # a refused connection is final: no wait for the timeout
     assert "secret" not in str(info.value)
     assert info.value.__cause__ is not None
 
@@ -53,8 +58,8 @@ async def test_silent_server_fails_within_the_connect_timeout(blackhole_port: in
     await _warm_up_the_driver()
     started = time.monotonic()
     with pytest.raises(LedgerUnavailableError):
-        await Ledger.connect(f"postgresql://kpof@127.0.0.1:{blackhole_port}/ledger", connect_timeout=1)
-    assert time.monotonic() - started < 3
+        await Ledger.connect(f"postgresql://kpof@127.0.0.1:{blackhole_port}/ledger", connect_timeout=0.5)
+    assert time.monotonic() - started < 5
 
 
 async def test_unopenable_sqlite_file_is_unavailable(tmp_path: Path) -> None:
@@ -76,7 +81,7 @@ async def test_a_stuck_postgres_operation_times_out(pg_url: str) -> None:
             started = time.monotonic()
             with pytest.raises(LedgerUnavailableError, match=r"timed out|canceling statement"):
                 await ledger.get(rec.key)
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 10
         finally:
             blocker.rollback()
             blocker.close()
@@ -88,14 +93,15 @@ async def test_a_stuck_sqlite_writer_times_out(tmp_path: Path) -> None:
     import sqlite3
 
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    async with await Ledger.connect(url, connect_timeout=1, operation_timeout=5) as ledger:
+    # busy_timeout = min(connect_timeout, operation_timeout) = 0.5 s
+    async with await Ledger.connect(url, connect_timeout=0.5, operation_timeout=30) as ledger:
         other = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
             started = time.monotonic()
             with pytest.raises(LedgerUnavailableError, match="database is locked"):
                 await ledger.register_instance("h", 1)
-            assert time.monotonic() - started < 4
+            assert time.monotonic() - started < 5
         finally:
             other.execute("ROLLBACK")
             other.close()
