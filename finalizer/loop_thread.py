@@ -6,15 +6,22 @@ finalizer's work runs on a loop of its own, in a thread. This module owns that t
 close it — from a thread other than its own, which is the one thing a portal cannot do itself.
 A loop that is gone is reported as our ``FinalizerUnavailableError``, never as anyio's
 ``RuntimeError``.
+
+Handing work over never waits for the finalizer's loop. anyio's ``start_task_soon`` blocks the
+calling thread until the portal's loop has spawned the task, so a busy finalizer loop would stall
+the trigger runner's loop with it. ``start_soon`` schedules the coroutine with
+``asyncio.run_coroutine_threadsafe`` instead (one ``call_soon_threadsafe``), and every future it
+handed out that is still pending when the loop goes away is cancelled, so no caller waits forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -40,6 +47,8 @@ class LoopThread:
         )
         self._portal: BlockingPortal | None = self._cm.__enter__()
         self._closed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         self.main: concurrent.futures.Future[None] | None = None
 
     @property
@@ -50,6 +59,7 @@ class LoopThread:
         """Start ``main(task_status=…)`` and wait until it reports started (or raise its error)."""
         assert self._portal is not None
         try:
+            self._loop = self._portal.call(asyncio.get_running_loop)
             self.main, _ = self._portal.start_task(main, name=name)
         except BaseException:
             self.close()
@@ -59,14 +69,24 @@ class LoopThread:
             lambda _: threading.Thread(target=self.close, name=f"{name}-close", daemon=True).start()
         )
 
-    def start_soon(self, fn: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
-        """Start ``fn(*args)`` on the loop; its future resolves from any thread."""
-        if self._portal is None or self.closed:
+    def start_soon(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]:
+        """Start ``fn(*args)`` on the loop without waiting for it; the future resolves from any thread."""
+        loop = self._loop
+        if loop is None or self.closed:
             raise FinalizerUnavailableError(_GONE)
+        coro = fn(*args)
         try:
-            return self._portal.start_task_soon(fn, *args)
-        except RuntimeError as exc:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError as exc:  # the loop is closed
+            coro.close()
             raise FinalizerUnavailableError(_GONE) from exc
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        if self.closed:  # closed meanwhile: close() may have missed this one
+            future.cancel()
+        return future
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T | None:
         """Run ``fn(*args)`` on the loop and wait for it; None when the loop already stopped."""
@@ -92,6 +112,8 @@ class LoopThread:
         except BaseException as exc:
             log.warning("kpo-finalizer: error while closing its loop: %r", exc)
         self._portal = None
+        for future in list(self._pending):  # scheduled, but the loop ended before running them
+            future.cancel()
 
 
 __all__ = ["LoopThread"]
