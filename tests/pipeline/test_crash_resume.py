@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger import Ledger
 from tests.pipeline.harness import NS, Rig, World
+from tests.support.polling import eventually
 
 BOUNDARIES = [
     Step.REGISTERED,
@@ -54,13 +54,16 @@ async def _resume(world: World, spec: JobSpec, *, wait_stale: bool = False) -> O
     async with AsyncExitStack() as stack:
         fresh = await Rig(world, stack).open()
         assert fresh.ledger is not None
-        deadline = time.monotonic() + 10
-        rec = await fresh.ledger.submit(spec, fresh.owner)
-        while rec.owner != fresh.owner:  # the old owner's heartbeat must go stale first
+        ledger = fresh.ledger
+
+        async def adopted() -> Any:
+            rec = await ledger.submit(spec, fresh.owner)
+            if rec.owner == fresh.owner:
+                return rec
             assert wait_stale, f"job not adopted: owner {rec.owner}"
-            assert time.monotonic() < deadline, "the dead owner never went stale"
-            await anyio.sleep(0.1)
-            rec = await fresh.ledger.submit(spec, fresh.owner)
+            return None  # the old owner's heartbeat must go stale first
+
+        rec = await eventually(adopted, interval=0.1, what="the dead owner going stale")
         return await fresh.pipeline().run(spec, rec)
 
 

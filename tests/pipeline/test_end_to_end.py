@@ -14,6 +14,7 @@ import pytest
 
 from finalizer.jobs import JobSpec, OutcomeKind, Step
 from tests.pipeline.harness import NS, Rig, World
+from tests.support.polling import eventually
 
 
 def _gone_or_deleting(world: World, spec: JobSpec) -> bool:
@@ -249,18 +250,30 @@ async def test_waits_for_completion_on_the_shared_watch(world: World, rig: Rig) 
     import anyio
 
     spec = world.make_job(xcom='"late"')
+    ended = world.make_job(xcom='"early"')  # on the same watch, its base container already done
+    world.kube.terminate(NS, ended.pod.name, exit_code=0)
+    steps: list[Step] = []
+
+    async def on_step(job: JobSpec, reached: Any) -> None:
+        steps.append(reached.step)
+
     async with anyio.create_task_group() as tg:
         result: list[Any] = []
 
         async def run() -> None:
-            result.append(await rig.run(spec))
+            result.append(await rig.run(spec, on_step))
 
         tg.start_soon(run)
-        await anyio.sleep(0.3)
+        # The job's subscription started the shared watch (LIST, then WATCH): the job knows its pod.
+        await eventually(lambda: any(r.verb == "watch" for r in world.kube.requests), what="the watch")
+        # Meanwhile a job on the same watch whose pod has ended runs to its end.
+        assert (await rig.run(ended)).kind is OutcomeKind.SUCCESS
         assert not result, "the job must wait while the base container runs"
+        assert steps == [], "no step is reached while the base container runs"
         world.kube.terminate(NS, spec.pod.name, exit_code=0)
     assert result[0].kind is OutcomeKind.SUCCESS
     assert world.xcom(spec) == "late"
+    assert world.xcom(ended) == "early"
 
 
 @pytest.mark.anyio
