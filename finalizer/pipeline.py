@@ -183,12 +183,15 @@ class Pipeline:
         while True:
             # Until the first state arrives, look again every second: a pod that is already
             # Pending with a start-up clock running may never change again (H6: the schedule
-            # timeout and execution deadline never fired with ``None`` here).
+            # timeout and execution deadline never fired with ``None`` here). Once it is known,
+            # wake only for a clock: a Running pod without one waits for its next watch event
+            # (a once-a-second look per watched pod was most of the steady-state CPU).
             timeout: float | None = 1.0
             if sub.known:
                 current = verdict(sub.latest)  # latest is None once the pod is gone
                 if isinstance(current, triage.Completed):
                     return current, sub.latest
+                timeout = None
                 if current.wake_at is not None:
                     timeout = max(0.0, (current.wake_at - _now()).total_seconds()) + 0.01
             try:
