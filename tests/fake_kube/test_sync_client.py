@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from kubernetes.stream import stream
 from finalizer.testing import FakeKube
 from tests.fake_kube.helpers import XCOM_READ
 from tests.support.optional import require
+from tests.support.polling import eventually_blocking
 
 SIDECAR = "airflow-xcom-sidecar"
 
@@ -154,10 +154,7 @@ def test_provider_pod_manager_worker_flow_with_auto_kubelet(fake_kube_thread: Fa
     manager.await_container_completion(pod, "base", polling_time=0.1)
     assert json.loads(manager.extract_xcom(pod)) == {"rows": 3}
     manager.delete_pod(pod)  # graceful: the pod leaves the API a moment later
-    deadline = time.monotonic() + 5
-    while fake_kube_thread.get_pod("default", "kpo") is not None:
-        assert time.monotonic() < deadline, "pod never left the API"
-        time.sleep(0.01)
+    eventually_blocking(lambda: fake_kube_thread.get_pod("default", "kpo") is None, 5, what="the pod gone")
     verbs = fake_kube_thread.request_counts()
     assert verbs[("create", "pods")] == 1
     assert verbs[("exec", "pods")] == 2  # XCom read, sidecar kill

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import anyio
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 from finalizer.exceptions import LedgerError
 from finalizer.ledger import Ledger
 from finalizer.ledger.schema import instances
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -64,10 +64,7 @@ async def test_an_operation_cancelled_while_queued_never_runs(tmp_path: Path) ->
                 tg.start_soon(ledger.register_instance, "blocked", 1)  # runs, waits on busy_timeout
                 # Poll (no event for it) until the first batch is in the worker thread.
                 runner = ledger._runner
-                deadline = time.monotonic() + 5
-                while not runner._lock.locked():  # type: ignore[attr-defined]
-                    assert time.monotonic() < deadline
-                    await anyio.sleep(0.01)
+                await eventually(runner._lock.locked, 5, interval=0.01)  # type: ignore[attr-defined]
                 with anyio.move_on_after(0.2) as scope:
                     await ledger.register_instance("cancelled", 2)  # queued behind the lock
                 assert scope.cancelled_caught
