@@ -90,7 +90,7 @@ async def test_a_locked_instance_row_still_counts_as_alive(pg_url: str) -> None:
     is not taken for dead, and adoption does not wait for that lock either."""
     import psycopg2  # type: ignore[import-untyped]
 
-    async with await Ledger.connect(pg_url, operation_timeout=5) as ledger:
+    async with await Ledger.connect(pg_url, operation_timeout=60) as ledger:
         live = await ledger.register_instance("live", 1)
         thief = await ledger.register_instance("thief", 2)
         rec = await ledger.submit(make_spec(1), live)
@@ -98,7 +98,7 @@ async def test_a_locked_instance_row_still_counts_as_alive(pg_url: str) -> None:
         try:
             with blocker.cursor() as cur:  # an open transaction holding the live instance's row lock
                 cur.execute("SELECT id FROM kpof_instances WHERE id = %s FOR UPDATE", (live,))
-            with anyio.fail_after(3):
+            with anyio.fail_after(10):  # the lock is held to the end: a read that waited for it never ends
                 assert await ledger.adopt_stale(thief, threshold=30, limit=10) == []
                 seen = await ledger.submit(make_spec(1), thief)
             assert (seen.owner, seen.epoch) == (live, rec.epoch)
