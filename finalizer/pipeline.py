@@ -1,7 +1,7 @@
 """One finalization job: one idempotent step at a time, each recorded in the ledger.
 
     wait for completion (shared watch, level-based) ─► triage ─► read XCom (exec) ─► persist payload
-    ─► push XCom ─► capture diagnostics ─► stop sidecar ─► outcome marker ─► delete / keep+label ─► done
+    ─► [marker] ─► push XCom ─► capture diagnostics ─► stop sidecar ─► [marker] ─► delete / keep+label ─► done
 
 The read and the stop share one exec session (``ClusterOps.sidecar``): the shell that read the
 XCom stays open while the payload is persisted and pushed, and the stop is one more line on it.
@@ -135,6 +135,8 @@ class Pipeline:
         """The steps after completion. Written to the ledger: the payload (before anything leaves
         the pod) and the end; the idempotent steps between are redone after a crash."""
         spec = job.spec
+        marked: dict[str, Any] | None = None  # the marker this run wrote
+        pushed = False  # this run pushed the return value (unknown on a resume past the push)
         # The read's exec session stays open until the stop, which then costs no new session.
         async with cluster.sidecar(spec.pod) as sidecar:
             if job.step < Step.XCOM_PERSISTED:
@@ -145,7 +147,11 @@ class Pipeline:
                 fields: dict[str, Any] = {"xcom": read.value} if read.read else {}
                 await job.commit(Step.XCOM_PERSISTED, outcome=outcome, **fields)
             if job.step < Step.XCOM_PUSHED:
-                outcome = await self._push_xcom(spec, job.rec, outcome)
+                if marker.needed(outcome, return_value_pushed=True):
+                    # Not a success: record it before its XCom, so that a stored return_value
+                    # without a marker can only mean the success path (decisions/marker.py).
+                    marked = await self._write_marker(spec, outcome)
+                outcome, pushed = await self._push_xcom(spec, job.rec, outcome)
                 await job.reach(Step.XCOM_PUSHED)
             if job.step < Step.DIAGNOSTICS_CAPTURED:
                 outcome = await self._diagnostics(spec, cluster, outcome)
@@ -154,7 +160,10 @@ class Pipeline:
                 await self._stop_sidecar(spec, sidecar, outcome)
                 await job.reach(Step.SIDECAR_STOPPED)
         if job.step < Step.POD_CLEANED:
-            await self._write_marker(spec, outcome)
+            if marker.needed(outcome, return_value_pushed=pushed) and marked != marker.encode_marker(
+                spec, outcome
+            ):
+                await self._write_marker(spec, outcome)
             await self._cleanup(spec, cluster, sub, outcome)
             await job.reach(Step.POD_CLEANED)
         return await self._done(job, outcome)
@@ -203,13 +212,20 @@ class Pipeline:
                 return final, pod
 
     async def _when_gone(self, spec: JobSpec, why: str, outcome: Outcome | None = None) -> Outcome:
-        """The pod is gone: the marker of whoever finished it, if any, decides (``outcome.gone``)."""
+        """The pod is gone: the record of whoever finished it, if any, decides (``decisions.marker``)."""
         value = await self._io(
             "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, marker.MARKER_KEY)
         )
         recorded = marker.decode_marker(value, spec)
         if recorded is not None:
             log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
+        elif spec.settings.do_xcom_push:
+            stored = await self._io(
+                "read return value", "push_xcom", lambda: self._xcoms.get(spec, xcom_push.RETURN_KEY)
+            )
+            if stored is not None:
+                recorded = marker.from_return_value(spec)
+                log.info("job %s: pod gone, success shown by its stored return_value XCom", spec.key)
         return gone(spec, why, outcome, recorded)
 
     async def _read_xcom(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> _Read:
@@ -225,22 +241,23 @@ class Pipeline:
         # An empty return.json and a JSON null both push nothing (the task returned None).
         return _Read(read=True, value=value if present else None)
 
-    async def _push_xcom(self, spec: JobSpec, rec: JobRecord, outcome: Outcome) -> Outcome:
+    async def _push_xcom(self, spec: JobSpec, rec: JobRecord, outcome: Outcome) -> tuple[Outcome, bool]:
+        """Push the planned XComs; also says whether the return value was among them."""
         if not needs_xcom(spec, outcome):
-            return outcome
+            return outcome, False
         if not rec.xcom_read:
-            return failed(outcome, "the XCom was never read (ledger record has no payload)")
+            return failed(outcome, "the XCom was never read (ledger record has no payload)"), False
         try:
             pushes = xcom_push.plan_pushes(rec.xcom_value, spec.settings, succeeded=succeeds(outcome))
         except xcom_push.PushRefused as exc:
-            return failed(outcome, str(exc))
+            return failed(outcome, str(exc)), False
         for push in pushes:
 
             async def one(p: xcom_push.Push = push) -> None:
                 await self._xcoms.set(spec, p.key, p.value, mapped_length=p.mapped_length)
 
             await self._io(f"push XCom {push.key!r}", "push_xcom", one)
-        return outcome
+        return outcome, any(push.key == xcom_push.RETURN_KEY for push in pushes)
 
     async def _diagnostics(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> Outcome:
         """A bounded log tail for the task log; best effort (a gone pod has none).
@@ -273,11 +290,12 @@ class Pipeline:
         except FinalizerError as exc:
             log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
 
-    async def _write_marker(self, spec: JobSpec, outcome: Outcome) -> None:
+    async def _write_marker(self, spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
         value = marker.encode_marker(spec, outcome)
         await self._io(
             "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, marker.MARKER_KEY, value)
         )
+        return value
 
     async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> None:
         """``on_finish_action`` on the pod as it is now: delete (uid precondition) or keep + label.

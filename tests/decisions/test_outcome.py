@@ -75,7 +75,9 @@ def test_lost_outcome_says_the_xcom_was_lost_or_the_result_unknown() -> None:
         (Outcome(kind=K.FAILED, reason="exit 1"), None, K.FAILED, "exit 1; the pod vanished before"),
     ],
 )
-def test_gone(current: Outcome | None, recorded: Outcome | None, expected_kind: OutcomeKind, needle: str) -> None:
+def test_gone(
+    current: Outcome | None, recorded: Outcome | None, expected_kind: OutcomeKind, needle: str
+) -> None:
     got = rules.gone(_spec(), "vanished", current, recorded)
     assert got.kind is expected_kind
     assert needle in got.reason

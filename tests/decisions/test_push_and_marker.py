@@ -104,3 +104,33 @@ def test_with_note_appends() -> None:
     base = Outcome(kind=OutcomeKind.FAILED, reason="exit 1")
     assert outcomes.with_note(base, "more").reason == "exit 1; more"
     assert outcomes.with_note(Outcome(kind=OutcomeKind.FAILED), "only").reason == "only"
+
+
+@pytest.mark.parametrize(
+    ("kind", "return_value_pushed", "needed"),
+    [
+        (OutcomeKind.SUCCESS, True, False),  # the stored return_value is the record
+        (OutcomeKind.SUCCESS, False, True),  # nothing pushed (None, do_xcom_push=False, refused)
+        (OutcomeKind.FAILED, True, True),  # a failure's XCom is pushed too: it proves nothing
+        (OutcomeKind.FAIL_FAST, True, True),
+        (OutcomeKind.SKIPPED, True, True),
+        (OutcomeKind.FALLBACK, True, True),  # the worker finishes it: recorded
+        (OutcomeKind.FAILED, False, True),
+    ],
+)
+def test_marker_needed(kind: OutcomeKind, return_value_pushed: bool, needed: bool) -> None:
+    outcome = Outcome(kind=kind, reason="r")
+    assert markers.needed(outcome, return_value_pushed=return_value_pushed) is needed
+
+
+def test_marker_holds_no_log_tail() -> None:
+    outcome = Outcome(kind=OutcomeKind.FAILED, reason="exit 1", exit_code=1, log_tail="line\n" * 500)
+    value = markers.encode_marker(_spec(), outcome)
+    assert "log_tail" not in value["outcome"]
+    assert markers.decode_marker(value, _spec()) == outcome.model_copy(update={"log_tail": None})
+
+
+def test_success_from_a_stored_return_value_names_the_pod() -> None:
+    outcome = markers.from_return_value(_spec())
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert "ns/p" in outcome.reason

@@ -19,6 +19,7 @@ import pytest
 
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger import Ledger
+from finalizer.wiring import StoreSink
 from tests.pipeline.harness import NS, Rig, World
 from tests.support.polling import eventually
 
@@ -73,8 +74,8 @@ def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None
     assert world.xcom(spec) == VALUE
     assert world.xcom_reads(spec) == 1, "the XCom is read from the sidecar exactly once"
     assert world.deletes(spec) == 1, "the pod is deleted exactly once"
-    marker = world.xcom(spec, "__kpo_finalizer_outcome")
-    assert Outcome.model_validate(marker["outcome"]) == outcome
+    # A plain success's stored return_value is its record: no marker XCom (decisions/marker.py).
+    assert not world.has_xcom(spec, "__kpo_finalizer_outcome")
 
 
 @pytest.mark.anyio
@@ -147,40 +148,68 @@ async def _recorded_step(world: World, spec: JobSpec) -> Step:
     return rec.step
 
 
-@pytest.mark.anyio
-async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_marker(
-    world: World, rig: Rig, tmp_path: Path
-) -> None:
-    """Another triggerer has its own empty local ledger; Airflow's XCom store is shared."""
-    spec = world.make_job(xcom=json.dumps(VALUE))
-    world.kube.terminate(NS, spec.pod.name, exit_code=0, message="bye")
-    first = await rig.run(spec)
-    world.kube.force_delete(NS, spec.pod.name)  # whatever is left of it is gone now
+async def _rerun_elsewhere(world: World, spec: JobSpec, tmp_path: Path) -> Outcome:
+    """The same job on another triggerer: its own empty local ledger; Airflow's XCom store is shared."""
     other = World(
         world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
     )
     async with AsyncExitStack() as stack:
         elsewhere = await Rig(other, stack).open()
-        again = await elsewhere.run(spec)
-    assert again == first
+        outcome: Outcome = await elsewhere.run(spec)
+    return outcome
+
+
+@pytest.mark.anyio
+async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_return_value(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    """A plain success writes no marker: the stored return_value of this try shows the success."""
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=0, message="bye")
+    first = await rig.run(spec)
+    assert first.kind is OutcomeKind.SUCCESS
+    world.kube.force_delete(NS, spec.pod.name)  # whatever is left of it is gone now
+    again = await _rerun_elsewhere(world, spec, tmp_path)
     assert again.kind is OutcomeKind.SUCCESS
+    assert "its return_value XCom is stored" in again.reason
     assert world.xcom(spec) == VALUE
     assert world.deletes(spec) == 1
     assert world.xcom_reads(spec) == 1
 
 
 @pytest.mark.anyio
-async def test_marker_of_another_try_is_not_taken(world: World, rig: Rig, tmp_path: Path) -> None:
+async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_marker(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    """A failure (with its XCom pushed) is recorded in the marker: the re-run reaches the same outcome."""
     spec = world.make_job(xcom=json.dumps(VALUE))
-    world.kube.terminate(NS, spec.pod.name, exit_code=0)
-    await rig.run(spec)
+    world.kube.terminate(NS, spec.pod.name, exit_code=3, message="boom")
+    first = await rig.run(spec)
+    assert first.kind is OutcomeKind.FAILED
+    assert world.xcom(spec) == VALUE  # a failed task's XCom is pushed too (as upstream)
+    world.kube.force_delete(NS, spec.pod.name)
+    again = await _rerun_elsewhere(world, spec, tmp_path)
+    assert again == first.model_copy(update={"log_tail": None})  # the marker holds no log tail
+    assert world.deletes(spec) == 1
+    assert world.xcom_reads(spec) == 1
+
+
+@pytest.mark.anyio
+async def test_marker_of_another_try_is_not_taken(world: World, rig: Rig, tmp_path: Path) -> None:
+    """Try 1 failed (marker written); try 2's re-run after its pod is gone must not take it.
+
+    Airflow clears a task instance's XComs when a try starts (``xcom_keys_to_clear``); here the
+    return_value is cleared as the task runner does, and try 1's marker is left behind on purpose
+    (say, a custom backend failed to delete it): the marker names its job, so it is ignored.
+    """
+    spec = world.make_job(xcom=json.dumps(VALUE))
+    world.kube.terminate(NS, spec.pod.name, exit_code=1)
+    assert (await rig.run(spec)).kind is OutcomeKind.FAILED
+    assert world.has_xcom(spec, "__kpo_finalizer_outcome")
     world.kube.force_delete(NS, spec.pod.name)
     retry = spec.model_copy(update={"ti": spec.ti.model_copy(update={"try_number": spec.ti.try_number + 1})})
-    other = World(
-        world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
-    )
-    async with AsyncExitStack() as stack:
-        elsewhere = await Rig(other, stack).open()
-        outcome = await elsewhere.run(retry)
+    async with world.airflow.client() as client:
+        await client.xcoms.delete(StoreSink.ref(retry, "return_value"))  # the start of try 2
+    outcome = await _rerun_elsewhere(world, retry, tmp_path)
     assert outcome.kind is OutcomeKind.FAILED
     assert "XCom was lost" in outcome.reason

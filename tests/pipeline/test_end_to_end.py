@@ -46,9 +46,8 @@ async def test_success_pushes_clean_json_and_deletes_the_pod(world: World, rig: 
     assert rec.outcome == outcome
     assert rec.xcom_value == {"rows": 3, "ok": True}
     assert set(rec.step_times) >= {Step.COMPLETION_SEEN, Step.XCOM_PERSISTED, Step.XCOM_PUSHED, Step.DONE}
-    marker = world.xcom(spec, "__kpo_finalizer_outcome")
-    assert marker["job"] == spec.key
-    assert marker["outcome"]["kind"] == "success"
+    # Its stored return_value is the record a re-run reads: no marker XCom for a plain success.
+    assert not world.has_xcom(spec, "__kpo_finalizer_outcome")
 
 
 @pytest.mark.anyio
@@ -63,6 +62,10 @@ async def test_failure_pushes_the_xcom_labels_and_deletes(world: World, rig: Rig
     assert world.xcom(spec) == [1]
     assert (await _done_record(rig, spec)).xcom_value == [1]
     assert world.deletes(spec) == 1
+    marker = world.xcom(spec, "__kpo_finalizer_outcome")  # a failure is recorded in a marker
+    assert marker["job"] == spec.key
+    assert marker["outcome"]["kind"] == "failed"
+    assert "log_tail" not in marker["outcome"]
     patches = [r for r in world.kube.requests if r.verb == "patch" and r.name == spec.pod.name]
     assert patches, "a failed pod is labelled already_checked before deletion"
 
