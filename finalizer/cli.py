@@ -1,4 +1,4 @@
-"""``kpo-finalizer`` command line: ``demo``, ``bench api-load|finalize|e2e``, ``fake-kube``.
+"""``kpo-finalizer`` command line: ``demo``, ``bench api-load|finalize|e2e|triggerer``, ``fake-kube``.
 
 Only argument parsing and dispatch live here; each command's module is imported when it runs,
 so ``--help`` stays fast and Airflow is never imported before its environment is set.
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME (logs) afterwards")
 
-    bench = sub.add_parser("bench", help="measure: api-load | finalize | e2e")
+    bench = sub.add_parser("bench", help="measure: api-load | finalize | e2e | triggerer")
     bsub = bench.add_subparsers(dest="bench", required=True)
 
     api = bsub.add_parser(
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--json", dest="json_path", default="bench-e2e.json")
     e2e.add_argument("--keep", action="store_true", help="keep the temporary home (component logs)")
 
+    _add_bench_triggerer(bsub)
+
     fake = sub.add_parser(
         "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
     )
@@ -98,6 +100,83 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubeconfig", default=None, help="also write the kubeconfig (YAML-compatible JSON) here"
     )
     return parser
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    known = ("baseline", "classic", "finalizing")
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(known)}, got {text!r}")
+    return names
+
+
+def _add_bench_triggerer(bsub: Any) -> None:
+    trig = bsub.add_parser(
+        "triggerer", help="N deferred KPO tasks in one real airflow triggerer: start-up, steady, burst"
+    )
+    trig.add_argument("--tasks", type=_positive_int, required=True, help="N task instances per variant")
+    trig.add_argument(
+        "--xcom-bytes", type=_positive_int, default=1024, help="size of each pod's return.json (default 1024)"
+    )
+    trig.add_argument(
+        "--variants",
+        type=_variants,
+        default=("baseline", "classic", "finalizing"),
+        help="comma-separated of baseline (waits only), classic, finalizing (default: all three)",
+    )
+    trig.add_argument(
+        "--shape",
+        choices=("mapped", "dags", "wide"),
+        default="mapped",
+        help="one mapped task (default), N one-task DAGs, or one DAG with N tasks (Airflow's own limit)",
+    )
+    trig.add_argument(
+        "--canaries",
+        type=_positive_int,
+        default=10,
+        help="M canary triggers due during the burst (default 10)",
+    )
+    trig.add_argument(
+        "--steady", type=_positive_float, default=60.0, help="seconds of steady state measured (default 60)"
+    )
+    trig.add_argument(
+        "--burst-window",
+        type=_non_negative_float,
+        default=10.0,
+        help="every base container ends within this many seconds (default 10)",
+    )
+    trig.add_argument(
+        "--restart",
+        action="store_true",
+        help="also: SIGTERM the triggerer and start a new one while pods end",
+    )
+    trig.add_argument(
+        "--json", dest="json_path", default="bench-triggerer.json", help="write the figures here"
+    )
+    trig.add_argument(
+        "--plot", dest="plot_path", default=None, help="write the PNG timeline here (matplotlib)"
+    )
+    trig.add_argument(
+        "--keep", action="store_true", help="keep the temporary home (triggerer and trigger logs)"
+    )
+
+
+def _bench_triggerer(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from finalizer.bench import triggerer
+
+    options = triggerer.Options(
+        tasks=args.tasks,
+        xcom_bytes=args.xcom_bytes,
+        variants=args.variants,
+        shape=args.shape,
+        canaries=args.canaries,
+        steady=args.steady,
+        burst_window=args.burst_window,
+        restart=args.restart,
+        keep=args.keep,
+    )
+    return triggerer.main(options, json_path=args.json_path, plot_path=args.plot_path, argv=argv)
 
 
 def _bench_finalize(args: argparse.Namespace) -> int:
@@ -123,6 +202,8 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         )
     if args.bench == "finalize":
         return _bench_finalize(args)
+    if args.bench == "triggerer":
+        return _bench_triggerer(args, argv)
     from finalizer.bench import e2e
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
