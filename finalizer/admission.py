@@ -119,11 +119,15 @@ class Admission:
                 except LedgerError as exc:
                     log.warning("kpo-finalizer adoption failed (%s); will retry", type(exc).__name__)
                     records = []
+                adopted = 0
                 for rec in records:
                     if rec.spec.key in self._jobs:
                         continue
-                    log.info("kpo-finalizer %s adopted job %s at %s", self._owner, rec.key, rec.step.name)
+                    log.debug("kpo-finalizer %s adopted job %s at %s", self._owner, rec.key, rec.step.name)
                     self._tg.start_soon(self._run_job, self._track(rec.spec), rec)
+                    adopted += 1
+                if adopted:
+                    log.info("kpo-finalizer %s adopted %d stale job(s)", self._owner, adopted)
             await anyio.sleep(self._config.adopt_interval)
 
     async def _run_job(self, job: TrackedJob, rec: JobRecord | None) -> None:
@@ -157,7 +161,7 @@ class Admission:
             rec = await retry_async(lambda: self._ledger.submit(spec, self._owner), policy, ledger_transient)
             if rec.owner == self._owner or rec.step >= Step.DONE:
                 return rec
-            log.info("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)
+            log.debug("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)
             await anyio.sleep(self._config.heartbeat_interval)
 
     async def park(self, grace: float) -> None:

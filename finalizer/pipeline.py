@@ -218,14 +218,14 @@ class Pipeline:
         )
         recorded = marker.decode_marker(value, spec)
         if recorded is not None:
-            log.info("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
+            log.debug("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
         elif spec.settings.do_xcom_push:
             stored = await self._io(
                 "read return value", "push_xcom", lambda: self._xcoms.get(spec, xcom_push.RETURN_KEY)
             )
             if stored is not None:
                 recorded = marker.from_return_value(spec)
-                log.info("job %s: pod gone, success shown by its stored return_value XCom", spec.key)
+                log.debug("job %s: pod gone, success shown by its stored return_value XCom", spec.key)
         return gone(spec, why, outcome, recorded)
 
     async def _read_xcom(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> _Read:
@@ -311,7 +311,7 @@ class Pipeline:
             except PodNotFoundError:
                 pod = None
         if pod is None:
-            log.info("job %s: pod already gone", spec.key)
+            log.debug("job %s: pod already gone", spec.key)
             return
         action = cleanup.decide(
             spec.settings.on_finish_action,
@@ -325,7 +325,7 @@ class Pipeline:
                     await self._io("label pod", "cleanup", lambda: cluster.label_checked(spec.pod))
                 except KubeRequestError as exc:
                     # 422 on our uid-guarded patch: another pod holds the name now, ours is gone.
-                    log.info("job %s: pod not labelled (%s)", spec.key, exc)
+                    log.debug("job %s: pod not labelled (%s)", spec.key, exc)
                     return
             if isinstance(action, cleanup.Delete):
                 deleted = await self._io(
@@ -333,9 +333,9 @@ class Pipeline:
                     "cleanup",
                     lambda: cluster.delete_pod(spec.pod, action.grace_period_seconds),
                 )
-                log.info("job %s: %s%s", spec.key, action.reason, "" if deleted else " (already gone)")
+                log.debug("job %s: %s%s", spec.key, action.reason, "" if deleted else " (already gone)")
             else:
-                log.info("job %s: %s", spec.key, action.reason)
+                log.debug("job %s: %s", spec.key, action.reason)
         except (PodNotFoundError, PodConflictError):
             # 409: the name now belongs to another pod, so ours is gone.
-            log.info("job %s: pod already gone", spec.key)
+            log.debug("job %s: pod already gone", spec.key)
