@@ -90,8 +90,7 @@ def figures(world: World, raw: VariantRaw, tasks: int, shape: str, xcom_bytes: i
     out["startup_loop_lag_max_s"] = lags.get("startup", {}).get("max")
     out["blocked_warnings"] = len(raw.blocked)
     out["blocked_max_s"] = max_of([b.seconds for b in raw.blocked])
-    ages = [s.heartbeat_age for s in in_window(world.sampler.samples, marks["start"], marks["end"])]
-    out["heartbeat_age_max_s"] = _r(max_of(ages))
+    out["heartbeat_age_max_s"] = _r(max_of(_heartbeat_ages(world, marks)))
     fired = [(due, woke, at) for due, woke, at in raw.canaries if at is not None]
     late = [at - due for due, _, at in fired]
     woke_late = [woke - due for due, woke, _ in fired if woke is not None]
@@ -104,11 +103,33 @@ def figures(world: World, raw: VariantRaw, tasks: int, shape: str, xcom_bytes: i
     elif raw.main is not None:
         out.update(terminal_correct=None, wrong_state=wrong_state(raw.main), pods_left=raw.main.pods_left)
         out.update(burst_all_terminal_s=None, end_to_terminal_p95_s=None)
+    out["burst_cpu_s"] = _window_cpu(world, marks.get("burst_start"), marks.get("drained"))
     if raw.variant == "classic":
         out["worker_runs_pending"] = tasks
     out.update(_restart(raw))
     out["notes"] = raw.notes
     return out
+
+
+def _window_cpu(world: World, start: float | None, end: float | None) -> dict[str, float | None] | None:
+    """CPU seconds per process between the samples nearest inside [start, end] (e.g. the burst)."""
+    if start is None or end is None:
+        return None
+    inside = in_window(world.sampler.samples, start, end)
+    if len(inside) < 2:
+        return None
+    return {role: _r(cpu_between(inside[0], inside[-1], role), 2) for role in ROLES}
+
+
+def _heartbeat_ages(world: World, marks: dict[str, float]) -> list[float | None]:
+    """Ages of a live triggerer's heartbeat: from SIGTERM until the new one heartbeats, the
+    sampled Job is the old, exiting one (its age then says nothing about a triggerer losing work)."""
+    gap = (marks.get("restart_start", float("inf")), marks.get("restart_process_start_up", float("inf")))
+    return [
+        s.heartbeat_age
+        for s in in_window(world.sampler.samples, marks["start"], marks["end"])
+        if not gap[0] <= s.t <= gap[1]
+    ]
 
 
 def _steady(raw: VariantRaw, tasks: int) -> dict[str, Any]:

@@ -116,6 +116,7 @@ class VariantRun:
         )
         self.raw.marks[mark] = time.time()
         job_id = triggerer.start()
+        self.raw.marks[f"{mark}_up"] = time.time()  # its Job row heartbeats from here on
         self._triggerers.append(triggerer)
         self.world.sampler.watch(
             Target(int(triggerer.pid or 0), job_id, (f"bench_{self.variant}_{run}",), CANARY_DAG_ID)
