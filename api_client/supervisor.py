@@ -20,6 +20,11 @@ Contract:
   backend's ``purge`` still runs and the loop is not blocked.
 - Errors come back as ``api_client.exceptions``: the supervisor's ``ErrorResponse`` carries the Execution
   API's status, which maps like an HTTP answer (404 → ``NotFoundError``; no status → ``TransportError``).
+- **Bounded in flight** (``max_in_flight``, default 4). The supervisor serves the runner's requests
+  one at a time, in the order they arrive, and the same queue carries every other trigger's
+  events and the runner's state. A handful in flight keeps the supervisor busy; more only makes
+  everything queued behind them wait (a burst of 32 concurrent jobs made other triggers' events
+  late by seconds). Calls beyond the bound wait on the runner's loop, not in the socket.
 - No timeout of its own: the caller bounds each call (the pipeline wraps every I/O call in its
   ``call_timeout``), and cancelling the caller cancels the work on the runner's loop, so a stuck
   supervisor holds nothing. No retries either: the supervisor socket is local, a failure is not a
@@ -122,10 +127,17 @@ class SupervisorXComStore:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         ops: SupervisorOps | Callable[[], SupervisorOps] = airflow_ops,
+        max_in_flight: int = 4,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self._loop = loop if loop is not None else asyncio.get_running_loop()
         self._ops_source = ops
         self._ops: SupervisorOps | None = ops if isinstance(ops, SupervisorOps) else None
+        self.max_in_flight = max_in_flight
+        self._gate: asyncio.Semaphore | None = None  # made on the runner's loop, at the first call
+        #: Calls now with the supervisor (at most ``max_in_flight``).
+        self.in_flight = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -142,12 +154,18 @@ class SupervisorXComStore:
         self, op: str, ref: XComRef, call: Callable[[SupervisorOps], Awaitable[T]]
     ) -> T:
         async def run() -> T:
-            try:
-                return await call(self._resolve_ops())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise translate_supervisor_error(exc, op=op, ref=ref) from exc
+            if self._gate is None:
+                self._gate = asyncio.Semaphore(self.max_in_flight)
+            async with self._gate:
+                self.in_flight += 1
+                try:
+                    return await call(self._resolve_ops())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    raise translate_supervisor_error(exc, op=op, ref=ref) from exc
+                finally:
+                    self.in_flight -= 1
 
         if asyncio.get_running_loop() is self._loop:
             return await run()

@@ -93,6 +93,9 @@ class FinalizerConfig(BaseModel):
     xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
     #: On shutdown, wait this long for in-flight jobs before parking them.
     drain_timeout: float = Field(default=30.0, ge=0)
+    #: XCom calls in flight at once through the triggerer's supervisor (it serves them one at a
+    #: time; every other trigger's events queue behind them).
+    supervisor_calls_in_flight: int = Field(default=4, ge=1, le=64)
     #: Timeout (seconds) of each single Kubernetes / XCom call.
     call_timeout: float = Field(default=30.0, gt=0)
     #: The dedicated loop: ``auto`` runs uvloop when it is installed (less CPU per pod), else asyncio.

@@ -46,12 +46,15 @@ class _Runtime:
         self.lock: asyncio.Lock | None = None
         self.error: BaseException | None = None
         self.warmup: asyncio.Task[bool] | None = None
+        self.arrivals = warmup.Arrivals()
         self.probe_for = probe_for
 
     async def get(self, ti: TaskInstanceRef | None = None) -> Finalizer:
         """This runner's finalizer, started on first use; ``ti`` (the caller's) is used for the warm-up."""
         loop = asyncio.get_running_loop()
         if self.finalizer is not None and self.loop is loop:
+            if ti is not None:
+                self.arrivals.note()  # a trigger arrived: the warm-up waits for a lull
             return self.finalizer
         if self.loop is not loop:
             # A new runner loop (tests): the old loop's finalizer goes first (lifetime rule).
@@ -60,15 +63,21 @@ class _Runtime:
                 await asyncio.to_thread(previous.drain)
             self.guard, self.lock, self.error, self.warmup = None, None, None, None
             self.loop = loop
-        if self.warmup is None and ti is not None:
-            # Once per runner loop, not awaited: it runs while the finalizer starts and pods run.
-            self.warmup = warmup.start(self.probe_for(ti))
+        if ti is not None:
+            if self.warmup is None:
+                # Once per runner loop, not awaited: it runs while the finalizer starts and pods
+                # run, once the first triggers stopped arriving.
+                self.arrivals = warmup.Arrivals()
+                self.warmup = warmup.start(self.probe_for(ti), arrivals=self.arrivals)
+            else:
+                self.arrivals.note()
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
             if self.finalizer is None:
                 self.finalizer = await self._start()
-                self.guard = loop.create_task(self._guard(self.finalizer), name="kpo-finalizer-guard")
+                guard = self._guard(self.finalizer, self.warmup)
+                self.guard = loop.create_task(guard, name="kpo-finalizer-guard")
         return self.finalizer
 
     async def _start(self) -> Finalizer:
@@ -80,20 +89,23 @@ class _Runtime:
         except ImportError as exc:
             raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
         config = FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
-        store = SupervisorXComStore()
+        store = SupervisorXComStore(max_in_flight=config.supervisor_calls_in_flight)
         # The XCom sink inside the triggerer is the supervisor channel, bound to this (the runner's) loop.
         # ``launch`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
         finalizer = await asyncio.to_thread(Finalizer.launch, config, default_wiring(store))
-        log.info("kpo-finalizer started in the trigger runner (ledger %s)", config.resolved_ledger_url)
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(config.resolved_ledger_url).render_as_string(hide_password=True)
+        log.info("kpo-finalizer started in the trigger runner (ledger %s)", shown)
         return finalizer
 
-    async def _guard(self, finalizer: Finalizer) -> None:
+    async def _guard(self, finalizer: Finalizer, warm_task: asyncio.Task[bool] | None) -> None:
         """Sleeps until the runner's loop shuts down, then drains the finalizer."""
         try:
             await asyncio.Event().wait()
         finally:
             with contextlib.suppress(BaseException):
-                await warmup.stop(self.warmup)
+                await warmup.stop(warm_task)
             with contextlib.suppress(BaseException):
                 # Blocking drain in a worker thread: this loop keeps serving the XCom calls
                 # that in-flight jobs make while they finish.

@@ -15,6 +15,11 @@ an XCom key nobody writes: its 404 made the supervisor log an error-level "XCom 
 every runner start.) The request goes through the runner's multiplexed comms (one future per
 request id), so cancelling it leaves the channel consistent.
 
+The build blocks the supervisor's main thread, so it is not sent while the runner is still
+receiving its first triggers: the supervisor creates each new trigger's workload on that same
+thread, and the two together stretched a 1,000-trigger start-up. The warm-up waits for a lull in
+arrivals (``QUIET`` s without a new trigger, ``LONGEST`` s at most), then sends its probe.
+
 A warm-up never fails anything: errors and time-outs are logged and forgotten; the first real
 XCom call then pays the cold start, as before.
 """
@@ -36,6 +41,27 @@ WARMUP_TIMEOUT = 120.0
 
 Probe = Callable[[], Awaitable[object]]
 
+#: The warm-up waits until no new trigger arrived for this long (seconds)…
+QUIET = 1.0
+#: …but never longer than this after the first one.
+LONGEST = 30.0
+
+
+class Arrivals:
+    """When this runner's triggers arrive; ``lull`` returns once they pause (or ``longest`` passed)."""
+
+    def __init__(self, quiet: float = QUIET, longest: float = LONGEST) -> None:
+        self.quiet, self.longest = quiet, longest
+        self.first = self.last = time.monotonic()
+
+    def note(self) -> None:
+        self.last = time.monotonic()
+
+    async def lull(self) -> None:
+        # A timer, not a poll: each sleep ends exactly at the lull as known now (arrivals move it).
+        while (wait := min(self.last + self.quiet, self.first + self.longest) - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+
 
 def dag_run_probe(ti: TaskInstanceRef) -> Probe:
     """``GetDagRunState`` of ``ti``'s DAG run: read-only, answered 200 with the run's state."""
@@ -52,8 +78,11 @@ def dag_run_probe(ti: TaskInstanceRef) -> Probe:
     return probe
 
 
-async def warm(probe: Probe, within: float = WARMUP_TIMEOUT) -> bool:
-    """Run ``probe`` once (at most ``within`` s); True if the channel answered. Raises only a cancel."""
+async def warm(probe: Probe, within: float = WARMUP_TIMEOUT, arrivals: Arrivals | None = None) -> bool:
+    """Run ``probe`` once (at most ``within`` s), after the ``arrivals`` lull; True if the channel
+    answered. Raises only a cancel."""
+    if arrivals is not None:
+        await arrivals.lull()
     started = time.monotonic()
     try:
         async with asyncio.timeout(within):
@@ -73,9 +102,12 @@ async def warm(probe: Probe, within: float = WARMUP_TIMEOUT) -> bool:
     return True
 
 
-def start(probe: Probe, within: float = WARMUP_TIMEOUT) -> asyncio.Task[bool]:
+def start(
+    probe: Probe, within: float = WARMUP_TIMEOUT, arrivals: Arrivals | None = None
+) -> asyncio.Task[bool]:
     """Start ``warm(probe)`` on the running loop and return at once (fire-and-forget)."""
-    return asyncio.get_running_loop().create_task(warm(probe, within), name="kpo-finalizer-warmup")
+    task = warm(probe, within, arrivals)
+    return asyncio.get_running_loop().create_task(task, name="kpo-finalizer-warmup")
 
 
 async def stop(task: asyncio.Task[bool] | None) -> None:

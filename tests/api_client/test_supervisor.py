@@ -274,3 +274,26 @@ def test_the_real_airflow_calls_exist_with_the_parameters_we_use() -> None:
     assert callable(ops.set)
     assert callable(ops.get)
     assert callable(ops.delete)
+
+
+async def test_calls_beyond_max_in_flight_wait_on_the_runner_loop_not_at_the_supervisor() -> None:
+    """The supervisor serves one request at a time, behind which every other trigger waits."""
+    stand_in = StandIn()
+    stand_in.gate = asyncio.Event()  # the supervisor holds every set until released
+    store = SupervisorXComStore(ops=stand_in.ops(), max_in_flight=2)
+    refs = [XComRef("dag", "run", f"task{i}", "return_value") for i in range(5)]
+    calls = [asyncio.create_task(store.set(ref, i)) for i, ref in enumerate(refs)]
+    for _ in range(20):  # loop steps: every call has run as far as it can
+        await asyncio.sleep(0)
+    assert len(stand_in.loops) == 2, "only max_in_flight calls reach the supervisor"
+    assert store.in_flight == 2
+    stand_in.gate.set()
+    await asyncio.gather(*calls)
+    assert len(stand_in.loops) == 5
+    assert store.in_flight == 0
+    assert {ref: value for ref, (value, _) in stand_in.data.items()} == {ref: i for i, ref in enumerate(refs)}
+
+
+def test_max_in_flight_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SupervisorXComStore(loop=asyncio.new_event_loop(), ops=StandIn().ops(), max_in_flight=0)

@@ -9,6 +9,7 @@ Each triggerer here is fresh, so its first trigger starts the supervisor-channel
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,11 @@ async def test_triggerer_shutdown_keeps_the_pod_and_the_next_triggerer_finishes(
     fake_kube.write_xcom(pod.namespace, pod.name, '{"survived": "restart"}')
     ti = env.create_run(e2e.DAG_ID).ti("b")
     with TriggererProcess(env, extra_env=extra_env, name="triggerer-before") as first:
+        deferred = time.time()
         await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "b"))
-        wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
+        wait_for(
+            lambda: e2e.followed_since(fake_kube, pod, deferred), 60, what="the finalizer to watch the pod"
+        )
         # The warm-up: the supervisor answered the probe (the DAG run's state) and the runner saw
         # the answer, while no pod had ended; and it logged no error for it.
         wait_for(

@@ -55,7 +55,6 @@ def test_warm_run_from_container_exit_to_success(
     ti = env.create_run(e2e.DAG_ID).ti("d")
     deferred = time.time()
     e2e.defer_sync(env, ti, e2e.build_trigger(kubeconfig_path, pod, "d"))
-    wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, 0.05, "the trigger to start")
     # The job follows its pod before it ends, so the span below is completion -> success only.
     wait_for(lambda: e2e.followed_since(fake_kube, pod, deferred), 60, 0.05, "the finalizer to watch the pod")
     started = time.monotonic()
@@ -154,8 +153,10 @@ async def test_user_marks_the_task_failed_then_on_kill_deletes_the_pod(
 ) -> None:
     pod = e2e.new_pod(fake_kube, "user-kill")
     ti = env.create_run(e2e.DAG_ID).ti("b")
+    deferred = time.time()
     await e2e.defer(env, app, ti, e2e.build_trigger(kubeconfig_path, pod, "b"))
-    wait_for(lambda: "finishing pod" in trigger_logs(env, ti), 60, what="the trigger to start")
+    # Followed by the finalizer: run() took the finalizing path (on_kill deletes by the pod's uid).
+    wait_for(lambda: e2e.followed_since(fake_kube, pod, deferred), 60, what="the finalizer to watch the pod")
     env.set_ti_state(current_ti(ti).id, "failed")  # what "mark failed" in the UI does to the row
     wait_for(lambda: fake_kube.get_pod(pod.namespace, pod.name) is None, 60, what="on_kill to delete the pod")
     # Deleted through the finalizer, with the uid precondition (by name only where none runs).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,32 @@ async def test_the_first_get_starts_one_warm_up_that_does_not_block_and_ends_wit
     guard.cancel()
     await asyncio.wait({guard})
     assert task.cancelled()
+
+
+@pytest.mark.anyio
+async def test_the_warm_up_waits_for_a_lull_in_arriving_triggers() -> None:
+    """The supervisor builds its API on the thread that creates new triggers: not during a burst."""
+    arrivals = warmup.Arrivals(quiet=0.2, longest=30)
+    probed: list[float] = []
+
+    async def probe() -> object:
+        probed.append(time.monotonic())
+        return None
+
+    started = time.monotonic()
+    task = warmup.start(probe, arrivals=arrivals)
+    for _ in range(3):  # triggers keep arriving for 0.3 s
+        await asyncio.sleep(0.1)
+        arrivals.note()
+    last = time.monotonic()
+    assert await asyncio.wait_for(task, 10) is True
+    assert probed[0] - last >= 0.2, "the probe waited for 0.2 s without arrivals"
+    assert probed[0] - started >= 0.5
+
+
+@pytest.mark.anyio
+async def test_the_warm_up_waits_no_longer_than_longest() -> None:
+    arrivals = warmup.Arrivals(quiet=60, longest=0.2)
+    task = warmup.start(answers_none, arrivals=arrivals)
+    arrivals.note()
+    assert await asyncio.wait_for(task, 10) is True  # not the 60 s quiet time
