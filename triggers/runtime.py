@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
 from triggers import warmup
+from triggers.log_queue import OffThreadLogs
 from triggers.settings import read_options
 
 if TYPE_CHECKING:  # imported when the first trigger starts it: DAG parsing in workers stays light
@@ -47,6 +48,7 @@ class _Runtime:
         self.error: BaseException | None = None
         self.warmup: asyncio.Task[bool] | None = None
         self.arrivals = warmup.Arrivals()
+        self.logs: OffThreadLogs | None = None
         self.probe_for = probe_for
 
     async def get(self, ti: TaskInstanceRef | None = None) -> Finalizer:
@@ -90,9 +92,17 @@ class _Runtime:
             raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
         config = FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
         store = SupervisorXComStore(max_in_flight=config.supervisor_calls_in_flight)
+        # The finalizer's thread must never block on a log write to a busy supervisor.
+        logs = OffThreadLogs()
+        logs.start()
         # The XCom sink inside the triggerer is the supervisor channel, bound to this (the runner's) loop.
         # ``launch`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
-        finalizer = await asyncio.to_thread(Finalizer.launch, config, default_wiring(store))
+        try:
+            finalizer = await asyncio.to_thread(Finalizer.launch, config, default_wiring(store))
+        except BaseException:
+            logs.stop()
+            raise
+        self.logs = logs
         from sqlalchemy.engine import make_url
 
         shown = make_url(config.resolved_ledger_url).render_as_string(hide_password=True)
@@ -112,6 +122,9 @@ class _Runtime:
                 await asyncio.shield(asyncio.to_thread(finalizer.drain))
             if self.finalizer is finalizer:
                 self.finalizer = None
+            if self.logs is not None:
+                self.logs.stop()
+                self.logs = None
             log.info("kpo-finalizer drained")
 
 
