@@ -83,7 +83,20 @@ class _Runtime:
         return self.finalizer
 
     async def _start(self) -> Finalizer:
+        """Everything but the loop capture runs in a worker thread: the imports (SQLAlchemy, the
+        drivers), reading the configuration, the ledger's connect and migrations would otherwise
+        block the runner's loop while it is busy starting its first triggers."""
+        loop = asyncio.get_running_loop()
+        finalizer, logs, ledger = await asyncio.to_thread(self._start_blocking, loop)
+        self.logs = logs
+        log.info("kpo-finalizer started in the trigger runner (ledger %s)", ledger)
+        return finalizer
+
+    @staticmethod
+    def _start_blocking(loop: asyncio.AbstractEventLoop) -> tuple[Finalizer, OffThreadLogs, str]:
         try:
+            from sqlalchemy.engine import make_url
+
             from api_client.supervisor import SupervisorXComStore
             from finalizer.config import FinalizerConfig
             from finalizer.service import Finalizer
@@ -91,23 +104,18 @@ class _Runtime:
         except ImportError as exc:
             raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
         config = FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
-        store = SupervisorXComStore(max_in_flight=config.supervisor_calls_in_flight)
+        # The XCom sink inside the triggerer is the supervisor channel, bound to the runner's loop.
+        store = SupervisorXComStore(loop=loop, max_in_flight=config.supervisor_calls_in_flight)
         # The finalizer's thread must never block on a log write to a busy supervisor.
         logs = OffThreadLogs()
         logs.start()
-        # The XCom sink inside the triggerer is the supervisor channel, bound to this (the runner's) loop.
-        # ``launch`` blocks until the foundation (ledger, clients) is up: not on the runner's loop.
         try:
-            finalizer = await asyncio.to_thread(Finalizer.launch, config, default_wiring(store))
+            finalizer = Finalizer.launch(config, default_wiring(store))  # until the foundation is up
         except BaseException:
             logs.stop()
             raise
-        self.logs = logs
-        from sqlalchemy.engine import make_url
-
-        shown = make_url(config.resolved_ledger_url).render_as_string(hide_password=True)
-        log.info("kpo-finalizer started in the trigger runner (ledger %s)", shown)
-        return finalizer
+        ledger = make_url(config.resolved_ledger_url).render_as_string(hide_password=True)
+        return finalizer, logs, ledger
 
     async def _guard(self, finalizer: Finalizer, warm_task: asyncio.Task[bool] | None) -> None:
         """Sleeps until the runner's loop shuts down, then drains the finalizer."""
