@@ -46,11 +46,11 @@ class ClusterLimiter:
         sem = self._slots.get(spec.cluster.key)
         if sem is None:
             sem = self._slots[spec.cluster.key] = anyio.Semaphore(self._per_cluster)
-        self._queued(+1)
+        self._add_queued(+1)
         try:
             await sem.acquire()
         finally:
-            self._queued(-1)
+            self._add_queued(-1)
         self._active.add(spec.key)
         self._metrics.in_flight.set(len(self._active))
         try:
@@ -60,6 +60,6 @@ class ClusterLimiter:
             self._metrics.in_flight.set(len(self._active))
             sem.release()
 
-    def _queued(self, delta: int) -> None:
+    def _add_queued(self, delta: int) -> None:
         self.queued += delta
         self._metrics.queue_depth.set(self.queued)

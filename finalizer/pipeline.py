@@ -160,10 +160,8 @@ class Pipeline:
                 await self._stop_sidecar(spec, sidecar, outcome)
                 await job.reach(Step.SIDECAR_STOPPED)
         if job.step < Step.POD_CLEANED:
-            if marker.needed(outcome, return_value_pushed=pushed) and marked != marker.encode_marker(
-                spec, outcome
-            ):
-                await self._write_marker(spec, outcome)
+            if marker.needed(outcome, return_value_pushed=pushed):
+                await self._write_marker(spec, outcome, unless=marked)
             await self._cleanup(spec, cluster, sub, outcome)
             await job.reach(Step.POD_CLEANED)
         return await self._done(job, outcome)
@@ -290,8 +288,13 @@ class Pipeline:
         except FinalizerError as exc:
             log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
 
-    async def _write_marker(self, spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
+    async def _write_marker(
+        self, spec: JobSpec, outcome: Outcome, unless: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Write the marker of ``outcome``; not again when ``unless`` (written earlier) says the same."""
         value = marker.encode_marker(spec, outcome)
+        if value == unless:
+            return value
         await self._io(
             "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, marker.MARKER_KEY, value)
         )
