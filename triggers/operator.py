@@ -37,7 +37,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from finalizer.jobs import OutcomeKind
 from triggers.events import read_marker
 from triggers.pod import FinalizingPodTrigger
-from triggers.policy import FinalizationPolicy
+from triggers.policy import FinalizationPolicy, worker_outcomes
 
 
 def finalizing_trigger_from(
@@ -50,6 +50,7 @@ def finalizing_trigger_from(
     xcom_mapped_length: bool,
     has_callbacks: bool,
     finalization: FinalizationPolicy,
+    worker_outcomes: dict[str, str] | None = None,
 ) -> FinalizingPodTrigger:
     """The ``FinalizingPodTrigger`` equivalent of an upstream trigger (every kwarg carried over)."""
     _, kwargs = trigger.serialize()
@@ -63,6 +64,7 @@ def finalizing_trigger_from(
         xcom_mapped_length=xcom_mapped_length,
         has_callbacks=has_callbacks,
         finalization=finalization,
+        worker_outcomes=worker_outcomes,
     )
 
 
@@ -112,6 +114,13 @@ class FinalizationMixin:
                 xcom_mapped_length=self._finalizer_mapped_length(),
                 has_callbacks=bool(getattr(self, "callbacks", None)),
                 finalization=self.finalization,
+                worker_outcomes=worker_outcomes(
+                    on_success_callback=bool(getattr(self, "on_success_callback", None)),
+                    on_skipped_callback=bool(getattr(self, "on_skipped_callback", None)),
+                    email=bool(getattr(self, "email", None)),
+                    email_on_failure=bool(getattr(self, "email_on_failure", False)),
+                    email_on_retry=bool(getattr(self, "email_on_retry", False)),
+                ),
             )
         return super().defer(  # type: ignore[misc]
             trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout

@@ -80,6 +80,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         xcom_mapped_length: bool = False,
         has_callbacks: bool = False,
         finalization: FinalizationPolicy | dict[str, Any] | None = None,
+        worker_outcomes: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             pod_name=pod_name,
@@ -118,6 +119,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         self.skip_on_exit_code = codes
         self.xcom_mapped_length = xcom_mapped_length
         self.has_callbacks = has_callbacks
+        #: Outcome kind -> why the worker must end it (``triggers.policy.worker_outcomes``).
+        self.worker_outcomes = dict(worker_outcomes or {})
         # Validate now: a bad policy fails at defer time in the worker, with the field named.
         self.finalization = FinalizationPolicy.coerce(finalization)
 
@@ -133,6 +136,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             xcom_mapped_length=self.xcom_mapped_length,
             has_callbacks=self.has_callbacks,
             finalization=self.finalization.serialize(),
+            worker_outcomes=dict(self.worker_outcomes),
         )
         return CLASSPATH, kwargs
 
@@ -250,8 +254,12 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             name=self.pod_name,
             namespace=self.pod_namespace,
             trigger_kwargs=self.trigger_kwargs,
-            to_worker=bool(policy.fallback_to_worker),
+            to_worker=bool(policy.fallback_to_worker) or outcome.kind.value in self.worker_outcomes,
         )
+        if plan.action == "reentry" and outcome.kind.value in self.worker_outcomes:
+            self.log.info(
+                "kpo-finalizer: the worker ends the task: %s", self.worker_outcomes[outcome.kind.value]
+            )
         self._log_outcome(plan.action, outcome.kind.value, outcome.reason, outcome.log_tail)
         self._fired_event = True
         if plan.action == "success":

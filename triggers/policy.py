@@ -185,3 +185,33 @@ def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
     # Validate the configured values on their own so the message points at the configuration.
     FinalizationPolicy.build(values, source=f"[{CONFIG_SECTION}]")
     return values
+
+
+def worker_outcomes(
+    *,
+    on_success_callback: bool = False,
+    on_skipped_callback: bool = False,
+    email: bool = False,
+    email_on_failure: bool = False,
+    email_on_retry: bool = False,
+) -> dict[str, str]:
+    """Outcome kind → why the worker, not the triggerer, must end a task with it. Pure.
+
+    Airflow 3.3.2 queues the callbacks of a task a trigger ended for the DAG processor, which runs
+    only the failure and retry ones (``_execute_task_callbacks`` drops a success callback with a
+    warning; a skipped task queues none), and sends ``email_on_failure`` / ``email_on_retry``
+    only from a worker's task runner. Such a task takes the worker path once its XCom is safe:
+    the worker only ends it, and Airflow runs the callback or sends the email there. A failure
+    goes to the worker for either email flag: whether it becomes a retry is Airflow's decision.
+    """
+    out: dict[str, str] = {}
+    if on_success_callback:
+        out["success"] = "on_success_callback runs only in a worker (Airflow 3.3.2)"
+    if on_skipped_callback:
+        out["skipped"] = "on_skipped_callback runs only in a worker (Airflow 3.3.2)"
+    if email and (email_on_failure or email_on_retry):
+        flags = [
+            n for n, on in (("email_on_failure", email_on_failure), ("email_on_retry", email_on_retry)) if on
+        ]
+        out["failed"] = f"{' / '.join(flags)} is sent only by a worker (Airflow 3.3.2)"
+    return out

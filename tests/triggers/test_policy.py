@@ -8,7 +8,7 @@ import pytest
 
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import FinishSettings
-from triggers.policy import FinalizationPolicy, config_defaults
+from triggers.policy import FinalizationPolicy, config_defaults, worker_outcomes
 from triggers.settings import airflow_option
 
 
@@ -123,3 +123,29 @@ def test_package_exports_are_lazy() -> None:
     assert triggers.FinalizingKubernetesPodOperator is FinalizingKubernetesPodOperator
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = triggers.Nope
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({}, {}),
+        ({"on_success_callback": True}, {"success": "on_success_callback"}),
+        ({"on_skipped_callback": True}, {"skipped": "on_skipped_callback"}),
+        # Airflow's defaults are email_on_failure=True, email_on_retry=True: no address, no email.
+        ({"email_on_failure": True, "email_on_retry": True}, {}),
+        ({"email": True}, {}),
+        ({"email": True, "email_on_failure": True}, {"failed": "email_on_failure is sent only"}),
+        ({"email": True, "email_on_retry": True}, {"failed": "email_on_retry is sent only"}),
+        (
+            {"email": True, "email_on_failure": True, "email_on_retry": True, "on_success_callback": True},
+            {"failed": "email_on_failure / email_on_retry", "success": "on_success_callback"},
+        ),
+    ],
+)
+def test_worker_outcomes_route_what_only_a_worker_runs(
+    flags: dict[str, bool], expected: dict[str, str]
+) -> None:
+    got = worker_outcomes(**flags)
+    assert set(got) == set(expected)
+    for kind, text in expected.items():
+        assert text in got[kind]
