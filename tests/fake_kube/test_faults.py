@@ -191,3 +191,81 @@ async def test_request_log_and_counts(fake_kube: FakeKube, core: Any, core_ws: A
     assert by_verb["delete"].name == "p"
     fake_kube.clear_requests()
     assert fake_kube.requests == []
+
+
+async def _statuses(core: Any, count: int) -> list[int]:
+    statuses = []
+    for _ in range(count):
+        try:
+            await core.list_namespaced_pod("default")
+            statuses.append(200)
+        except ApiException as exc:
+            statuses.append(exc.status)
+    return statuses
+
+
+async def test_probabilistic_rule_fires_on_its_share_and_repeats_with_its_seed(
+    fake_kube: FakeKube, core: Any
+) -> None:
+    """A chaos run's faults: p = 0.3 over 200 requests fires 30 % +- a few, the same requests again
+    for the same seed, and ``fired`` counts only the requests it took."""
+    fake_kube.faults.seed(7)
+    rule = fake_kube.faults.add("GET", r"/pods$", status=503, times=None, probability=0.3)
+    first = await _statuses(core, 200)
+    assert rule.fired == first.count(503)
+    assert 40 <= first.count(503) <= 80, first.count(503)
+    assert set(first) == {200, 503}
+    fake_kube.faults.clear()
+    fake_kube.faults.seed(7)
+    fake_kube.faults.add("GET", r"/pods$", status=503, times=None, probability=0.3)
+    assert await _statuses(core, 200) == first
+
+
+async def test_probabilistic_rule_respects_times(fake_kube: FakeKube, core: Any) -> None:
+    fake_kube.faults.seed(1)
+    rule = fake_kube.faults.add("GET", r"/pods$", status=500, times=3, probability=0.5)
+    statuses = await _statuses(core, 60)
+    assert statuses.count(500) == 3 == rule.fired
+
+
+@pytest.mark.parametrize("probability", [0.0, -0.1, 1.5])
+async def test_probability_outside_zero_one_is_refused(fake_kube: FakeKube, probability: float) -> None:
+    with pytest.raises(ValueError, match="probability"):
+        fake_kube.faults.add("GET", r".*", probability=probability)
+
+
+async def _delete_outcome(core: Any, name: str) -> str:
+    try:
+        await core.delete_namespaced_pod(name, "default")
+    except ApiException as exc:
+        return str(exc.status)
+    except aiohttp.ClientError:
+        return "reset"
+    return "200"
+
+
+async def test_delete_applied_answer_lost_on_a_share_of_deletes(fake_kube: FakeKube, core: Any) -> None:
+    """The chaos mix's "DELETE applied, answer lost", drawn per request: every pod is gone either way.
+    A lost answer is a reset (status 0); aiohttp resends once, and that resend answers 404, or is
+    lost too (the rule draws again), which the client sees as a connection error."""
+    fake_kube.faults.seed(3)
+    fake_kube.faults.add("DELETE", r"/pods/", reset_after_handling=True, times=None, probability=0.5)
+    names = [f"p{i}" for i in range(16)]
+    for name in names:
+        fake_kube.create_pod("default", name=name)
+    outcomes = [await _delete_outcome(core, name) for name in names]
+    assert set(outcomes) <= {"200", "404", "reset"}
+    assert all(fake_kube.get_pod("default", n) is None for n in names)
+    deletes = [r.status for r in fake_kube.requests if r.verb == "delete"]
+    assert deletes.count(0) == outcomes.count("404") + 2 * outcomes.count("reset")
+    assert deletes.count(404) == outcomes.count("404")
+    assert "200" in outcomes
+    assert "404" in outcomes
+
+
+async def test_request_log_keeps_the_user_agent(fake_kube: FakeKube, core: Any) -> None:
+    """The chaos checks tell the triggerer's client (kubernetes_asyncio) from a worker's (kubernetes)."""
+    await core.list_namespaced_pod("default")
+    (record,) = fake_kube.requests
+    assert record.user_agent == core.api_client.user_agent
+    assert record.user_agent.startswith("OpenAPI-Generator/")

@@ -2,13 +2,16 @@
 
 A fault rule matches method + path regex and fires ``times`` times (None = forever). Kinds:
 JSON Status error (any code), the API-Priority-and-Fairness 429 in its real plain-text form with
-``Retry-After``, added latency, and a TCP connection reset (RST, no response at all).
-Rules and the log are guarded by a lock: tests add faults from any thread.
+``Retry-After``, added latency, a TCP connection reset (RST, no response at all), and a request
+applied whose answer is lost. A rule with ``probability`` < 1 fires on that share of the requests
+it matches, drawn from the rule set's own seeded generator (``Faults(seed)``), so a chaos run can
+be repeated. Rules and the log are guarded by a lock: tests add faults from any thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import threading
 import time
@@ -49,6 +52,7 @@ class FaultRule:
     reset: bool = False
     times: int | None = 1
     reset_after_handling: bool = False
+    probability: float = 1.0
     fired: int = 0
 
     def matches(self, method: str, path_qs: str) -> bool:
@@ -71,14 +75,21 @@ class RequestRecord:
     status: int  # 0 = connection reset injected
     time: float  # time.time() when the request arrived
     duration: float = 0.0
+    user_agent: str = ""  # which client sent it (the sync and async Kubernetes clients differ)
 
 
 class Faults:
     """The rule set (``kube.faults``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
+        self._random = random.Random(seed)
+
+    def seed(self, seed: int | None) -> None:
+        """Restart the draws of probabilistic rules from ``seed`` (same seed, same draws)."""
+        with self._lock:
+            self._random.seed(seed)
 
     def add(
         self,
@@ -93,12 +104,17 @@ class Faults:
         reset: bool = False,
         times: int | None = 1,
         reset_after_handling: bool = False,
+        probability: float = 1.0,
     ) -> FaultRule:
         """Add a rule; ``status=None`` with ``latency`` only delays; ``reset`` drops the connection.
 
         ``reset_after_handling``: the request takes effect, then the connection is reset instead of
         answering (a DELETE that succeeded but whose answer was lost).
+        ``probability``: the share (0 < p <= 1) of matching requests the rule takes; ``times``
+        then counts only the requests it took.
         """
+        if not 0 < probability <= 1:
+            raise ValueError(f"probability must be within (0, 1], got {probability}")
         if plaintext_429:
             status = 429
         if reset_after_handling:
@@ -114,6 +130,7 @@ class Faults:
             reset,
             times,
             reset_after_handling,
+            probability,
         )
         with self._lock:
             self._rules.append(rule)
@@ -129,12 +146,15 @@ class Faults:
         return bool(self._rules)
 
     def take(self, method: str, path_qs: str) -> FaultRule | None:
-        """The first live matching rule, counted as fired."""
+        """The first live matching rule that fires (its draw, if probabilistic), counted as fired."""
         with self._lock:
             for rule in self._rules:
-                if rule.matches(method, path_qs) and (rule.times is None or rule.fired < rule.times):
-                    rule.fired += 1
-                    return rule
+                if not rule.matches(method, path_qs) or (rule.times is not None and rule.fired >= rule.times):
+                    continue
+                if rule.probability < 1 and self._random.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                return rule
         return None
 
 
@@ -233,6 +253,7 @@ def make_middleware(
                     status,
                     started,
                     time.time() - started,
+                    request.headers.get("User-Agent", ""),
                 )
             )
 
