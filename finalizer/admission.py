@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
-from api_client.backoff import retry_async
 from finalizer.config import FinalizerConfig
 from finalizer.exceptions import FinalizerError, FinalizerUnavailableError, LedgerError
 from finalizer.jobs import JobSpec, Outcome, Step
 from finalizer.ledger.records import JobRecord
 from finalizer.limiter import ClusterLimiter
-from finalizer.retry import ledger_transient
+from finalizer.retry import ledger_call
 from finalizer.seams import ServiceLedger
 
 log = logging.getLogger(__name__)
@@ -158,7 +157,9 @@ class Admission:
         """
         policy = self._config.ledger_policy()
         while True:
-            rec = await retry_async(lambda: self._ledger.submit(spec, self._owner), policy, ledger_transient)
+            rec = await ledger_call(
+                f"job {spec.key}: claiming it", lambda: self._ledger.submit(spec, self._owner), policy
+            )
             if rec.owner == self._owner or rec.step >= Step.DONE:
                 return rec
             log.debug("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)

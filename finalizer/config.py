@@ -52,6 +52,11 @@ class StepRetry(BaseModel):
         )
 
 
+#: The ledger's default retry: up to ``ledger_deadline`` (``deadline=None``), waits capped at 2 s so
+#: a ledger that comes back is used again within about 2 s.
+LEDGER_RETRY = StepRetry(max_attempts=100, base_delay=0.1, max_delay=2.0, deadline=None)
+
+
 def _default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "kpo-finalizer"
@@ -127,8 +132,11 @@ class FinalizerConfig(BaseModel):
         return self.retry.get(step, StepRetry()).policy()
 
     def ledger_policy(self) -> RetryPolicy:
-        """The ledger's retry policy, never retrying past ``ledger_deadline``."""
-        policy = self.retry_policy("ledger")
+        """The ledger's retry policy, never retrying past ``ledger_deadline``. Unless configured,
+        bounded by that deadline only, not by a count of attempts: a refused connection fails in
+        milliseconds, and a PostgreSQL restart takes seconds."""
+        configured = self.retry.get("ledger")
+        policy = (configured or LEDGER_RETRY).policy()
         deadline = (
             self.ledger_deadline if policy.deadline is None else min(policy.deadline, self.ledger_deadline)
         )
@@ -137,20 +145,27 @@ class FinalizerConfig(BaseModel):
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FinalizerConfig:
         """Build from a mapping (strings allowed, as from an ini section)."""
-        data = dict(values)
-        retry = data.get("retry")
-        if isinstance(retry, str):
-            try:
-                data["retry"] = json.loads(retry) if retry.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"kpo_finalizer retry: not valid JSON ({exc})") from exc
-        for key in ("ledger_url",):
-            if data.get(key) == "":
-                data[key] = None
+        data = _prepared(values)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigurationError(describe_validation_error(exc, "kpo-finalizer configuration")) from exc
+
+    @classmethod
+    def problems(cls, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Every problem of ``values`` as ``(option, message)``, one per bad field (empty: valid).
+
+        What ``from_mapping`` would refuse, split by option for ``check-config``; a secret
+        option's value is never in the message.
+        """
+        try:
+            data = _prepared(values)
+            cls.model_validate(data)
+        except ConfigurationError as exc:
+            return [("retry", str(exc))]
+        except ValidationError as exc:
+            return validation_problems(exc)
+        return []
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FinalizerConfig:
@@ -165,17 +180,40 @@ class FinalizerConfig(BaseModel):
         return cls.from_mapping(data)
 
 
+def _prepared(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Ini-style strings made model input: ``retry`` JSON parsed, an empty ``ledger_url`` unset."""
+    data = dict(values)
+    retry = data.get("retry")
+    if isinstance(retry, str):
+        try:
+            data["retry"] = json.loads(retry) if retry.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"kpo_finalizer retry: not valid JSON ({exc})") from exc
+    for key in ("ledger_url",):
+        if data.get(key) == "":
+            data[key] = None
+    return data
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, "field=value: what is wrong")`` per error; never a secret option's value.
+
+    A cross-field rule (no location) is reported under ``<settings>``.
+    """
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<settings>"
+        if not loc or "input" not in err or loc[0] in SECRET_OPTIONS:  # no loc: the input is everything
+            problems.append((loc[0] if loc else field, f"{field}: {err['msg']}"))
+        else:
+            problems.append((loc[0], f"{field}={err['input']!r}: {err['msg']}"))
+    return problems
+
+
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming every bad field, its value (never a secret's) and what is wrong with it.
 
     The one formatter for the finalizer's settings and the per-task ``FinalizationPolicy``.
     """
-    parts = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "<settings>"
-        if not loc or "input" not in err or loc[0] in SECRET_OPTIONS:  # no loc: the input is everything
-            parts.append(f"{field}: {err['msg']}")
-        else:
-            parts.append(f"{field}={err['input']!r}: {err['msg']}")
-    return f"invalid {source}: " + "; ".join(parts)
+    return f"invalid {source}: " + "; ".join(message for _, message in validation_problems(exc))

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from api_client.backoff import RetryPolicy, retry_async
+from api_client.backoff import RetryPolicy
 from finalizer.jobs import JobSpec, Step
 from finalizer.ledger.records import JobRecord
 from finalizer.metrics import FinalizerMetrics
-from finalizer.retry import ledger_transient
+from finalizer.retry import ledger_call
 from finalizer.seams import JobLedger
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Progress:
             return await self.ledger.advance(self.rec, step, reached=reached, **fields)
 
         with self.metrics.timed("ledger"):
-            self.rec = await retry_async(write, self.policy, ledger_transient)
+            self.rec = await ledger_call(f"job {self.spec.key}: writing {step.name}", write, self.policy)
         self.pending.clear()
         log.debug("job %s: %s", self.spec.key, step.name)
         await self._notify(step, durable=True)

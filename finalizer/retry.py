@@ -7,17 +7,18 @@ decides on classes from ``finalizer.exceptions`` and on the documented ``retry_a
 terminal: retrying a bug only hides it.
 
 ``StepCalls`` is the one I/O wrapper the pipeline uses: timeout, policy, classifier, logging
-and metrics together. ``ledger_transient`` classifies ledger writes (their policy is
-``FinalizerConfig.ledger_policy``).
-``STEP_POLICIES`` is a table of per-step policies (see ``policy_for``).
+and metrics together. Each step's policy has one source, ``FinalizerConfig.retry_policy``.
+``ledger_call`` runs one ledger operation with ``FinalizerConfig.ledger_policy``: retried for as
+long as ``ledger_deadline`` allows (not for a count of attempts), and an error that says how long
+it tried when it gives up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from types import MappingProxyType
 from typing import TypeVar
 
 from api_client.backoff import Classifier, RetryPolicy, retry_async
@@ -62,35 +63,6 @@ def classify(exc: BaseException) -> float | None:
 def _wait(retry_after: float | None) -> float:
     """A server hint as a non-negative wait; no hint → 0.0 (the policy's backoff decides)."""
     return 0.0 if retry_after is None else max(0.0, float(retry_after))
-
-
-#: Default retry policy per I/O step (names match ``finalizer.config.RETRY_STEPS``).
-STEP_POLICIES: MappingProxyType[str, RetryPolicy] = MappingProxyType(
-    {
-        # Reading the pod drives completion; a short outage should not end the job.
-        "read_pod": RetryPolicy(max_attempts=6, base_delay=0.2, max_delay=5.0, deadline=60.0),
-        # The XCom lives only as long as the sidecar: retry fast and often, but not for long.
-        "read_xcom": RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=2.0, deadline=30.0),
-        # Losing the push fails the task: be patient with the Execution API (429/5xx under load).
-        "push_xcom": RetryPolicy(max_attempts=10, base_delay=0.25, max_delay=15.0, deadline=300.0),
-        # Log tail and termination message are nice to have: give up quickly.
-        "diagnostics": RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, deadline=10.0),
-        # A sidecar that will not stop only delays pod phase; deletion follows anyway.
-        "stop_sidecar": RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, deadline=15.0),
-        # A pod left behind costs money: retry the delete/label for a while.
-        "cleanup": RetryPolicy(max_attempts=8, base_delay=0.25, max_delay=10.0, deadline=120.0),
-        # The ledger is our foundation: past this, the loop fails loudly (DESIGN "Crash, don't hang").
-        "ledger": RetryPolicy(max_attempts=10, base_delay=0.1, max_delay=5.0, deadline=60.0),
-    }
-)
-
-
-def policy_for(step: str) -> RetryPolicy:
-    """The default policy of one I/O step; ``KeyError`` names the known steps."""
-    try:
-        return STEP_POLICIES[step]
-    except KeyError:
-        raise KeyError(f"unknown retry step {step!r}; known: {sorted(STEP_POLICIES)}") from None
 
 
 class StepCalls:
@@ -155,3 +127,34 @@ def ledger_transient(exc: BaseException) -> float | None:
     if isinstance(exc, JobLostError):
         return None
     return 0.0 if isinstance(exc, LedgerError) else None
+
+
+async def ledger_call(what: str, fn: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
+    """``fn()`` retried per ``policy`` (``ledger_transient``); past it, an error that says why.
+
+    A lost job (``JobLostError``) is raised at once, as is. Any other ledger failure that outlasts
+    the policy becomes ``LedgerUnavailableError`` naming ``what``, the attempts, the time spent and
+    the deadline, ``from`` the last error: that text reaches the task log and the job's record.
+    """
+    started = time.monotonic()
+    attempts = 0
+
+    async def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
+        return await fn()
+
+    def on_retry(n: int, exc: BaseException, wait: float) -> None:
+        if n == 1:
+            log.warning("ledger: %s failed (%s); retrying for up to %gs", what, exc, policy.deadline or 0)
+
+    try:
+        return await retry_async(attempt, policy, ledger_transient, on_retry=on_retry)
+    except JobLostError:
+        raise
+    except LedgerError as exc:
+        spent = time.monotonic() - started
+        deadline = f"ledger_deadline {policy.deadline:g}s" if policy.deadline is not None else "no deadline"
+        raise LedgerUnavailableError(
+            f"ledger: {what} gave up after {attempts} attempts over {spent:.1f}s ({deadline}): {exc}"
+        ) from exc

@@ -11,9 +11,9 @@ import pytest
 from api_client.backoff import RetryPolicy
 from api_client.exceptions import ExecutionAPIError, TransportError, error_from_response
 from finalizer import exceptions as fx
-from finalizer.config import RETRY_STEPS
+from finalizer.config import RETRY_STEPS, FinalizerConfig, StepRetry
 from finalizer.metrics import FinalizerMetrics, Registry, StatsSink
-from finalizer.retry import STEP_POLICIES, StepCalls, classify, policy_for
+from finalizer.retry import StepCalls, classify
 
 
 def api_error(status: int, headers: dict[str, str] | None = None) -> ExecutionAPIError:
@@ -56,15 +56,21 @@ def test_classify(exc: BaseException, expected: float | None) -> None:
     assert classify(exc) == expected
 
 
-def test_every_configurable_step_has_a_bounded_default_policy() -> None:
-    assert set(STEP_POLICIES) == set(RETRY_STEPS)
+def test_every_step_has_a_bounded_policy_and_the_ledgers_is_bounded_by_its_deadline() -> None:
+    """One source for policies (``FinalizerConfig``); the ledger's retries until ``ledger_deadline``."""
+    config = FinalizerConfig()
     for step in RETRY_STEPS:
-        policy = policy_for(step)
+        policy = config.retry_policy(step)
         assert policy.max_attempts >= 2
         assert policy.deadline is not None
         assert policy.deadline <= 300
-    with pytest.raises(KeyError, match="unknown retry step 'nope'"):
-        policy_for("nope")
+    ledger = FinalizerConfig(ledger_deadline=45).ledger_policy()
+    assert ledger.deadline == 45
+    assert ledger.max_attempts * ledger.max_delay * (1 - ledger.jitter) >= 45  # time, not count, ends it
+    configured = FinalizerConfig(
+        ledger_deadline=45, retry={"ledger": StepRetry(deadline=300)}
+    ).ledger_policy()
+    assert configured.deadline == 45
 
 
 def _metrics() -> FinalizerMetrics:
