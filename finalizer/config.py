@@ -96,6 +96,8 @@ class FinalizerConfig(BaseModel):
     maintenance_interval: float = Field(default=60.0, gt=0)
     #: Default XCom size cap in bytes (a job's own ``FinishSettings.xcom_max_bytes`` may be lower).
     xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Most bytes of a container's log written to the task log; then one "truncated" line.
+    log_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     #: On shutdown, wait this long for in-flight jobs before parking them.
     drain_timeout: float = Field(default=30.0, ge=0)
     #: XCom calls in flight at once through the triggerer's supervisor (it serves them one at a
