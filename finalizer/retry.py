@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from api_client.backoff import Classifier, RetryPolicy, retry_async
-from api_client.exceptions import ExecutionAPIError
+from api_client.exceptions import ExecutionAPIError, TransportError
 from finalizer.config import RETRY_STEPS, FinalizerConfig
 from finalizer.exceptions import (
     FinalizerError,
     JobLostError,
+    KubeError,
     KubeTransientError,
     LedgerError,
     LedgerUnavailableError,
@@ -63,6 +64,22 @@ def classify(exc: BaseException) -> float | None:
 def _wait(retry_after: float | None) -> float:
     """A server hint as a non-negative wait; no hint → 0.0 (the policy's backoff decides)."""
     return 0.0 if retry_after is None else max(0.0, float(retry_after))
+
+
+#: Which side of the finalizer a step talks to (the others talk to Kubernetes).
+STEP_SIDES = {"push_xcom": "Airflow", "ledger": "ledger"}
+
+
+def side_of(exc: BaseException, step: str | None = None) -> str:
+    """Who failed: ``Airflow`` (Execution API / supervisor), ``Kubernetes``, ``the ledger``, or
+    the step's side for an error of no side (a bare timeout or connection error)."""
+    if isinstance(exc, ExecutionAPIError):
+        return "Airflow"
+    if isinstance(exc, KubeError):
+        return "Kubernetes"
+    if isinstance(exc, LedgerError):
+        return "ledger"
+    return STEP_SIDES.get(step or "", "Kubernetes") if step is not None else "unknown"
 
 
 class StepCalls:
@@ -107,11 +124,24 @@ class StepCalls:
                 async with asyncio.timeout(timeout):
                     return await fn()
             except TimeoutError as exc:
-                raise KubeTransientError(f"{what} timed out after {timeout:g}s") from exc
+                # The error of the side that did not answer: an XCom push that times out is
+                # Airflow's (its metadata DB, the supervisor), not Kubernetes'.
+                message = f"{what} timed out after {timeout:g}s"
+                if STEP_SIDES.get(step) == "Airflow":
+                    raise TransportError(message) from exc
+                raise KubeTransientError(message) from exc
 
         def on_retry(n: int, exc: BaseException, wait: float) -> None:
             metrics.retried(step)
-            log.info("%s failed (attempt %d, %s); retrying in %.2fs", what, n, type(exc).__name__, wait)
+            log.info(
+                "%s failed on the %s side (attempt %d, %s: %s); retrying in %.2fs",
+                what,
+                side_of(exc, step),
+                n,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
 
         with metrics.timed(step):
             try:

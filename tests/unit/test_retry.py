@@ -13,7 +13,7 @@ from api_client.exceptions import ExecutionAPIError, TransportError, error_from_
 from finalizer import exceptions as fx
 from finalizer.config import RETRY_STEPS, FinalizerConfig, StepRetry
 from finalizer.metrics import FinalizerMetrics, Registry, StatsSink
-from finalizer.retry import StepCalls, classify
+from finalizer.retry import StepCalls, classify, side_of
 
 
 def api_error(status: int, headers: dict[str, str] | None = None) -> ExecutionAPIError:
@@ -161,3 +161,40 @@ async def test_a_call_stuck_past_call_timeout_is_a_transient_error_and_retried()
     assert await calls_with_timeout("delete pod", "cleanup", stuck_once) == "ok"
     assert calls == 2
     assert metrics.retries.value(step="cleanup") == 1
+
+
+SIDES: list[tuple[str, BaseException, str | None, str]] = [
+    ("api-error", api_error(503), None, "Airflow"),
+    ("api-transport", TransportError("refused"), "read_pod", "Airflow"),
+    ("kube", fx.KubeTransientError("reset"), "push_xcom", "Kubernetes"),
+    ("ledger", fx.LedgerUnavailableError(), None, "ledger"),
+    ("bare-timeout-push", TimeoutError(), "push_xcom", "Airflow"),
+    ("bare-timeout-ledger", TimeoutError(), "ledger", "ledger"),
+    ("bare-timeout-kube-step", TimeoutError(), "cleanup", "Kubernetes"),
+    ("bare-timeout-no-step", TimeoutError(), None, "unknown"),
+]
+
+
+@pytest.mark.parametrize(("exc", "step", "side"), [c[1:] for c in SIDES], ids=[c[0] for c in SIDES])
+def test_side_of_names_who_failed(exc: BaseException, step: str | None, side: str) -> None:
+    assert side_of(exc, step) == side
+
+
+@pytest.mark.anyio
+async def test_an_xcom_push_that_times_out_is_airflows_error_not_kubernetes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Failed before the fix: every step's timeout became KubeTransientError, so a metadata-DB
+    outage (the supervisor's XCom call hanging) was logged as a Kubernetes error."""
+    metrics = _metrics()
+
+    async def hung() -> None:
+        await anyio.sleep(60)
+
+    calls = StepCalls({"push_xcom": FAST}, 0.02, metrics=metrics)
+    with caplog.at_level("INFO", logger="finalizer.retry"), pytest.raises(TransportError, match="timed out"):
+        await calls("push XCom 'return_value'", "push_xcom", hung)
+    assert metrics.errors.value(step="push_xcom", error="TransportError") == 1
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retries
+    assert all("on the Airflow side" in line and "Kube" not in line for line in retries)
