@@ -20,6 +20,8 @@ same real pieces.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -29,6 +31,7 @@ from typing import Any
 
 from api_client.backoff import Classifier
 from finalizer.config import FinalizerConfig
+from finalizer.container_log import ContainerLog
 from finalizer.decisions import cleanup, marker, triage, xcom_push
 from finalizer.decisions.outcome import failed, gone, needs_xcom, succeeds
 from finalizer.exceptions import (
@@ -36,10 +39,13 @@ from finalizer.exceptions import (
     KubeRequestError,
     PodConflictError,
     PodNotFoundError,
+    XComInvalidJSONError,
     XComReadError,
+    XComTooLargeError,
 )
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger.records import JobRecord
+from finalizer.log_channel import channel_for
 from finalizer.metrics import METRICS, FinalizerMetrics
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
 from finalizer.progress import Progress, StepHook, StepReached
@@ -53,6 +59,27 @@ __all__ = ["Pipeline", "StepHook", "StepReached"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+#: After completion, how long a follow stream may take to reach the container's end (seconds).
+FOLLOW_GRACE = 30.0
+
+
+@dataclass(slots=True)
+class _Logs:
+    """The container log of one run. ``tail``: no trigger here shows it, the outcome carries the
+    short tail; else a trigger opened a channel, and ``shipper`` writes to it (None: ``get_logs``
+    is off, or an earlier run already wrote the log)."""
+
+    tail: bool = True
+    shipper: ContainerLog | None = None
+    follower: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self.follower is not None and not self.follower.done():
+            self.follower.cancel()
+            with contextlib.suppress(BaseException):
+                await self.follower
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,28 +137,55 @@ class Pipeline:
         # One subscription on the shared watch for the whole job: completion, then the pod's
         # current state for cleanup without another GET.
         async with cluster.watch(spec.pod) as sub:
-            outcome = rec.outcome
-            if rec.step < Step.COMPLETION_SEEN or outcome is None:
-                completion, pod = await self._wait_for_completion(spec, sub)
-                seen_at = _now()  # when the watch showed it, before any wait for a slot
-                async with self._gate(spec):
-                    if pod is None:
-                        outcome = await self._when_gone(spec, "disappeared")
-                        return await self._done(job, outcome)
-                    outcome = triage.triage(completion, pod, spec.settings)
-                    await job.reach(Step.COMPLETION_SEEN, seen_at)
-                    outcome = await self._finish(job, cluster, sub, outcome)
-                    self._metrics.completed_to_done(completion.finished_at)
-                    return outcome
+            logs = self._logs(spec, rec, cluster, sub)
+            try:
+                return await self._run(spec, rec, cluster, job, sub, logs)
+            finally:
+                await logs.close()
+
+    def _logs(self, spec: JobSpec, rec: JobRecord, cluster: ClusterOps, sub: PodWatch) -> _Logs:
+        """The log goes to the trigger that opened a channel for this job; with ``logging_interval``
+        one follow stream shows it while the pod runs."""
+        channel = channel_for(spec.key)
+        if channel is None:
+            return _Logs()
+        if not channel.want_logs or rec.step >= Step.DIAGNOSTICS_CAPTURED:
+            return _Logs(tail=False)
+        shipper = ContainerLog(cluster, spec.pod, channel, self._config.log_max_bytes)
+        follower = None
+        if channel.follow:
+            follower = asyncio.get_running_loop().create_task(
+                shipper.follow(sub), name=f"kpo-finalizer-log-{spec.pod.name}"
+            )
+        return _Logs(tail=False, shipper=shipper, follower=follower)
+
+    async def _run(
+        self, spec: JobSpec, rec: JobRecord, cluster: ClusterOps, job: Progress, sub: PodWatch, logs: _Logs
+    ) -> Outcome:
+        outcome = rec.outcome
+        if rec.step < Step.COMPLETION_SEEN or outcome is None:
+            completion, pod = await self._wait_for_completion(spec, sub)
+            seen_at = _now()  # when the watch showed it, before any wait for a slot
             async with self._gate(spec):
-                return await self._finish(job, cluster, sub, outcome)
+                if pod is None:
+                    outcome = await self._when_gone(spec, "disappeared")
+                    return await self._done(job, outcome)
+                outcome = triage.triage(completion, pod, spec.settings)
+                await job.reach(Step.COMPLETION_SEEN, seen_at)
+                outcome = await self._finish(job, cluster, sub, outcome, logs)
+                self._metrics.completed_to_done(completion.finished_at)
+                return outcome
+        async with self._gate(spec):
+            return await self._finish(job, cluster, sub, outcome, logs)
 
     async def _done(self, job: Progress, outcome: Outcome) -> Outcome:
         await job.commit(Step.DONE, outcome=outcome)
         self._metrics.finalized(outcome.kind.value)
         return outcome
 
-    async def _finish(self, job: Progress, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> Outcome:
+    async def _finish(
+        self, job: Progress, cluster: ClusterOps, sub: PodWatch, outcome: Outcome, logs: _Logs
+    ) -> Outcome:
         """The steps after completion. Written to the ledger: the payload (before anything leaves
         the pod) and the end; the idempotent steps between are redone after a crash."""
         spec = job.spec
@@ -154,7 +208,7 @@ class Pipeline:
                 outcome, pushed = await self._push_xcom(spec, job.rec, outcome)
                 await job.reach(Step.XCOM_PUSHED)
             if job.step < Step.DIAGNOSTICS_CAPTURED:
-                outcome = await self._diagnostics(spec, cluster, outcome)
+                outcome = await self._diagnostics(spec, cluster, outcome, logs)
                 await job.reach(Step.DIAGNOSTICS_CAPTURED)
             if job.step < Step.SIDECAR_STOPPED:
                 await self._stop_sidecar(spec, sidecar, outcome)
@@ -234,8 +288,10 @@ class Pipeline:
             present, value = await self._io("read XCom", "read_xcom", lambda: sidecar.read_xcom(cap))
         except PodNotFoundError:
             return _Read(outcome=await self._when_gone(spec, "was deleted or evicted", outcome), final=True)
+        except (XComTooLargeError, XComInvalidJSONError) as exc:
+            return _Read(outcome=failed(outcome, f"the XCom was read and rejected: {exc}"))
         except XComReadError as exc:
-            return _Read(outcome=failed(outcome, f"the XCom cannot be used: {exc}"))
+            return _Read(outcome=failed(outcome, f"the XCom could not be read: {exc}"))
         # An empty return.json and a JSON null both push nothing (the task returned None).
         return _Read(read=True, value=value if present else None)
 
@@ -244,6 +300,9 @@ class Pipeline:
         if not needs_xcom(spec, outcome):
             return outcome, False
         if not rec.xcom_read:
+            # Not read because it was rejected or unreadable: the outcome already says so.
+            if not succeeds(outcome):
+                return outcome, False
             return failed(outcome, "the XCom was never read (ledger record has no payload)"), False
         try:
             pushes = xcom_push.plan_pushes(rec.xcom_value, spec.settings, succeeded=succeeds(outcome))
@@ -257,12 +316,28 @@ class Pipeline:
             await self._io(f"push XCom {push.key!r}", "push_xcom", one)
         return outcome, any(push.key == xcom_push.RETURN_KEY for push in pushes)
 
-    async def _diagnostics(self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome) -> Outcome:
-        """A bounded log tail for the task log; best effort (a gone pod has none).
+    async def _diagnostics(
+        self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome, logs: _Logs
+    ) -> Outcome:
+        """The container's log for the task log, best effort (a gone pod has none).
 
-        A successful task's tail only with ``log_tail_on_success`` (the operator's ``get_logs``):
-        without it the GET per successful pod is saved.
+        With a trigger here: the whole log through its channel (the rest of it, when a follow
+        stream showed it live), nothing with ``get_logs=False``. Without one: a bounded tail in the
+        outcome, on success only with ``log_tail_on_success`` (the operator's ``get_logs``).
         """
+        if not logs.tail:
+            if logs.follower is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(logs.follower), FOLLOW_GRACE)
+                except TimeoutError:
+                    await logs.close()
+                    if logs.shipper is not None:
+                        await logs.shipper.catch_up()
+                except Exception:  # a bug in the follower must not cost the task its outcome
+                    log.warning("job %s: the log follower failed", spec.key, exc_info=True)
+            elif logs.shipper is not None:
+                await logs.shipper.ship_all()
+            return outcome
         settings = spec.settings
         if settings.log_tail_lines == 0 or settings.log_tail_bytes == 0:
             return outcome

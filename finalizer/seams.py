@@ -9,7 +9,7 @@ ledger's own frozen ``JobRecord`` (plain data), so nothing between the layers is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,6 +70,10 @@ class ClusterOps(Protocol):
         ...
 
     async def log_tail(self, pod: PodRef, lines: int, max_bytes: int) -> str | None: ...
+
+    def log_lines(self, pod: PodRef, *, follow: bool, since_seconds: int | None) -> AsyncIterator[list[str]]:
+        """The base container's log (``timestamps=true`` lines) in bounded batches, read as it arrives."""
+        ...
 
     async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:
         """True if deleted now, False if already gone (uid precondition applied)."""

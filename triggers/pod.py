@@ -11,9 +11,10 @@ What it does not finish itself goes to the worker the classic way (the upstream 
 finalization disabled, KPO callbacks configured (they need the pod in the worker), no pod uid,
 no task instance, a bad policy, or a finalizer that is not available.
 
-``logging_interval`` (periodic log fetching through worker re-entry) does not apply while the
-finalizer finishes the task: the trigger log gets a bounded tail of the base container's log
-instead (``FinalizationPolicy.log_tail_lines``), and only on failure.
+The base container's log goes to the task log as upstream writes it (``get_logs``, the default):
+the whole log once the pod ended, or — with ``logging_interval`` — live while the pod runs, through
+one log stream per pod instead of a poll (``triggers.task_log``, ``finalizer.container_log``),
+up to ``[kpo_finalizer] log_max_bytes``. ``get_logs=False`` writes none.
 
 Restart is not kill: ``cleanup()`` (every exit, including triggerer shutdown and reassignment)
 never deletes a pod; ``on_kill()`` applies ``on_kill_action`` only after Airflow confirms the task
@@ -35,7 +36,8 @@ from finalizer.exceptions import ConfigurationError, FinalizerError
 from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
-from triggers.runtime import delete_pod, finalize
+from triggers.runtime import delete_pod
+from triggers.task_log import finalize_with_log
 
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
 
@@ -233,7 +235,9 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             "kpo-finalizer: finishing pod %s/%s (uid %s) in the triggerer", *self._where(), self.pod_uid
         )
         try:
-            outcome = await finalize(job)
+            outcome = await finalize_with_log(
+                job, self.log, get_logs=bool(self.get_logs), follow=self.logging_interval is not None
+            )
         except Exception as exc:
             # FinalizerError: the finalizer cannot run or lost the job. Anything else is a bug,
             # logged with its traceback; either way the classic path loses nothing.
@@ -282,8 +286,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             self.log.info("kpo-finalizer: task skipped: %s", reason)
         elif action == "failed":
             self.log.error("kpo-finalizer: task failed: %s", reason)
-        else:
-            self.log.warning("kpo-finalizer: outcome %s handed to the worker: %s", kind, reason)
+        else:  # configured (fallback_to_worker, worker_outcomes, fail-fast): expected, so INFO
+            self.log.info("kpo-finalizer: outcome %s handed to the worker: %s", kind, reason)
         if log_tail:  # on success only with get_logs (the pipeline reads it only then)
             self.log.info("kpo-finalizer: last lines of the base container's log:\n%s", log_tail)
 

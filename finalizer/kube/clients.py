@@ -21,6 +21,7 @@ from kubernetes_asyncio.stream.ws_client import get_websocket_url
 from finalizer.exceptions import FinalizerUnavailableError
 from finalizer.jobs import ClusterRef, PodRef
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
+from finalizer.kube.logs import LogStreams
 from finalizer.kube.pods import PodOps
 from finalizer.kube.sidecar import SidecarSession
 from finalizer.kube.transport import detach_environment
@@ -62,6 +63,7 @@ class KubeCluster:
         #: Unary calls and exec sessions in flight (the long-lived watches are not counted).
         self.limiter = asyncio.Semaphore(self.settings.max_concurrency)
         self.pods = PodOps(self.core, self.settings, self.limiter)
+        self.logs = LogStreams(self.core, self.settings)
         self.exec = ExecOps(self._exec_core, self.settings, self.limiter, self.pods.read_pod)
         self.watcher = PodWatcher(self.core, self.pods, self.settings, self.limiter)
         self._closed = False
@@ -92,6 +94,11 @@ class KubeCluster:
             pod.namespace, pod.name, pod.base_container, tail_lines=lines, limit_bytes=max_bytes
         )
         return text or None
+
+    def log_lines(self, pod: PodRef, *, follow: bool, since_seconds: int | None) -> AsyncIterator[list[str]]:
+        return self.logs.lines(
+            pod.namespace, pod.name, pod.base_container, follow=follow, since_seconds=since_seconds
+        )
 
     async def delete_pod(self, pod: PodRef, grace_period: int | None) -> bool:
         return await self.pods.delete_pod(pod.namespace, pod.name, pod.uid, grace_period)

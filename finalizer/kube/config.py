@@ -54,6 +54,9 @@ class KubeSettings:
     resolve_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6, deadline=120.0))
     #: Overall limit of one exec session (exec ignores ``_request_timeout``).
     exec_timeout: float = 60.0
+    #: Socket read timeout of a log stream that follows a running container (it may be quiet for
+    #: minutes; on timeout the stream is reopened where it stopped).
+    log_follow_read_timeout: float = 300.0
     #: Limit of the sidecar stop: a stop that hangs is only worth a warning.
     sidecar_stop_timeout: float = 15.0
     #: Re-load exec-plugin credentials (EKS, GKE) at most this often.

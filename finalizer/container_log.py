@@ -1,0 +1,144 @@
+"""The base container's log, from the cluster to a job's ``LogChannel``: whole, capped, in chunks.
+
+Two ways, as upstream shows the log:
+
+- ``ship_all``: once the pod ended, one ``follow=false`` read of the whole log, each line as
+  ``[base] logs: …`` (upstream's ``trigger_reentry`` with ``get_logs``).
+- ``follow``: while the pod runs (``logging_interval``), ONE ``follow=true`` stream per pod, each
+  line as ``[base] …`` at the level its prefix names (the provider's trigger), reopened where it
+  stopped if the connection drops while the container still runs. Not a poll.
+
+Either way the cap (``[kpo_finalizer] log_max_bytes``) ends the log with one "truncated" line.
+Lines are parsed and formatted here, on the finalizer's loop; the trigger only writes them. A
+channel that stays full past ``PUT_TIMEOUT`` (the trigger's loop is stuck) ends the log early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from finalizer.decisions import logs as rules
+from finalizer.exceptions import FinalizerError, PodNotFoundError
+from finalizer.jobs import PodRef
+from finalizer.log_channel import Line, LogChannel, LogChunk
+from finalizer.pod import PodView
+from finalizer.seams import ClusterOps, PodWatch
+
+log = logging.getLogger(__name__)
+
+#: Seconds a chunk may wait for room in the channel before the log is given up.
+PUT_TIMEOUT = 60.0
+#: Pause before reopening a follow stream that failed while the container runs (seconds).
+REOPEN_DELAY = 1.0
+
+
+def _started(base: str) -> Callable[[PodView], bool]:
+    def check(pod: PodView) -> bool:
+        container = pod.container(base)
+        return container is not None and container.state in ("running", "terminated")
+
+    return check
+
+
+def _ended(pod: PodView | None, base: str) -> bool:
+    if pod is None:
+        return True
+    container = pod.container(base)
+    return container is not None and container.state == "terminated"
+
+
+class ContainerLog:
+    """One job's log shipping; ``cursor`` knows what was written so far (across reopenings)."""
+
+    def __init__(self, cluster: ClusterOps, pod: PodRef, channel: LogChannel, cap: int) -> None:
+        self._cluster = cluster
+        self._pod = pod
+        self._channel = channel
+        self.cursor = rules.Cursor(cap=cap)
+        self._open = True  # the channel still takes chunks
+        self._noted = False  # the truncation line was written
+
+    async def _put(self, lines: list[Line]) -> None:
+        if lines and self._open:
+            self._open = await self._channel.put(LogChunk(tuple(lines)), PUT_TIMEOUT)
+
+    async def _read(self, *, follow: bool, live: bool) -> None:
+        """One stream, every new line into the channel; stops early at the cap or a closed channel."""
+        container = self._pod.base_container
+        since = self.cursor.since_seconds(time.time_ns())
+        if since is not None:
+            self.cursor.reopened()
+        async for batch in self._cluster.log_lines(self._pod, follow=follow, since_seconds=since):
+            out: list[Line] = []
+            for raw in batch:
+                stamp, message = rules.split_stamp(raw)
+                if not self.cursor.take(stamp, message):
+                    if self.cursor.truncated:
+                        break
+                    continue
+                out.append(
+                    rules.live_line(container, message)
+                    if live
+                    else (logging.INFO, rules.final_line(container, message))
+                )
+            await self._put(out)
+            if self.cursor.truncated or not self._open:
+                return
+
+    async def _finish(self) -> None:
+        if self.cursor.truncated and not self._noted:
+            self._noted = True
+            await self._put(
+                [(logging.WARNING, rules.truncated_line(self._pod.base_container, self.cursor.cap))]
+            )
+
+    async def ship_all(self) -> None:
+        """The whole log of an ended container (what ``follow`` did not write yet)."""
+        try:
+            await self._read(follow=False, live=False)
+        except PodNotFoundError:
+            return  # gone: nothing to show, the outcome says why
+        except FinalizerError as exc:
+            await self._put([(logging.WARNING, f"Reading of logs interrupted with error {exc}")])
+        await self._finish()
+
+    async def follow(self, sub: PodWatch) -> None:
+        """Show the log while the pod runs: one follow stream, reopened only after a failure.
+
+        A stream that broke after the container ended is made up by one last read from where
+        the log stopped.
+        """
+        base = self._pod.base_container
+        whole = False  # the last stream ended by itself (with the container)
+        while self._open and not self.cursor.truncated:
+            whole = False
+            try:
+                if await sub.wait(_started(base), None) is None:
+                    break  # gone before it started
+                await self._read(follow=True, live=True)
+                whole = True
+            except PodNotFoundError:
+                break
+            except FinalizerError as exc:  # 400 not started after all (a restart), or a broken stream
+                log.debug("pod %s: log stream interrupted (%s); reopening", self._pod.name, exc)
+                await asyncio.sleep(REOPEN_DELAY)
+            if _ended(sub.latest, base):
+                break
+        if not whole and sub.latest is not None:
+            await self.catch_up()
+            return
+        await self._finish()
+
+    async def catch_up(self) -> None:
+        """What a broken or abandoned follow stream missed: one read from where the log stopped."""
+        if self._open and not self.cursor.truncated:
+            try:
+                await self._read(follow=False, live=True)
+            except PodNotFoundError:
+                pass
+            except FinalizerError as exc:
+                await self._put([(logging.WARNING, f"Reading of logs interrupted with error {exc}")])
+        await self._finish()
