@@ -1,4 +1,4 @@
-"""``kpo-finalizer`` command line: ``demo``, ``bench api-load|finalize|e2e|triggerer``, ``fake-kube``.
+"""``kpo-finalizer`` command line: ``demo``, ``bench …``, ``fake-kube``, ``status``, ``check-config``.
 
 Only argument parsing and dispatch live here; each command's module is imported when it runs,
 so ``--help`` stays fast and Airflow is never imported before its environment is set.
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--keep", action="store_true", help="keep the temporary home (component logs)")
 
     _add_bench_triggerer(bsub)
+    _add_bench_chaos(bsub)
 
     fake = sub.add_parser(
         "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
@@ -99,7 +100,61 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--kubeconfig", default=None, help="also write the kubeconfig (YAML-compatible JSON) here"
     )
+    _add_operating(sub)
     return parser
+
+
+# -- operating it: status, check-config (one block) ------------------------------------------------
+
+
+def _add_operating(sub: Any) -> None:
+    status = sub.add_parser(
+        "status", help="what the finalizer is doing, read-only from its ledger (never writes or migrates)"
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
+        "--ledger-url", default=None, help="the ledger's URL (default: [kpo_finalizer] ledger_url)"
+    )
+    where.add_argument(
+        "--state-dir", default=None, help="read DIR/ledger.sqlite3 (default: [kpo_finalizer] state_dir)"
+    )
+    status.add_argument("--json", action="store_true", help="print the report as JSON (one line per report)")
+    status.add_argument(
+        "--watch",
+        type=_positive_float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="print a new report every SECONDS (default 2) until Ctrl-C",
+    )
+    check = sub.add_parser(
+        "check-config",
+        help="validate [kpo_finalizer] as the triggerer reads it and test the ledger connection",
+    )
+    check.add_argument(
+        "--skip-ledger", action="store_true", help="do not connect to the ledger (values only)"
+    )
+
+
+def _run_operating(args: argparse.Namespace) -> int:
+    if args.command == "status":
+        from finalizer.exceptions import ConfigurationError
+        from finalizer.status_command import run_status
+        from triggers.config_check import status_source
+
+        try:
+            url, stale_threshold = status_source(args.ledger_url, args.state_dir)
+        except ConfigurationError as exc:
+            print(f"kpo-finalizer status: {exc} (see kpo-finalizer check-config)", file=sys.stderr)
+            return 2
+        return run_status(url, stale_threshold=stale_threshold, as_json=args.json, watch=args.watch)
+    from triggers.config_check import run_check_config
+
+    return run_check_config(skip_ledger=args.skip_ledger)
+
+
+# -- end of operating it ---------------------------------------------------------------------------
 
 
 def _variants(text: str) -> tuple[str, ...]:
@@ -179,6 +234,64 @@ def _bench_triggerer(args: argparse.Namespace, argv: Sequence[str] | None) -> in
     return triggerer.main(options, json_path=args.json_path, plot_path=args.plot_path, argv=argv)
 
 
+# -- bench chaos (issue 13): the fault campaign ---------------------------------------------------
+
+
+def _add_bench_chaos(bsub: Any) -> None:
+    from finalizer.bench.chaos_scenarios import SCENARIOS
+
+    chaos = bsub.add_parser(
+        "chaos", help="fault campaign against a real airflow triggerer: kills, takeover, faults, outages"
+    )
+    chaos.add_argument(
+        "--scenarios",
+        type=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
+        default=tuple(SCENARIOS),
+        help=f"comma-separated of {', '.join(SCENARIOS)} (default: all)",
+    )
+    chaos.add_argument(
+        "--kills", type=_positive_int, default=30, help="SIGKILLs of the triggerer in 'kills' (default 30)"
+    )
+    chaos.add_argument("--seed", type=int, default=1, help="seed of every random choice and fault draw")
+    chaos.add_argument(
+        "--tasks", type=_positive_int, default=4, help="tasks per run (kills: at most 4 per kill; default 4)"
+    )
+    chaos.add_argument(
+        "--fault-rate",
+        type=_positive_float,
+        default=0.2,
+        help="share of Kubernetes requests faulted in 'kube-faults' (default 0.2)",
+    )
+    chaos.add_argument(
+        "--ledger-deadline",
+        type=_positive_float,
+        default=5.0,
+        help="the finalizer's ledger_deadline in seconds; outages last 0.4x and 2x it (default 5)",
+    )
+    chaos.add_argument("--json", dest="json_path", default="bench-chaos.json", help="write the results here")
+    chaos.add_argument("--keep", action="store_true", help="keep the temporary home (triggerer, worker logs)")
+
+
+def _bench_chaos(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from finalizer.bench import chaos
+
+    options = chaos.Options(
+        scenarios=args.scenarios,
+        kills=args.kills,
+        seed=args.seed,
+        tasks=args.tasks,
+        fault_rate=args.fault_rate,
+        ledger_deadline=args.ledger_deadline,
+        keep=args.keep,
+    )
+    try:
+        options.check()
+    except ValueError as exc:
+        print(f"kpo-finalizer bench chaos: {exc}", file=sys.stderr)
+        return 2
+    return chaos.main(options, json_path=args.json_path, argv=argv)
+
+
 def _bench_finalize(args: argparse.Namespace) -> int:
     """The pipeline benchmark (``finalizer.bench.finalize.run``), printed and saved like the others."""
     from finalizer.bench import finalize
@@ -204,6 +317,8 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         return _bench_finalize(args)
     if args.bench == "triggerer":
         return _bench_triggerer(args, argv)
+    if args.bench == "chaos":
+        return _bench_chaos(args, argv)
     from finalizer.bench import e2e
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -221,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "bench":
             return _run_bench(args, argv)
+        if args.command in ("status", "check-config"):
+            return _run_operating(args)
         if args.command == "fake-kube":
             from finalizer.demo.fake_kube_command import serve_fake_kube
 

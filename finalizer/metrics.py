@@ -284,6 +284,9 @@ class FinalizerMetrics:
         self.queue_depth = r.gauge("queue_depth", "Jobs whose pod completed, waiting for a concurrency slot.")
         self.retries = r.counter("retries", "Retried I/O calls by step.", ["step"])
         self.errors = r.counter("errors", "Errors by step and error class.", ["step", "error"])
+        self.config_problems = r.counter(
+            "config_problems", "Bad [kpo_finalizer] options at start.", ["option"]
+        )
 
     def finalized(self, outcome: str) -> None:
         self.finalizations.inc(outcome=outcome)

@@ -4,7 +4,8 @@ With ``deferrable=True`` the provider's ``KubernetesPodOperator.invoke_defer_met
 ``KubernetesPodTrigger`` (execution deadline, connection extras, the "already terminal" shortcut,
 re-deferral) and calls ``self.defer``. The mixin intercepts that one call and swaps the trigger for
 a ``FinalizingPodTrigger`` with the same arguments plus what the triggerer needs to end the task
-itself. ``method_name`` stays ``"trigger_reentry"``, so any fallback event still works.
+itself. ``method_name`` stays ``"trigger_reentry"``, so any fallback event still works. With
+``[kpo_finalizer] enabled = false`` where the task defers, the provider's trigger is kept as is.
 
 ``trigger_reentry`` handles the events the finalizer hands back (``triggers.events``): the pod's
 work is already done (XCom pushed, pod cleaned up), so the worker only ends the task — and a
@@ -34,10 +35,11 @@ from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from airflow.sdk.bases.operator import BaseOperatorMeta
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import OutcomeKind
 from triggers.events import read_marker
 from triggers.pod import FinalizingPodTrigger
-from triggers.policy import FinalizationPolicy, worker_outcomes
+from triggers.policy import FinalizationPolicy, finalization_switched_on, worker_outcomes
 
 
 def finalizing_trigger_from(
@@ -94,8 +96,20 @@ class FinalizationMixin:
             return False
         return has_mapped_dep and not self._finalizer_ti_mapped
 
+    def _finalizer_switched_on(self) -> bool:
+        """``[kpo_finalizer] enabled`` where the task defers; a bad value keeps the classic trigger."""
+        try:
+            return finalization_switched_on()
+        except ConfigurationError as exc:
+            log = getattr(self, "log", None)
+            if log is not None:
+                log.error("kpo-finalizer: %s; this task defers to the classic KubernetesPodTrigger", exc)
+            return False
+
     def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
-        if type(trigger) is KubernetesPodTrigger:
+        # enabled = false (the rollback switch): new tasks keep the provider's trigger, so nothing
+        # new depends on this package; tasks already deferred to ours still finish in the triggerer.
+        if type(trigger) is KubernetesPodTrigger and self._finalizer_switched_on():
             pod = getattr(self, "pod", None)
             uid = getattr(getattr(pod, "metadata", None), "uid", None)
             if uid is None and pod is not None:

@@ -6,6 +6,12 @@ resolves the policy* — the triggerer, where the finalizer runs — so operator
 defaults for every task with ``AIRFLOW__KPO_FINALIZER__<FIELD>`` without touching DAGs.
 Only explicitly set fields travel in the serialized trigger.
 
+``[kpo_finalizer] enabled`` is not a per-task default but the switch for *new* tasks, read by the
+operator where the task defers (``finalization_switched_on``): with ``enabled = false`` the
+operator keeps the provider's ``KubernetesPodTrigger``, while tasks already deferred to a
+``FinalizingPodTrigger`` still finish in the triggerer. That is what makes a rollback safe.
+A task's own ``FinalizationPolicy(enabled=False)`` still sends that task down the classic path.
+
 Bad values (in code or in the configuration) raise ``ConfigurationError`` naming the field,
 the value and the source; nothing is silently replaced by a default.
 """
@@ -18,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from finalizer.config import CONFIG_SECTION, describe_validation_error
+from finalizer.config import CONFIG_SECTION, describe_validation_error, validation_problems
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import FinishSettings, OnFinishAction
 from triggers.settings import ConfigReader, airflow_option
@@ -32,7 +38,8 @@ class FinalizationPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Finish the task in the triggerer. False: behave like the classic trigger (worker re-entry).
+    #: False: behave like the classic trigger (worker re-entry). None/True: finish in the triggerer
+    #: (unless ``[kpo_finalizer] enabled = false`` where the task defers: then it never gets here).
     enabled: bool | None = None
     #: After the finalizer captured XCom and diagnostics, hand the end of the task to the worker.
     fallback_to_worker: bool | None = None
@@ -156,8 +163,10 @@ def _parse_int_list(text: str) -> list[int]:
     return [_parse_int(item) for item in _parse_list(text)]
 
 
+#: The switch for new tasks (``finalization_switched_on``), not a policy default.
+SWITCH_OPTION = "enabled"
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "enabled": _parse_bool,
     "fallback_to_worker": _parse_bool,
     "xcom_max_bytes": _parse_int,
     "log_tail_lines": _parse_int,
@@ -168,8 +177,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+#: Every ``[kpo_finalizer]`` option this module reads.
+POLICY_OPTIONS = frozenset({SWITCH_OPTION, *_PARSERS})
+
+
+def _where(key: str) -> str:
+    return f"[{CONFIG_SECTION}] {key} (AIRFLOW__{CONFIG_SECTION.upper()}__{key.upper()})"
+
+
 def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
-    """The ``[kpo_finalizer]`` options that are set, parsed; errors name the option."""
+    """The ``[kpo_finalizer]`` per-task defaults that are set, parsed; errors name the option."""
     reader = read if read is not None else airflow_option
     values: dict[str, Any] = {}
     for key, parse in _PARSERS.items():
@@ -179,12 +196,52 @@ def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
         try:
             values[key] = parse(raw)
         except ValueError as exc:
-            raise ConfigurationError(
-                f"[{CONFIG_SECTION}] {key} (AIRFLOW__{CONFIG_SECTION.upper()}__{key.upper()}): {exc}"
-            ) from exc
+            raise ConfigurationError(f"{_where(key)}: {exc}") from exc
     # Validate the configured values on their own so the message points at the configuration.
     FinalizationPolicy.build(values, source=f"[{CONFIG_SECTION}]")
     return values
+
+
+def finalization_switched_on(read: ConfigReader | None = None) -> bool:
+    """``[kpo_finalizer] enabled`` (default true): may new tasks defer to ``FinalizingPodTrigger``?
+
+    A value that is not a boolean raises ``ConfigurationError`` naming the option.
+    """
+    raw = (read if read is not None else airflow_option)(SWITCH_OPTION)
+    if raw is None:
+        return True
+    try:
+        return _parse_bool(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{_where(SWITCH_OPTION)}: {exc}") from exc
+
+
+def policy_config_problems(read: ConfigReader | None = None) -> list[tuple[str, str]]:
+    """Every problem of the options this module reads, as ``(option, message)``; empty = valid.
+
+    The same parsing as ``config_defaults`` and ``finalization_switched_on``, but one entry per
+    bad option instead of stopping at the first.
+    """
+    reader = read if read is not None else airflow_option
+    problems: list[tuple[str, str]] = []
+    try:
+        finalization_switched_on(reader)
+    except ConfigurationError as exc:
+        problems.append((SWITCH_OPTION, str(exc)))
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        raw = reader(key)
+        if raw is None:
+            continue
+        try:
+            values[key] = parse(raw)
+        except ValueError as exc:
+            problems.append((key, f"{_where(key)}: {exc}"))
+    try:
+        FinalizationPolicy.model_validate(values)
+    except ValidationError as exc:
+        problems.extend((key, f"[{CONFIG_SECTION}] {text}") for key, text in validation_problems(exc))
+    return problems
 
 
 def worker_outcomes(

@@ -9,7 +9,8 @@ the per-task policy defaults (``triggers.policy``). Options are read one key at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping
 
 from finalizer.config import CONFIG_SECTION
 
@@ -33,3 +34,29 @@ def read_options(keys: Iterable[str], read: ConfigReader = airflow_option) -> di
         if value is not None:
             values[key] = value
     return values
+
+
+#: Prefix of the environment variables Airflow reads for ``[kpo_finalizer]``.
+ENV_PREFIX = f"AIRFLOW__{CONFIG_SECTION.upper()}__"
+
+
+def env_name(key: str) -> str:
+    """``AIRFLOW__KPO_FINALIZER__<KEY>``."""
+    return ENV_PREFIX + key.upper()
+
+
+def set_option_sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every option set in ``[kpo_finalizer]`` (known or not) → where: the variable, or ``airflow.cfg``.
+
+    The environment wins, as in ``conf.get``. Unknown names are what ``check-config`` reports.
+    """
+    from airflow.configuration import conf
+
+    sources: dict[str, str] = {}
+    if conf.has_section(CONFIG_SECTION):
+        for key in conf.options(CONFIG_SECTION):
+            sources[key.lower()] = "airflow.cfg"
+    for name in os.environ if environ is None else environ:
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            sources[name[len(ENV_PREFIX) :].lower()] = name
+    return sources

@@ -8,7 +8,13 @@ import pytest
 
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import FinishSettings
-from triggers.policy import FinalizationPolicy, config_defaults, worker_outcomes
+from triggers.policy import (
+    FinalizationPolicy,
+    config_defaults,
+    finalization_switched_on,
+    policy_config_problems,
+    worker_outcomes,
+)
 from triggers.settings import airflow_option
 
 
@@ -51,8 +57,10 @@ def test_serialize_keeps_only_explicit_fields_and_round_trips() -> None:
     ("config", "explicit", "expected"),
     [
         ({}, {}, {"enabled": None, "xcom_max_bytes": None}),
-        ({"enabled": "False"}, {}, {"enabled": False}),
-        ({"enabled": "false"}, {"enabled": True}, {"enabled": True}),  # the operator wins
+        # enabled is the switch for new tasks (read where they defer), not a per-task default:
+        # a trigger already deferred to ours finishes in the triggerer with enabled = false.
+        ({"enabled": "False"}, {}, {"enabled": None}),
+        ({"enabled": "false"}, {"enabled": False}, {"enabled": False}),  # the task's own policy
         ({"xcom_max_bytes": " 2048 "}, {}, {"xcom_max_bytes": 2048}),
         ({"fail_fast_exit_codes": "3, 4,"}, {}, {"fail_fast_exit_codes": (3, 4)}),
         ({"fail_fast_waiting_reasons": "A,B"}, {}, {"fail_fast_waiting_reasons": ("A", "B")}),
@@ -70,7 +78,6 @@ def test_resolve_fills_unset_fields_from_config(
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"enabled": "perhaps"}, "[kpo_finalizer] enabled (AIRFLOW__KPO_FINALIZER__ENABLED)"),
         ({"xcom_max_bytes": "1MB"}, "expected an integer, got '1MB'"),
         ({"xcom_max_bytes": "-5"}, "invalid [kpo_finalizer]: xcom_max_bytes=-5"),
         ({"fail_fast_exit_codes": "1,x"}, "fail_fast_exit_codes"),
@@ -109,9 +116,41 @@ def test_airflow_environment_variables_reach_the_policy(monkeypatch: pytest.Monk
     monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__ENABLED", "False")
     values = config_defaults(airflow_option)
     assert values["log_tail_lines"] == 3
-    assert values["enabled"] is False
-    resolved = FinalizationPolicy().resolve()
-    assert resolved.is_enabled is False
+    assert "enabled" not in values
+    assert FinalizationPolicy().resolve().is_enabled is True
+    assert finalization_switched_on() is False
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [({}, True), ({"enabled": "true"}, True), ({"enabled": " OFF "}, False), ({"enabled": "0"}, False)],
+)
+def test_the_switch_for_new_tasks(config: dict[str, str], expected: bool) -> None:
+    assert finalization_switched_on(reader(config)) is expected
+
+
+def test_a_bad_switch_names_the_option() -> None:
+    with pytest.raises(ConfigurationError, match=r"enabled \(AIRFLOW__KPO_FINALIZER__ENABLED\).*'perhaps'"):
+        finalization_switched_on(reader({"enabled": "perhaps"}))
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, []),
+        ({"enabled": "perhaps", "xcom_max_bytes": "1MB"}, ["enabled", "xcom_max_bytes"]),
+        ({"log_tail_lines": "-1", "log_tail_bytes": "-2"}, ["log_tail_lines", "log_tail_bytes"]),
+        (
+            {"fail_fast_message_pattern": "[a", "fallback_to_worker": "sure"},
+            ["fallback_to_worker", "fail_fast_message_pattern"],
+        ),
+    ],
+)
+def test_policy_config_problems_lists_every_bad_option(config: dict[str, str], expected: list[str]) -> None:
+    problems = policy_config_problems(reader(config))
+    assert [option for option, _ in problems] == expected
+    for option, message in problems:
+        assert option in message
 
 
 def test_package_exports_are_lazy() -> None:

@@ -1,0 +1,190 @@
+"""Every problem of ``[kpo_finalizer]``, found the way the triggerer reads it: ``check-config``.
+
+The triggerer reads the section one option at a time (``triggers.settings``): the finalizer's
+settings (``FinalizerConfig``) when its first trigger starts, the per-task defaults
+(``triggers.policy``) whenever a trigger resolves its policy. An invalid value makes the
+finalizer refuse to start, so every task takes the classic path; a misspelt option is never
+read at all. Both used to show only as one line in each task's log. Here they are all found at
+once, one ``Problem`` per bad or unknown option:
+
+- ``kpo-finalizer check-config`` prints them (and tests the ledger connection), exit 1 on any;
+- inside the triggerer ``report_once`` logs them at ERROR in the triggerer's own log, once per
+  process, and counts them in ``kpo_finalizer.config_problems``.
+
+A secret option's value (``SECRET_OPTIONS``) is never printed, nor any unknown option's value
+(a misspelt ``ledger_url`` is still a secret).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+from finalizer.config import CONFIG_SECTION, FinalizerConfig
+from finalizer.exceptions import ConfigurationError
+from triggers.policy import POLICY_OPTIONS, policy_config_problems
+from triggers.settings import ConfigReader, airflow_option, env_name, read_options, set_option_sources
+
+log = logging.getLogger(__name__)
+
+#: Every option the triggerer reads from ``[kpo_finalizer]``.
+KNOWN_OPTIONS = frozenset(FinalizerConfig.model_fields) | POLICY_OPTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One bad or unknown option (``option`` is ``<settings>`` for a rule between options)."""
+
+    option: str
+    message: str
+
+    def line(self) -> str:
+        return f"[{CONFIG_SECTION}] {self.message}" if not self.message.startswith("[") else self.message
+
+
+def closest_option(name: str) -> str | None:
+    """The known option ``name`` was probably meant to be (difflib), or None."""
+    matches = difflib.get_close_matches(name, sorted(KNOWN_OPTIONS), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_option_problems(sources: Mapping[str, str]) -> list[Problem]:
+    """Options set but never read; each names the closest known one. Values are not shown."""
+    problems = []
+    for name in sorted(set(sources) - KNOWN_OPTIONS):
+        guess = closest_option(name)
+        hint = f"; did you mean {guess!r} ({env_name(guess)})?" if guess else ""
+        problems.append(Problem(name, f"unknown option {name!r} (set in {sources[name]}) is ignored{hint}"))
+    return problems
+
+
+def value_problems(read: ConfigReader = airflow_option) -> list[Problem]:
+    """Every known option's value, validated as the triggerer validates it."""
+    problems = [
+        Problem(option, message if option not in KNOWN_OPTIONS else f"{message} ({env_name(option)})")
+        for option, message in FinalizerConfig.problems(read_options(FinalizerConfig.model_fields, read))
+    ]
+    # xcom_max_bytes is read by both halves: a bad value is reported once.
+    reported = {p.option for p in problems}
+    problems.extend(Problem(o, m) for o, m in policy_config_problems(read) if o not in reported)
+    return problems
+
+
+def find_problems(
+    read: ConfigReader = airflow_option, sources: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Unknown options, then bad values. ``sources`` defaults to what Airflow has set."""
+    return unknown_option_problems(set_option_sources() if sources is None else sources) + value_problems(
+        read
+    )
+
+
+def configured(read: ConfigReader = airflow_option) -> FinalizerConfig:
+    """The finalizer's settings as the triggerer builds them (``ConfigurationError`` if invalid)."""
+    return FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields, read))
+
+
+def status_source(
+    ledger_url: str | None, state_dir: str | None, read: ConfigReader = airflow_option
+) -> tuple[str, float]:
+    """The ledger ``status`` reads and the stale threshold it judges instances by.
+
+    Explicit arguments win; the rest comes from ``[kpo_finalizer]`` as the triggerer reads it
+    (only the options ``status`` needs, so an unrelated bad value does not hide the status).
+    """
+    wanted = ("ledger_url", "state_dir", "heartbeat_interval", "stale_threshold")
+    values = read_options(wanted, read)
+    if ledger_url is not None:
+        values["ledger_url"] = ledger_url
+    if state_dir is not None:
+        values.pop("ledger_url", None)
+        values["state_dir"] = state_dir
+    config = FinalizerConfig.from_mapping(values)
+    return config.resolved_ledger_url, config.stale_threshold
+
+
+# -- inside the triggerer -------------------------------------------------------------------------
+
+_REPORTED = False
+
+
+def report_once(read: ConfigReader = airflow_option, sources: Mapping[str, str] | None = None) -> int:
+    """Log every problem at ERROR, once per process (the first trigger's start); count them.
+
+    Returns the number of problems logged (0 on every later call). Never raises: a failure of
+    the check itself is logged, and the finalizer's start-up reports what it finds anyway.
+    """
+    global _REPORTED
+    if _REPORTED:
+        return 0
+    _REPORTED = True
+    try:
+        problems = find_problems(read, sources)
+    except Exception:
+        log.exception("kpo-finalizer could not check [%s]", CONFIG_SECTION)
+        return 0
+    from finalizer.metrics import METRICS
+
+    for problem in problems:
+        log.error("kpo-finalizer configuration problem: %s", problem.line())
+        METRICS.config_problems.inc(option=problem.option)
+    if problems:
+        log.error(
+            "kpo-finalizer: %d problem(s) in [%s]; run 'kpo-finalizer check-config' where the triggerer "
+            "runs. An invalid value sends every task down the classic path (worker re-entry).",
+            len(problems),
+            CONFIG_SECTION,
+        )
+    return len(problems)
+
+
+# -- kpo-finalizer check-config -------------------------------------------------------------------
+
+
+def run_check_config(
+    *, skip_ledger: bool = False, out: TextIO | None = None, read: ConfigReader = airflow_option
+) -> int:
+    """Print one line per problem and 'OK' lines otherwise; exit 1 on any problem."""
+    stream = out or sys.stdout
+    problems = find_problems(read)
+    for problem in problems:
+        print(f"PROBLEM {problem.line()}", file=stream)
+    ledger_ok = True
+    if not skip_ledger:
+        ledger_ok = _check_ledger(read, stream)
+    if problems or not ledger_ok:
+        total = len(problems) + (0 if ledger_ok else 1)
+        print(f"kpo-finalizer check-config: {total} problem(s)", file=stream)
+        return 1
+    print(f"kpo-finalizer check-config: [{CONFIG_SECTION}] is valid", file=stream)
+    return 0
+
+
+def _check_ledger(read: ConfigReader, stream: TextIO) -> bool:
+    import anyio
+
+    from finalizer.exceptions import LedgerError
+    from finalizer.ledger.readonly import probe_ledger
+
+    try:
+        config = configured(read)
+    except ConfigurationError:
+        # Already reported per option; the ledger may still be reachable with its own options.
+        try:
+            url, _ = status_source(None, None, read)
+        except ConfigurationError:
+            print("PROBLEM ledger: not tested (its own options are invalid)", file=stream)
+            return False
+    else:
+        url = config.resolved_ledger_url
+    try:
+        message = anyio.run(probe_ledger, url)
+    except (LedgerError, ConfigurationError) as exc:
+        print(f"PROBLEM ledger: {exc}", file=stream)
+        return False
+    print(f"OK ledger: {message}", file=stream)
+    return True
