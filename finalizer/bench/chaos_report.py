@@ -1,0 +1,94 @@
+"""``bench chaos`` results: per-scenario rows, the totals, the printed table and the JSON body.
+
+Pure functions over the scenarios' results, so what each column counts is tested on its own:
+a task counts once per kind of violation (a task both lost and leaked counts in both columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from finalizer.bench.chaos_checks import Verdict
+from finalizer.bench.chaos_scenarios import ScenarioResult
+from finalizer.bench.report import percentile, render_table
+
+#: Violation counters, in column order (each a ``Verdict`` flag).
+VIOLATIONS = ("lost", "doubled", "leaked", "wrong_state", "early_delete", "after_handover")
+
+
+def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    return {name: sum(bool(getattr(v, name)) for v in verdicts) for name in VIOLATIONS}
+
+
+def row(result: ScenarioResult) -> dict[str, Any]:
+    recovery = result.recovery
+    return {
+        "scenario": result.name,
+        "runs": result.runs,
+        "tasks": result.tasks,
+        "kills": result.kills,
+        "faults": result.faults,
+        "restarts": result.restarts,
+        "handed_over": result.handed_over,
+        "unsettled_runs": result.unsettled,
+        **counts(list(result.verdicts.values())),
+        "recovery_p50_s": percentile(recovery, 50),
+        "recovery_max_s": max(recovery) if recovery else None,
+        "failures": {key: list(v.reasons) for key, v in result.verdicts.items() if not v.ok},
+        "notes": list(result.notes),
+    }
+
+
+def totals(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The campaign's ``totals``: tasks, kills, faults and every violation summed over scenarios."""
+    keys = ("tasks", "kills", "faults", "restarts", "handed_over", *VIOLATIONS)
+    return {key: sum(int(r[key]) for r in rows) for key in keys}
+
+
+def clean(total: dict[str, int]) -> bool:
+    """No violation of any kind (and at least one task judged)."""
+    return total["tasks"] > 0 and all(total[name] == 0 for name in VIOLATIONS)
+
+
+HEADERS = (
+    "scenario",
+    "runs",
+    "tasks",
+    "kills / faults",
+    "restarts",
+    "to worker",
+    "lost",
+    "doubled",
+    "leaked",
+    "wrong state",
+    "DELETE before XCom",
+    "touched after handover",
+    "recovery p50 / max (s)",
+)
+
+
+def render(rows: Sequence[dict[str, Any]], total: dict[str, int]) -> str:
+    def recovery(r: dict[str, Any]) -> str:
+        p50, top = r["recovery_p50_s"], r["recovery_max_s"]
+        return "-" if p50 is None else f"{p50:.1f} / {top:.1f}"
+
+    def cells(r: dict[str, Any], rec: str) -> list[Any]:
+        return [
+            r["scenario"],
+            r["runs"],
+            r["tasks"],
+            f"{r['kills']} / {r['faults']}",
+            r["restarts"],
+            r["handed_over"],
+            *(r[name] for name in VIOLATIONS),
+            rec,
+        ]
+
+    body = [cells(r, recovery(r)) for r in rows]
+    body.append(cells({"scenario": "total", "runs": sum(r["runs"] for r in rows), **total}, ""))
+    lines = [render_table(HEADERS, body)]
+    for r in rows:
+        lines += [f"[{r['scenario']}] {note}" for note in r["notes"]]
+        lines += [f"[{r['scenario']}] {key}: {'; '.join(why)}" for key, why in r["failures"].items()]
+    return "\n".join(lines)

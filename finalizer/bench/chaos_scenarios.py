@@ -1,0 +1,328 @@
+"""The scenarios of ``bench chaos``: each breaks one thing while pods end, then judges every task.
+
+- ``kills``: N times, SIGKILL the whole triggerer at a random moment while a run's pods end, then
+  start a new one (which gets the triggers once the old heartbeat is stale and adopts its jobs);
+- ``takeover``: two triggerers share a run's tasks (capacity half each); one is SIGKILLed;
+- ``kube-faults``: about ``fault_rate`` of the Kubernetes requests on the pods are faulted (reset,
+  500, 503, plain-text 429 with Retry-After, 1 s latency, a DELETE applied whose answer is lost);
+- ``ledger-outage``: the ledger's path refused and black-holed, each shorter and longer than
+  ``ledger_deadline``;
+- ``metadb-outage``: Airflow's metadata DB refused and black-holed while the pods end;
+- ``bad-input``: the bad-input matrix (``BAD_INPUT``), one task per case.
+
+Every run ends the same way: wait until each task is terminal or handed to a worker, end the
+fault, resume handed-over tasks with a real worker, then judge (``chaos_checks.check``).
+Random choices come from the campaign's seeded generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from finalizer.bench import chaos_tasks as tasks
+from finalizer.bench.chaos_checks import NO_XCOM, Expect, Verdict, check
+from finalizer.bench.chaos_triggerers import Triggerers
+from finalizer.bench.chaos_world import NAMESPACE, World
+
+#: Seconds a run may take to settle after its fault ended.
+SETTLE_TIMEOUT = 180.0
+
+
+@dataclass
+class Context:
+    world: World
+    triggerers: Triggerers
+    rng: random.Random
+    kills: int
+    tasks: int
+    fault_rate: float
+    worker_agent: str
+    say: Any = print
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    runs: int = 0
+    tasks: int = 0
+    kills: int = 0
+    faults: int = 0
+    restarts: int = 0
+    handed_over: int = 0
+    unsettled: int = 0
+    recovery: list[float] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # "run/task" -> verdict
+    notes: list[str] = field(default_factory=list)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _forget_then_evict(kube: Any, namespace: str, name: str) -> None:
+    """The node loses the containers (exec fails), the base had exited 0, then the pod is evicted."""
+    kube.write_xcom(namespace, name, '{"a": 1}')
+    kube.kubelet_forget(namespace, name)
+    kube.terminate(namespace, name, "base", 0)
+    kube.evict(namespace, name)
+
+
+#: task id → (operator kwargs, drive, expectation, with sidecar)
+BAD_INPUT: dict[str, tuple[dict[str, Any], tasks.Drive, Expect, bool]] = {
+    "bad_json": ({}, tasks.write_and_exit("{not json"), Expect("failed"), True),
+    "oversized": (
+        {"finalization": {"xcom_max_bytes": 1000}},
+        tasks.write_and_exit(_json({"blob": "x" * 4000})),
+        Expect("failed"),
+        True,
+    ),
+    "binary": ({}, tasks.write_and_exit(b"\xff\xfe\x00\x9cnot text"), Expect("failed"), True),
+    "no_sidecar": ({}, lambda k, ns, n: k.terminate(ns, n, "base", 0), Expect("failed"), False),
+    "gone_before_read": ({}, _forget_then_evict, Expect("failed"), True),
+    "exit_nonzero": (
+        {},
+        tasks.write_and_exit('{"partial": true}', 1),
+        Expect("failed", {"partial": True}),
+        True,
+    ),
+    "skip_exit": ({"skip_on_exit_code": [99]}, tasks.write_and_exit("", 99), Expect("skipped"), True),
+    "empty": ({}, tasks.write_and_exit(""), Expect("success"), True),
+    "null": ({}, tasks.write_and_exit("null"), Expect("success"), True),
+    "keep_pod": (
+        {"on_finish_action": "keep_pod"},
+        tasks.write_and_exit('{"kept": true}'),
+        Expect("success", {"kept": True}, keep_pod=True),
+        True,
+    ),
+    "multiple_outputs": (
+        {"multiple_outputs": True},
+        tasks.write_and_exit('{"a": 1, "b": [2]}'),
+        Expect("success", {"a": 1, "b": [2]}),
+        True,
+    ),
+    "to_worker": (
+        {"finalization": {"fallback_to_worker": True}},
+        tasks.write_and_exit('{"via": "worker"}'),
+        Expect("success", {"via": "worker"}),
+        True,
+    ),
+}
+
+SPECIAL_KWARGS = {task_id: kwargs for task_id, (kwargs, _, _, _) in BAD_INPUT.items()}
+
+
+def bad_input_cases() -> list[tasks.Case]:
+    return [tasks.Case(t, drive, expect, sidecar) for t, (_, drive, expect, sidecar) in BAD_INPUT.items()]
+
+
+# -- the shared ending of every run ---------------------------------------------------------------
+
+
+def _start(ctx: Context, res: ScenarioResult, label: str, cases: list[tasks.Case]) -> tasks.Run:
+    run_id = f"{res.name}_{label}"
+    run = tasks.prepare(ctx.world, run_id, cases, f"{res.name[:6]}-{label}".replace("_", "-"))
+    res.runs += 1
+    res.tasks += len(run.tasks)
+    return run
+
+
+def _wait_followed(ctx: Context, run: tasks.Run) -> None:
+    from finalizer.testing.polling import wait_for
+
+    wait_for(
+        lambda: tasks.followed(ctx.world, run, run.deferred_at), 120, 0.2, f"{run.run_id}'s pods followed"
+    )
+
+
+def _end_pods_over(ctx: Context, run: tasks.Run, window: float) -> threading.Thread:
+    """End the run's pods evenly over ``window`` seconds, on a thread (returns at once)."""
+
+    def work() -> None:
+        step = window / max(1, len(run.tasks) - 1) if len(run.tasks) > 1 else 0.0
+        start = time.monotonic()
+        for i, task in enumerate(run.tasks):
+            delay = start + i * step - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the schedule of the pods' ends, not a synchronisation
+            task.case.drive(ctx.world.kube, NAMESPACE, task.pod)
+
+    thread = threading.Thread(target=work, name=f"end-{run.run_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _finish(
+    ctx: Context, res: ScenarioResult, run: tasks.Run, since: float, end_fault: Callable[[], None]
+) -> None:
+    """Settle, end the fault, resume handed-over tasks with a worker, judge every task."""
+    done = tasks.wait_settled(run, SETTLE_TIMEOUT, ctx.triggerers.keep_alive)
+    end_fault()
+    if done is None:
+        res.unsettled += 1
+        res.notes.append(
+            f"{run.run_id}: not every task settled within {SETTLE_TIMEOUT:g}s: {tasks.states(run)}"
+        )
+    else:
+        res.recovery.append(max(0.0, done - since))
+    tasks.resume(ctx.world, run)
+    res.handed_over += len(run.handed_over)
+    _judge(ctx, res, run)
+
+
+def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> None:
+    from finalizer.testing.polling import wait_for
+
+    names = set(run.names)
+    kept = {t.pod for t in run.tasks if t.case.expect.keep_pod}
+
+    def pods_gone() -> bool:
+        left = {p["metadata"]["name"] for p in ctx.world.kube.list_pods(NAMESPACE)} & names
+        return left <= kept
+
+    with contextlib.suppress(TimeoutError):  # a DELETE is applied at once: a last cleanup's moment
+        wait_for(pods_gone, 10, 0.2, "pods deleted")
+    found = tasks.facts(ctx.world, run, ctx.worker_agent)
+    for task_id, expect in tasks.expected(run).items():
+        res.verdicts[f"{run.run_id}/{task_id}"] = check(expect, found[task_id])
+
+
+def _no_fault() -> None:
+    return None
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def kills(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("kills")
+    per_run = max(1, min(ctx.tasks, 4))
+    window = 2.0
+    trig = ctx.triggerers.ensure()
+    for k in range(ctx.kills):
+        run = _start(ctx, res, f"k{k:03d}", tasks.plain_cases(f"kills_k{k:03d}", per_run))
+        _wait_followed(ctx, run)
+        ender = _end_pods_over(ctx, run, window)
+        time.sleep(ctx.rng.uniform(0.0, window + 1.0))  # the kill's random moment during the completions
+        killed_at = ctx.triggerers.kill(trig)
+        res.kills += 1
+        ender.join()
+        trig = ctx.triggerers.start()
+        _finish(ctx, res, run, killed_at, _no_fault)
+        ctx.say(f"[kills] {k + 1}/{ctx.kills}: recovered in {res.recovery[-1] if res.recovery else '-'} s")
+    return res
+
+
+def takeover(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("takeover")
+    count = max(2, ctx.tasks)
+    ctx.triggerers.stop_all()
+    half = math.ceil(count / 2)
+    first, _second = ctx.triggerers.start(half), ctx.triggerers.start(half)
+    run = _start(ctx, res, "r0", tasks.plain_cases("takeover_r0", count))
+    _wait_followed(ctx, run)
+    ender = _end_pods_over(ctx, run, 2.0)
+    time.sleep(ctx.rng.uniform(0.0, 2.5))  # the kill's random moment during the completions
+    killed_at = ctx.triggerers.kill(first)
+    res.kills += 1
+    ender.join()
+    _finish(ctx, res, run, killed_at, _no_fault)
+    ctx.triggerers.stop_all()
+    return res
+
+
+#: (kind, add-kwargs) of the faults mixed into the Kubernetes requests on the pods.
+FAULT_KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("reset", {"reset": True, "status": None}),
+    ("500", {"status": 500}),
+    ("503", {"status": 503, "retry_after": 1}),
+    ("429", {"plaintext_429": True, "retry_after": 1}),
+    ("latency", {"status": None, "latency": 1.0}),
+)
+
+
+def kube_faults(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("kube-faults")
+    ctx.triggerers.ensure()
+    run = _start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", max(1, ctx.tasks)))
+    _wait_followed(ctx, run)
+    faults = ctx.world.kube.faults
+    share = 1 - (1 - ctx.fault_rate) ** (1 / len(FAULT_KINDS))  # independent draws: ~fault_rate in all
+    path = rf"/namespaces/{NAMESPACE}/pods"
+    rules = [faults.add(None, path, times=None, probability=share, **kw) for _, kw in FAULT_KINDS]
+    rules.append(
+        faults.add("DELETE", path, times=None, probability=ctx.fault_rate, reset_after_handling=True)
+    )
+    since = time.time()
+    _end_pods_over(ctx, run, 3.0).join()
+    ended = time.time()
+
+    def end_fault() -> None:
+        faults.clear()
+        requests = [r for r in ctx.world.kube.requests if r.namespace == NAMESPACE and r.time >= since]
+        res.faults = sum(rule.fired for rule in rules)
+        res.notes.append(f"{res.faults} of {len(requests)} requests on the pods faulted")
+
+    _finish(ctx, res, run, ended, end_fault)
+    return res
+
+
+def _outage(ctx: Context, res: ScenarioResult, proxy: Any, mode: str, seconds: float, label: str) -> None:
+    run = _start(ctx, res, label, tasks.plain_cases(f"{res.name}_{label}", max(1, ctx.tasks)))
+    _wait_followed(ctx, run)
+    proxy.set_mode(mode)
+    res.faults += 1
+    ender = _end_pods_over(ctx, run, min(2.0, seconds / 2))
+    time.sleep(seconds)  # the outage itself
+    proxy.set_mode("pass")
+    ended = time.time()
+    ender.join()
+    ctx.say(f"[{res.name}] {mode} for {seconds:g} s over")
+    _finish(ctx, res, run, ended, _no_fault)
+
+
+def ledger_outage(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("ledger-outage")
+    ctx.triggerers.ensure()
+    deadline = ctx.world.timing.ledger_deadline
+    for mode in ("refuse", "blackhole"):
+        for length, seconds in (("short", 0.4 * deadline), ("long", 2.0 * deadline)):
+            _outage(ctx, res, ctx.world.ledger_proxy, mode, seconds, f"{mode}_{length}")
+    return res
+
+
+def metadb_outage(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("metadb-outage")
+    ctx.triggerers.ensure()
+    for mode in ("refuse", "blackhole"):
+        _outage(ctx, res, ctx.world.metadb_proxy, mode, 8.0, mode)
+    return res
+
+
+def bad_input(ctx: Context) -> ScenarioResult:
+    res = ScenarioResult("bad-input")
+    ctx.triggerers.ensure()
+    run = _start(ctx, res, "r0", bad_input_cases())
+    _wait_followed(ctx, run)
+    _end_pods_over(ctx, run, 1.0).join()
+    _finish(ctx, res, run, time.time(), _no_fault)
+    return res
+
+
+SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
+    "kills": kills,
+    "takeover": takeover,
+    "kube-faults": kube_faults,
+    "ledger-outage": ledger_outage,
+    "metadb-outage": metadb_outage,
+    "bad-input": bad_input,
+}
+
+__all__ = ["NO_XCOM", "SCENARIOS", "SPECIAL_KWARGS", "Context", "ScenarioResult"]
