@@ -93,7 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_triggerer(bsub)
     _add_bench_chaos(bsub)
-    _add_bench_chaos(bsub)
 
     fake = sub.add_parser(
         "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
@@ -293,64 +292,6 @@ def _bench_chaos(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     return chaos.main(options, json_path=args.json_path, argv=argv)
 
 
-# -- bench chaos (issue 13): the fault campaign ---------------------------------------------------
-
-
-def _add_bench_chaos(bsub: Any) -> None:
-    from finalizer.bench.chaos_scenarios import SCENARIOS
-
-    chaos = bsub.add_parser(
-        "chaos", help="fault campaign against a real airflow triggerer: kills, takeover, faults, outages"
-    )
-    chaos.add_argument(
-        "--scenarios",
-        type=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()),
-        default=tuple(SCENARIOS),
-        help=f"comma-separated of {', '.join(SCENARIOS)} (default: all)",
-    )
-    chaos.add_argument(
-        "--kills", type=_positive_int, default=30, help="SIGKILLs of the triggerer in 'kills' (default 30)"
-    )
-    chaos.add_argument("--seed", type=int, default=1, help="seed of every random choice and fault draw")
-    chaos.add_argument(
-        "--tasks", type=_positive_int, default=4, help="tasks per run (kills: at most 4 per kill; default 4)"
-    )
-    chaos.add_argument(
-        "--fault-rate",
-        type=_positive_float,
-        default=0.2,
-        help="share of Kubernetes requests faulted in 'kube-faults' (default 0.2)",
-    )
-    chaos.add_argument(
-        "--ledger-deadline",
-        type=_positive_float,
-        default=5.0,
-        help="the finalizer's ledger_deadline in seconds; outages last 0.4x and 2x it (default 5)",
-    )
-    chaos.add_argument("--json", dest="json_path", default="bench-chaos.json", help="write the results here")
-    chaos.add_argument("--keep", action="store_true", help="keep the temporary home (triggerer, worker logs)")
-
-
-def _bench_chaos(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from finalizer.bench import chaos
-
-    options = chaos.Options(
-        scenarios=args.scenarios,
-        kills=args.kills,
-        seed=args.seed,
-        tasks=args.tasks,
-        fault_rate=args.fault_rate,
-        ledger_deadline=args.ledger_deadline,
-        keep=args.keep,
-    )
-    try:
-        options.check()
-    except ValueError as exc:
-        print(f"kpo-finalizer bench chaos: {exc}", file=sys.stderr)
-        return 2
-    return chaos.main(options, json_path=args.json_path, argv=argv)
-
-
 def _bench_finalize(args: argparse.Namespace) -> int:
     """The pipeline benchmark (``finalizer.bench.finalize.run``), printed and saved like the others."""
     from finalizer.bench import finalize
@@ -376,8 +317,6 @@ def _run_bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         return _bench_finalize(args)
     if args.bench == "triggerer":
         return _bench_triggerer(args, argv)
-    if args.bench == "chaos":
-        return _bench_chaos(args, argv)
     if args.bench == "chaos":
         return _bench_chaos(args, argv)
     from finalizer.bench import e2e
