@@ -180,10 +180,10 @@ def summarize(rows: LedgerRows, *, stale_threshold: float) -> StatusReport:
     live = sum(n for owner, n in held.items() if owner in alive)
     orphaned = sum(n for owner, n in held.items() if owner in known and owner not in alive)
     parked = sum(n for owner, n in held.items() if owner not in known)
-    jobs = sorted(
-        (StepCount(step_name(step), kind, count) for step, kind, count in rows.step_counts),
-        key=lambda c: (_step_order(c.step), c.outcome or ""),
-    )
+    jobs = [
+        StepCount(step_name(step), kind, count)
+        for step, kind, count in sorted(rows.step_counts, key=lambda c: (c[0], c[1] or ""))
+    ]
     return StatusReport(
         url=rows.url,
         at=now,
@@ -201,10 +201,3 @@ def summarize(rows: LedgerRows, *, stale_threshold: float) -> StatusReport:
         handed_over=rows.handed_over,
         failures=[_job(r, now) for r in rows.failures],
     )
-
-
-def _step_order(name: str) -> int:
-    try:
-        return int(Step[name])
-    except KeyError:
-        return int(name) if name.isdigit() else 10**6
