@@ -63,6 +63,7 @@ class CompletionKind(enum.StrEnum):
     START_FAILED = "start_failed"  # fatal image error, or the pod failed before its containers started
     POD_GONE = "pod_gone"  # the pod no longer exists
     NO_BASE_CONTAINER = "no_base_container"  # the pod runs, but has no container of the base name
+    EVICTED = "evicted"  # DisruptionTarget (or the kubelet's Evicted) before the base container ended
 
 
 EventStatus = Literal["success", "failed", "timeout", "error"]
@@ -75,6 +76,16 @@ EVENT_STATUS: dict[CompletionKind, EventStatus] = {
     CompletionKind.START_FAILED: "error",  # upstream raises PodLaunchFailedException → "error"
     CompletionKind.POD_GONE: "error",  # upstream's read_pod raises 404 → "error"
     CompletionKind.NO_BASE_CONTAINER: "error",  # upstream's next(...) raises StopIteration → "error"
+    CompletionKind.EVICTED: "failed",  # upstream sees the killed container (143/137) → "failed"
+}
+
+#: What each ``DisruptionTarget`` reason means (Kubernetes 1.31 pod disruption conditions).
+DISRUPTION_REASONS = {
+    "EvictionByEvictionAPI": "evicted through the Eviction API (a drain or the cluster autoscaler)",
+    "PreemptionByScheduler": "evicted: preempted by the scheduler for a higher-priority pod",
+    "DeletionByTaintManager": "evicted: its node was tainted NoExecute (node lost or drained)",
+    "DeletionByPodGC": "evicted: deleted by the pod garbage collector (its node is gone)",
+    "TerminationByKubelet": "evicted by the kubelet (node pressure or node shutdown)",
 }
 
 
@@ -119,6 +130,21 @@ def _pull_error(container: ContainerView, extra_fatal: Collection[str]) -> str |
     if not fatal:
         return None
     return f"Image cannot be pulled, unable to start: {reason}\n{message}".rstrip()
+
+
+def eviction(pod: PodView) -> str | None:
+    """Why the pod is being evicted, if it is: its ``DisruptionTarget`` condition (status True),
+    or the kubelet's own eviction (phase Failed, ``status.reason`` Evicted)."""
+    cond = pod.condition("DisruptionTarget")
+    if cond is not None and cond.get("status") == "True":
+        reason = str(cond.get("reason") or "")
+        text = DISRUPTION_REASONS.get(reason, f"evicted ({reason or 'DisruptionTarget'})")
+        message = cond.get("message")
+        return f"{text}: {message}" if message else text
+    if pod.status.get("reason") == "Evicted":
+        message = pod.status.get("message")
+        return f"evicted by the kubelet: {message}" if message else "evicted by the kubelet"
+    return None
 
 
 def _terminated(pod: PodView, base: ContainerView) -> Completed:
@@ -190,8 +216,15 @@ def _assess(pod: PodView | None, base_container: str, clocks: _Clocks) -> Pendin
         return Completed(CompletionKind.POD_GONE, "The pod no longer exists (deleted or evicted)")
     name = f"{pod.namespace}/{pod.name}"
     base = pod.container(base_container)
+    evicted = eviction(pod)
     if base is not None and base.state == "terminated":
-        return _terminated(pod, base)
+        done = _terminated(pod, base)
+        if evicted is not None and done.kind is CompletionKind.FAILED:
+            return replace(done, reason=f"{done.reason}; the pod was {evicted}")
+        return done
+    if evicted is not None:
+        # At once, not when the containers die: the pod is going, and its container will not finish.
+        return Completed(CompletionKind.EVICTED, f"Pod {name} was {evicted} before its base container ended")
     phase = pod.phase
     if phase == "Succeeded":
         return Completed(CompletionKind.SUCCEEDED, f"Pod {name} succeeded")

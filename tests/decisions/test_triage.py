@@ -250,3 +250,79 @@ def test_naive_clocks_are_refused_clearly() -> None:
         assess(pod(), base_container="base", now=datetime(2026, 1, 1), trigger_start=T0)
     with pytest.raises(ValueError, match="trigger_start must be timezone-aware"):
         assess(pod(), base_container="base", now=T0, trigger_start=datetime(2026, 1, 1))
+
+
+def disrupted(
+    base: dict[str, Any] | None,
+    reason: str | None = "EvictionByEvictionAPI",
+    message: str = "Eviction API: evicting",
+    phase: str = "Running",
+    status: str = "True",
+    deleting: bool = True,
+    kubelet_reason: str | None = None,
+) -> PodView:
+    """A pod under eviction as the API shows it: DisruptionTarget, deletionTimestamp, containers still up."""
+    view = pod(phase, base=base, sidecar=RUNNING)
+    raw = view.raw
+    if reason is not None:
+        cond: dict[str, Any] = {"type": "DisruptionTarget", "status": status, "reason": reason}
+        if message:
+            cond["message"] = message
+        raw["status"]["conditions"].append(cond)
+    if deleting:
+        raw["metadata"]["deletionTimestamp"] = iso(40)
+    if kubelet_reason is not None:
+        raw["status"]["reason"] = kubelet_reason
+        raw["status"]["message"] = "The node was low on resource: memory."
+    return PodView(raw)
+
+
+# (id, pod, expected kind, substring of the reason)
+EVICTION_CASES: list[tuple[str, PodView, CompletionKind, str]] = [
+    ("api-eviction-while-running", disrupted(RUNNING), K.EVICTED,
+     "was evicted through the Eviction API (a drain or the cluster autoscaler): Eviction API: evicting "
+     "before its base container ended"),
+    ("preempted", disrupted(RUNNING, "PreemptionByScheduler", ""), K.EVICTED, "preempted by the scheduler"),
+    ("taint-manager", disrupted(RUNNING, "DeletionByTaintManager", ""), K.EVICTED, "tainted NoExecute"),
+    ("pod-gc", disrupted(RUNNING, "DeletionByPodGC", ""), K.EVICTED, "garbage collector"),
+    ("kubelet-termination", disrupted(RUNNING, "TerminationByKubelet", ""), K.EVICTED, "by the kubelet"),
+    ("unknown-reason", disrupted(RUNNING, "SomethingNew", ""), K.EVICTED, "evicted (SomethingNew)"),
+    ("kubelet-evicted-phase", disrupted(None, None, phase="Failed", deleting=False, kubelet_reason="Evicted"),
+     K.EVICTED, "evicted by the kubelet: The node was low on resource: memory."),
+    ("evicted-while-pending", disrupted(waiting("ContainerCreating"), "PreemptionByScheduler", "", "Pending"),
+     K.EVICTED, "preempted"),
+    # The base container ended first: its exit decides; a failure also names the eviction.
+    ("base-done-then-evicted", disrupted(terminated(0)), K.SUCCEEDED, "exited with code 0"),
+    ("base-killed-by-eviction", disrupted(terminated(143)), K.FAILED,
+     "exited with code 143 (Error); the pod was evicted through the Eviction API"),
+
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("p", "kind", "text"), [c[1:] for c in EVICTION_CASES], ids=[c[0] for c in EVICTION_CASES]
+)
+def test_assess_eviction(p: PodView, kind: CompletionKind, text: str) -> None:
+    result = run_assess(p, 5)
+    assert isinstance(result, Completed), result
+    assert result.kind is kind
+    assert text in result.reason, result.reason
+
+
+@pytest.mark.parametrize(
+    "p",
+    [disrupted(RUNNING, status="False"), disrupted(RUNNING, reason=None)],
+    ids=["condition-false", "deleting-only"],
+)
+def test_no_eviction_without_a_true_disruption_target(p: PodView) -> None:
+    """A delete (ours, a user's) shows deletionTimestamp only: the pod is still waited for."""
+    assert isinstance(run_assess(p, 5), Pending)
+
+
+def test_evicted_pod_fails_with_retries_and_no_xcom_read() -> None:
+    """Evicted while running: FAILED (Airflow applies retries), event status failed, no exit code."""
+    completion = run_assess(disrupted(RUNNING), 5)
+    assert isinstance(completion, Completed)
+    outcome = triage(completion, disrupted(RUNNING), FinishSettings())
+    assert (outcome.kind, outcome.event_status, outcome.exit_code) == (R.FAILED, "failed", None)
+    assert "evicted" in outcome.reason

@@ -17,6 +17,7 @@ from aiohttp import web
 from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
 from finalizer.testing.fake_kube.events import EVENT_FIELDS
+from finalizer.testing.fake_kube.eviction import handle_eviction
 from finalizer.testing.fake_kube.exec import handle_exec
 from finalizer.testing.fake_kube.logs import handle_log
 from finalizer.testing.fake_kube.paging import ContinueError, decode_token, page
@@ -50,17 +51,25 @@ def _bad_request(message: str) -> web.Response:
 
 async def list_or_watch(request: web.Request) -> web.StreamResponse:
     cluster = _cluster(request)
-    return await _list_or_watch(request, cluster.store, "PodList", POD_FIELDS, cluster.bookmark_interval)
+    return await list_or_watch_store(request, cluster.store, "PodList", POD_FIELDS, cluster.bookmark_interval)
 
 
 async def list_or_watch_events(request: web.Request) -> web.StreamResponse:
     cluster = _cluster(request)
-    return await _list_or_watch(request, cluster.events, "EventList", EVENT_FIELDS, cluster.bookmark_interval)
+    return await list_or_watch_store(
+        request, cluster.events, "EventList", EVENT_FIELDS, cluster.bookmark_interval
+    )
 
 
-async def _list_or_watch(
-    request: web.Request, store: Any, list_kind: str, field_names: tuple[str, ...], bookmark_interval: float
+async def list_or_watch_store(
+    request: web.Request,
+    store: Any,
+    list_kind: str,
+    field_names: tuple[str, ...],
+    bookmark_interval: float,
+    api_version: str = "v1",
 ) -> web.StreamResponse:
+    """LIST (selectors, paging) or WATCH (rv replay, bookmarks, 410) of any store, as the API serves them."""
     namespace = request.match_info.get("namespace")
     query = request.query
     try:
@@ -82,6 +91,7 @@ async def _list_or_watch(
             query.get("resourceVersion", ""),
             timeout,
             bool(bookmarks),
+            api_version,
         )
     try:
         limit = int(query["limit"]) if query.get("limit") else None
@@ -92,7 +102,7 @@ async def _list_or_watch(
     except ValueError as exc:
         return _bad_request(str(exc))
     items, meta = page(store.list(namespace, labels, fields), rv, limit, after)
-    return json_response({"kind": list_kind, "apiVersion": "v1", "metadata": meta, "items": items})
+    return json_response({"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items})
 
 
 async def get_pod(request: web.Request) -> web.Response:
@@ -266,6 +276,12 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def evict_pod(request: web.Request) -> web.Response:
+    return await handle_eviction(
+        request, _cluster(request), request.match_info["namespace"], request.match_info["name"]
+    )
+
+
 async def exec_pod(request: web.Request) -> web.StreamResponse:
     return await handle_exec(
         request,
@@ -295,5 +311,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch(pods + "/{name}", patch_pod)
     app.router.add_delete(pods + "/{name}", delete_pod)
     app.router.add_get(pods + "/{name}/log", read_log)
+    app.router.add_post(pods + "/{name}/eviction", evict_pod)
     app.router.add_get(pods + "/{name}/exec", exec_pod)
     app.router.add_post(pods + "/{name}/exec", exec_pod)
