@@ -62,7 +62,7 @@ def test_sync_client_sends_token_for_exec() -> None:
 
 async def test_unknown_path_is_status_404(fake_kube: FakeKube, core: Any) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{fake_kube.url}/apis/batch/v1/jobs") as resp:
+        async with session.get(f"{fake_kube.url}/apis/apps/v1/deployments") as resp:
             assert resp.status == 404
             body = await resp.json()
         async with session.put(f"{fake_kube.url}/api/v1/namespaces/default/pods/p") as resp:

@@ -181,7 +181,8 @@ class RequestLog:
 
 
 _PATH_RE = re.compile(
-    r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>pods|events)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
+    r"^/(?:api/v1|apis/batch/v1)(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>pods|events|jobs)"
+    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
 )
 
 

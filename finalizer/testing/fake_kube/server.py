@@ -20,9 +20,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from finalizer.testing.fake_kube import lifecycle
+from finalizer.testing.fake_kube import job_spec, lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster, ExecCommand
 from finalizer.testing.fake_kube.faults import Faults, RequestLog, RequestRecord, make_middleware
+from finalizer.testing.fake_kube.job_controller import POLICIES, JobController
+from finalizer.testing.fake_kube.job_routes import JOBS_KEY, add_job_routes
+from finalizer.testing.fake_kube.jobs import JobStore
 from finalizer.testing.fake_kube.kubelet import AutoKubelet
 from finalizer.testing.fake_kube.routes import CLUSTER_KEY, CREATED_KEY, STOP_KEY, add_routes
 from finalizer.testing.fake_kube.selectors import Selector
@@ -59,6 +62,12 @@ class FakeKube:
         self.port = port
         self._log = RequestLog()
         self._kubelet = AutoKubelet(self.cluster)
+        #: batch/v1 Jobs and their controller (it creates pods the auto-kubelet then runs).
+        self.jobs = JobController(
+            self.cluster,
+            JobStore(history_limit=history_limit),
+            lambda ns, name: self._kubelet.on_api_create(ns, name),
+        )
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -77,7 +86,9 @@ class FakeKube:
         app[CLUSTER_KEY] = self.cluster
         app[STOP_KEY] = self._stop_container
         app[CREATED_KEY] = self._kubelet.on_api_create
+        app[JOBS_KEY] = self.jobs
         add_routes(app)
+        add_job_routes(app)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
@@ -94,6 +105,7 @@ class FakeKube:
         self.cluster.cancel_timers()
         self.cluster.store.close_watchers()
         self.cluster.events.close_watchers()
+        self.jobs.jobs.close_watchers()
         for runtime in self.cluster.store.runtime.values():
             for event in runtime.stopped.values():
                 event.set()
@@ -292,10 +304,11 @@ class FakeKube:
         )
 
     def compact(self) -> int:
-        """Forget the watch history (pods and events): resuming from any earlier rv gets 410 Expired."""
+        """Forget the watch history (pods, events, Jobs): resuming from any earlier rv gets 410 Expired."""
 
         def compact_all() -> int:
             self.cluster.events.compact()
+            self.jobs.jobs.compact()
             return self.cluster.store.compact()
 
         return self._call(compact_all)
@@ -345,6 +358,66 @@ class FakeKube:
         self._kubelet.start_delay = start_delay
         self._kubelet.run_seconds = run_seconds
         self._kubelet.node = node
+
+    # --- Jobs ------------------------------------------------------------------------------------
+    def create_job(self, namespace: str, manifest: JSON) -> JSON:
+        """Create a Job as if through the API; an invalid one is a ValueError with the API's message."""
+
+        def create() -> JSON:
+            body = clone(manifest)
+            errors = job_spec.validate(body)
+            if errors:
+                raise ValueError(job_spec.invalid_message(str(body.get("metadata", {}).get("name")), errors))
+            return self.jobs.jobs.add(namespace, body)
+
+        return self.jobs.jobs.with_kind(clone(self._call(create)))
+
+    def get_job(self, namespace: str, name: str) -> JSON | None:
+        def read() -> JSON | None:
+            job = self.jobs.jobs.get(namespace, name)
+            return self.jobs.jobs.with_kind(clone(job)) if job is not None else None
+
+        return self._call(read)
+
+    def list_jobs(self, namespace: str | None = None) -> list[JSON]:
+        return self._call(lambda: [clone(j) for j in self.jobs.jobs.list(namespace, Selector(), Selector())])
+
+    def job_pods(self, namespace: str, name: str) -> list[JSON]:
+        """The pods the Job's controller created and still owns, by name."""
+
+        def read() -> list[JSON]:
+            job = self.jobs.jobs.get(namespace, name)
+            if job is None:
+                return []
+            uid = job["metadata"]["uid"]
+            return [
+                clone(p)
+                for p in self.cluster.store.list(namespace, Selector(), Selector())
+                if job_spec.owner_uid(p) == uid
+            ]
+
+        return self._call(read)
+
+    def delete_job(self, namespace: str, name: str, propagation_policy: str = "Background") -> None:
+        """Delete a Job as the API does with ``propagation_policy`` (Foreground, Background, Orphan)."""
+        if propagation_policy not in POLICIES:
+            raise ValueError(f"propagation_policy must be one of {POLICIES}, not {propagation_policy!r}")
+
+        def delete() -> None:
+            if self.jobs.jobs.get(namespace, name) is None:
+                raise KeyError(f"job {namespace}/{name} does not exist in the fake API")
+            self.jobs.api_delete(namespace, name, propagation_policy)
+
+        self._call(delete)
+
+    @property
+    def job_backoff_seconds(self) -> float:
+        """Base of the back-off before a failed Job pod is replaced (a real cluster: 10 s, doubling)."""
+        return self.jobs.backoff_seconds
+
+    @job_backoff_seconds.setter
+    def job_backoff_seconds(self, seconds: float) -> None:
+        self.jobs.backoff_seconds = seconds
 
     # --- observation -----------------------------------------------------------------------------
     @property

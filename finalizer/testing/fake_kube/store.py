@@ -1,4 +1,4 @@
-"""Pods, the resourceVersion counter, bounded event history and the watch fan-out.
+"""Stored objects (pods, Jobs): the resourceVersion counter, bounded event history, watch fan-out.
 
 All state lives on the server's event loop and is touched only from there (the public
 ``FakeKube`` helpers marshal onto it), so nothing here locks. Each change is serialised to JSON
@@ -104,116 +104,123 @@ def with_kind(pod: JSON) -> JSON:
     return {"kind": "Pod", "apiVersion": "v1", **pod}
 
 
-class PodStore:
-    kind = "Pod"
+#: Called with (type, object, previous object) after each change: the job controller's view of pods.
+Observer = Callable[[str, JSON, JSON | None], None]
+
+
+class ObjectStore:
+    """Objects of one kind by (namespace, name): resourceVersion counter, history, watch fan-out.
+
+    Subclasses name the kind and how its selectable fields are read; pods add their runtime.
+    """
+
+    kind = ""
+    api_version = "v1"
 
     def __init__(self, history_limit: int = 10_000) -> None:
-        self.pods: dict[Key, JSON] = {}
-        self.runtime: dict[Key, Runtime] = {}
+        self.objects: dict[Key, JSON] = {}
         self.rv = 1
         self.history: deque[Change] = deque()
         self.history_limit = history_limit
         #: Events with rv <= this are gone: watching from an older rv gets 410 Expired.
         self.compacted_rv = 1
         #: Every open watch. Those pinned to one name (``fieldSelector=metadata.name=x``, one watch per
-        #: pod as some clients do) are also indexed by it, so a change is offered only to its own.
+        #: object as some clients do) are also indexed by it, so a change is offered only to its own.
         self.watchers: set[Watcher] = set()
         self._general: set[Watcher] = set()
         self._by_name: dict[str, set[Watcher]] = {}
-        #: The last emitted snapshot of each pod and its JSON (with kind), so an API answer that
+        #: The last emitted snapshot of each object and its JSON (with kind), so an API answer that
         #: returns that very object (GET, PATCH, DELETE) reuses the bytes the watch event used.
         self._encoded: dict[Key, tuple[JSON, str]] = {}
         self._last_deleted: tuple[JSON, str] | None = None
+        #: In-process observers of every change (controllers), called after the watchers.
+        self.observers: list[Observer] = []
+
+    def fields_of(self, obj: JSON) -> dict[str, str]:
+        raise NotImplementedError
+
+    def with_kind(self, obj: JSON) -> JSON:
+        return {"kind": self.kind, "apiVersion": self.api_version, **obj}
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> JSON | None:
-        return self.pods.get((namespace, name))
+        return self.objects.get((namespace, name))
 
     def list(self, namespace: str | None, labels: Selector, fields: Selector) -> list[JSON]:
         out = []
-        for (ns, _name), pod in sorted(self.pods.items()):
+        for (ns, _name), obj in sorted(self.objects.items()):
             if namespace is not None and ns != namespace:
                 continue
             if labels.empty and fields.empty:
-                out.append(pod)
+                out.append(obj)
                 continue
-            if labels.matches(lifecycle.labels_of(pod)) and fields.matches(pod_fields(pod)):
-                out.append(pod)
+            if labels.matches(lifecycle.labels_of(obj)) and fields.matches(self.fields_of(obj)):
+                out.append(obj)
         return out
 
-    def encode(self, pod: JSON) -> str:
-        """``pod`` with kind/apiVersion as compact JSON; cached when it is an emitted snapshot.
+    def encode(self, obj: JSON) -> str:
+        """``obj`` with kind/apiVersion as compact JSON; cached when it is an emitted snapshot.
 
-        Stored pods are immutable snapshots (``update`` writes a new object), so identity is enough.
+        Stored objects are immutable snapshots (``update`` writes a new object), so identity is enough.
         """
-        meta = pod.get("metadata") or {}
+        meta = obj.get("metadata") or {}
         cached = self._encoded.get((meta.get("namespace", ""), meta.get("name", "")))
-        if cached is not None and cached[0] is pod:
+        if cached is not None and cached[0] is obj:
             return cached[1]
-        if self._last_deleted is not None and self._last_deleted[0] is pod:
+        if self._last_deleted is not None and self._last_deleted[0] is obj:
             return self._last_deleted[1]
-        return json.dumps(with_kind(pod), separators=(",", ":"))
-
-    def runtime_of(self, namespace: str, name: str) -> Runtime:
-        return self.runtime.setdefault((namespace, name), Runtime())
+        return json.dumps(self.with_kind(obj), separators=(",", ":"))
 
     # --- writes ------------------------------------------------------------------------------
     def next_rv(self) -> int:
         self.rv += 1
         return self.rv
 
-    def add(self, namespace: str, manifest: JSON) -> JSON:
-        pod = lifecycle.admit(manifest, namespace, self.next_rv())
-        key = (namespace, pod["metadata"]["name"])
-        self.pods[key] = pod
-        self.runtime[key] = Runtime()
-        self._emit("ADDED", pod, None)
-        return pod
+    def put(self, namespace: str, obj: JSON) -> JSON:
+        """Store an admitted object (its resourceVersion from ``next_rv``) and emit ADDED."""
+        self.objects[(namespace, obj["metadata"]["name"])] = obj
+        self._emit("ADDED", obj, None)
+        return obj
 
     def update(self, namespace: str, name: str, mutate: Callable[[JSON], None]) -> JSON:
-        """Apply ``mutate`` to a copy of the pod; store and emit MODIFIED if anything changed."""
+        """Apply ``mutate`` to a copy of the object; store and emit MODIFIED if anything changed."""
         key = (namespace, name)
-        old = self.pods[key]
+        old = self.objects[key]
         new = clone(old)
         mutate(new)
         if new == old:
             return old
         new["metadata"]["resourceVersion"] = str(self.next_rv())
-        self.pods[key] = new
+        self.objects[key] = new
         self._emit("MODIFIED", new, old)
         return new
 
     def remove(self, namespace: str, name: str) -> JSON | None:
-        key = (namespace, name)
-        pod = self.pods.pop(key, None)
-        if pod is None:
+        obj = self.objects.pop((namespace, name), None)
+        if obj is None:
             return None
         # Copy-on-write: stored snapshots are never edited in place, so a shallow copy will do.
-        pod = {**pod, "metadata": {**pod["metadata"], "resourceVersion": str(self.next_rv())}}
-        runtime = self.runtime.pop(key, None)
-        if runtime is not None:
-            for event in runtime.stopped.values():
-                event.set()
-        self._emit("DELETED", pod, pod)
-        return pod
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.next_rv())}}
+        self._emit("DELETED", obj, obj)
+        return obj
 
-    def _emit(self, type_: str, pod: JSON, old: JSON | None) -> None:
+    def _emit(self, type_: str, obj: JSON, old: JSON | None) -> None:
         change = Change(
-            rv=int(pod["metadata"]["resourceVersion"]),
+            rv=int(obj["metadata"]["resourceVersion"]),
             type=type_,
-            namespace=pod["metadata"]["namespace"],
-            labels=lifecycle.labels_of(pod),
-            fields=pod_fields(pod),
+            namespace=obj["metadata"]["namespace"],
+            labels=lifecycle.labels_of(obj),
+            fields=self.fields_of(obj),
             old_labels=lifecycle.labels_of(old) if old is not None else None,
-            old_fields=pod_fields(old) if old is not None else None,
-            object_json=json.dumps(with_kind(pod), separators=(",", ":")),
+            old_fields=self.fields_of(old) if old is not None else None,
+            object_json=json.dumps(self.with_kind(obj), separators=(",", ":")),
         )
         key = (change.namespace, change.fields["metadata.name"])
         if type_ == "DELETED":
             self._encoded.pop(key, None)
-            self._last_deleted = (pod, change.object_json)
+            self._last_deleted = (obj, change.object_json)
         else:
-            self._encoded[key] = (pod, change.object_json)
+            self._encoded[key] = (obj, change.object_json)
         self.history.append(change)
         while len(self.history) > self.history_limit:
             self.compacted_rv = self.history.popleft().rv
@@ -221,6 +228,8 @@ class PodStore:
             watcher.offer(change)
         for watcher in self._by_name.get(change.fields["metadata.name"], ()):
             watcher.offer(change)
+        for observer in self.observers:
+            observer(type_, obj, old)
 
     def compact(self) -> int:
         """Drop the whole history: any watch resuming from an rv before now gets 410 Expired."""
@@ -257,3 +266,37 @@ class PodStore:
         self.watchers.clear()
         self._general.clear()
         self._by_name.clear()
+
+
+class PodStore(ObjectStore):
+    """Pods, plus what the container runtime holds for each."""
+
+    kind = "Pod"
+
+    def __init__(self, history_limit: int = 10_000) -> None:
+        super().__init__(history_limit)
+        #: The same dict as ``objects``, under the name the pod helpers use.
+        self.pods = self.objects
+        self.runtime: dict[Key, Runtime] = {}
+
+    def fields_of(self, obj: JSON) -> dict[str, str]:
+        return pod_fields(obj)
+
+    def with_kind(self, obj: JSON) -> JSON:
+        return with_kind(obj)
+
+    def runtime_of(self, namespace: str, name: str) -> Runtime:
+        return self.runtime.setdefault((namespace, name), Runtime())
+
+    def add(self, namespace: str, manifest: JSON) -> JSON:
+        pod = lifecycle.admit(manifest, namespace, self.next_rv())
+        self.runtime[(namespace, pod["metadata"]["name"])] = Runtime()
+        return self.put(namespace, pod)
+
+    def remove(self, namespace: str, name: str) -> JSON | None:
+        removed = super().remove(namespace, name)
+        runtime = self.runtime.pop((namespace, name), None)
+        if runtime is not None:
+            for event in runtime.stopped.values():
+                event.set()
+        return removed

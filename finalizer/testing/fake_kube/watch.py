@@ -1,4 +1,4 @@
-"""``GET …/pods?watch=true`` (and events): chunked JSON lines, rv replay, bookmarks, 410, timeouts.
+"""``GET …/pods?watch=true`` (and events, Jobs): chunked JSON lines, rv replay, bookmarks, 410, timeouts.
 
 A client that hangs up mid-stream simply ends it (``client_may_leave``), without a server-side traceback.
 Replay and subscription happen in one synchronous step on the loop, so no change can fall between
@@ -34,8 +34,8 @@ class WatchSource(Protocol):
     def unsubscribe(self, watcher: Watcher) -> None: ...
 
 
-def _bookmark(kind: str, rv: int) -> bytes:
-    obj = {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}}
+def _bookmark(kind: str, api_version: str, rv: int) -> bytes:
+    obj = {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(rv)}}
     return (dumps({"type": "BOOKMARK", "object": obj}) + "\n").encode()
 
 
@@ -54,6 +54,7 @@ async def serve_watch(
     resource_version: str,
     timeout_seconds: float | None,
     bookmarks: bool,
+    api_version: str = "v1",
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
@@ -75,7 +76,8 @@ async def serve_watch(
         else:
             initial = [
                 (
-                    dumps({"type": "ADDED", "object": {"kind": store.kind, "apiVersion": "v1", **obj}}) + "\n"
+                    dumps({"type": "ADDED", "object": {"kind": store.kind, "apiVersion": api_version, **obj}})
+                    + "\n"
                 ).encode()
                 for obj in store.list(namespace, labels, fields)
             ]
@@ -83,7 +85,9 @@ async def serve_watch(
         try:
             if initial:
                 await response.write(b"".join(initial))
-            await _stream(response, store, watcher, timeout_seconds, bookmarks, bookmark_interval)
+            await _stream(
+                response, store, watcher, timeout_seconds, bookmarks, bookmark_interval, api_version
+            )
         finally:
             store.unsubscribe(watcher)
         await response.write_eof()
@@ -97,6 +101,7 @@ async def _stream(
     timeout_seconds: float | None,
     bookmarks: bool,
     bookmark_interval: float,
+    api_version: str,
 ) -> None:
     """Forward queued lines until the deadline or ``None`` (server closing); BOOKMARKs when idle.
 
@@ -114,7 +119,7 @@ async def _stream(
             if deadline is not None and now >= deadline:
                 return
             if bookmarks and now >= next_bookmark:
-                await response.write(_bookmark(store.kind, store.rv))
+                await response.write(_bookmark(store.kind, api_version, store.rv))
                 next_bookmark = time.monotonic() + bookmark_interval
                 await asyncio.sleep(0)  # a zero interval must not starve the loop
                 continue
