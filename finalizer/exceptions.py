@@ -20,6 +20,7 @@ of these, re-raised ``from`` the original. Callers decide on the class, never on
     ├── LedgerError
     │   ├── LedgerUnavailableError    the database cannot be reached (past the deadline)
     │   └── JobLostError              a compare-and-set on (owner, epoch) matched no row: stop acting
+    │       └── JobHandedOverError    the task was handed to the worker path: its pod is the worker's
     └── FinalizerUnavailableError     the dedicated loop is dead, draining or never started
 """
 
@@ -105,6 +106,10 @@ class LedgerUnavailableError(LedgerError):
 
 class JobLostError(LedgerError):
     """Another instance owns this job now: stop acting on it."""
+
+
+class JobHandedOverError(JobLostError):
+    """The task was handed to the worker path: no finalizer touches its pod again."""
 
 
 class FinalizerUnavailableError(FinalizerError):

@@ -135,6 +135,19 @@ class ServiceLedger(JobLedger, Protocol):
         """Claim jobs whose owner's heartbeat is older than ``threshold`` s."""
         ...
 
+    async def hand_over(self, key: str, reason: str) -> JobRecord | None:
+        """Mark the job handed to the worker path: never adopted or written again."""
+        ...
+
+    async def release(self, rec: JobRecord) -> JobRecord:
+        """Give the job up: no owner, adoptable at once."""
+        ...
+
+
+#: Airflow's view of a job's task instance: its state (``"deferred"``, ``"scheduled"``, …), None
+#: when Airflow does not know it. Raises when Airflow cannot be asked.
+TaskState = Callable[[JobSpec], Awaitable[str | None]]
+
 
 @dataclass(frozen=True, slots=True)
 class Foundation:
@@ -144,6 +157,8 @@ class Foundation:
     cluster_for: Callable[[JobSpec], Awaitable[ClusterOps]]
     xcoms: XComSink
     classify: Classifier
+    #: Asked before acting on an adopted job (is its task still DEFERRED?); None: not asked.
+    task_state: TaskState | None = None
 
 
 #: Builds the foundation on the finalizer's own loop, registering cleanups on the exit stack.

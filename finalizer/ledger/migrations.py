@@ -81,10 +81,19 @@ def _v1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_handed_over(conn: Connection) -> None:
+    """Jobs handed to the worker path (classic ``TriggerEvent``): never adopted again."""
+    ts = sa.DateTime(timezone=True).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE kpof_jobs ADD COLUMN handed_over_at {ts}"))
+
+
 Migration = tuple[int, str, Callable[[Connection], None]]
 
 #: Every migration, in order. Append only.
-MIGRATIONS: tuple[Migration, ...] = ((1, "initial: instances, jobs", _v1_initial),)
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, "initial: instances, jobs", _v1_initial),
+    (2, "jobs.handed_over_at: a job handed to the worker is never adopted", _v2_handed_over),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _version_md = sa.MetaData()

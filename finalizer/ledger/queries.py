@@ -49,8 +49,14 @@ class Queries:
         return sa.exists().where(instances.c.id == owner, instances.c.heartbeat >= self.cutoff)
 
     def _fenced(self) -> sa.Update:
-        """UPDATE of one job only while its (owner, epoch) still match (params ``k``, ``o``, ``e``)."""
-        return jobs.update().where(jobs.c.key == P("k"), jobs.c.owner == P("o"), jobs.c.epoch == P("e"))
+        """UPDATE of one job only while its (owner, epoch) still match (params ``k``, ``o``, ``e``)
+        and it was not handed to the worker."""
+        return jobs.update().where(
+            jobs.c.key == P("k"),
+            jobs.c.owner == P("o"),
+            jobs.c.epoch == P("e"),
+            jobs.c.handed_over_at.is_(None),
+        )
 
     # instances
     @cached_property
@@ -75,7 +81,7 @@ class Queries:
     @cached_property
     def insert_job(self) -> Any:
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(jobs)
-        columns = [c.name for c in jobs.c if c.name not in STEP_COLUMNS.values()]
+        columns = [c.name for c in jobs.c if c.name not in {*STEP_COLUMNS.values(), "handed_over_at"}]
         values: dict[str, Any] = {name: P(f"v_{name}") for name in columns}
         values.update(created_at=self.now, updated_at=self.now, **{STEP_COLUMNS[Step.REGISTERED]: self.now})
         return insert.values(values).on_conflict_do_nothing(index_elements=["key"]).returning(*NO_SPEC)
@@ -93,7 +99,12 @@ class Queries:
         """Adopt one job from a dead or absent owner (``o`` may be NULL: compared with IS)."""
         return (
             jobs.update()
-            .where(jobs.c.key == P("k"), jobs.c.owner.is_not_distinct_from(P("o")), jobs.c.epoch == P("e"))
+            .where(
+                jobs.c.key == P("k"),
+                jobs.c.owner.is_not_distinct_from(P("o")),
+                jobs.c.epoch == P("e"),
+                jobs.c.handed_over_at.is_(None),
+            )
             .values(owner=P("new_owner"), epoch=jobs.c.epoch + 1, updated_at=self.now)
             .returning(*NO_SPEC)
         )
@@ -102,6 +113,7 @@ class Queries:
     def adopt_stale(self) -> sa.Update:
         stale = sa.and_(
             jobs.c.step < int(Step.DONE),
+            jobs.c.handed_over_at.is_(None),
             sa.or_(jobs.c.owner.is_(None), jobs.c.owner != P("me")),
             ~self.live(jobs.c.owner),
         )
@@ -147,6 +159,23 @@ class Queries:
                 values["error"] = P("v_error")
             cache[key] = self._fenced().values(values).returning(*NO_SPEC)
         return cache[key]
+
+    @cached_property
+    def hand_over(self) -> sa.Update:
+        """Unfenced on purpose (the trigger knows no owner/epoch): no owner, epoch + 1 (fencing out
+        every write still in flight), the first hand-over time kept, the reason in ``error``."""
+        return (
+            jobs.update()
+            .where(jobs.c.key == P("k"), jobs.c.step < int(Step.DONE))
+            .values(
+                owner=None,
+                epoch=jobs.c.epoch + 1,
+                handed_over_at=sa.func.coalesce(jobs.c.handed_over_at, self.now),
+                error=P("reason"),
+                updated_at=self.now,
+            )
+            .returning(jobs)
+        )
 
     @cached_property
     def release(self) -> sa.Update:

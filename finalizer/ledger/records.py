@@ -50,6 +50,8 @@ class JobRecord:
     step_times: Mapping[Step, datetime] = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    #: When the trigger handed the task to the worker path (then no finalizer acts on the job).
+    handed_over_at: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -82,6 +84,7 @@ def job_from_row(row: RowMapping, spec: JobSpec | None = None) -> JobRecord:
         step_times=times,
         created_at=created,
         updated_at=updated,
+        handed_over_at=as_utc(row["handed_over_at"]),
     )
 
 

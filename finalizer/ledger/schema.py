@@ -68,6 +68,8 @@ jobs = sa.Table(
     *(sa.Column(column, sa.DateTime(timezone=True), nullable=True) for column in STEP_COLUMNS.values()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # set once the trigger handed the task to the worker path: no finalizer touches the pod again
+    sa.Column("handed_over_at", sa.DateTime(timezone=True), nullable=True),
 )
 sa.Index("ix_kpof_jobs_owner_step", jobs.c.owner, jobs.c.step)
 sa.Index("ix_kpof_jobs_updated_at", jobs.c.updated_at)

@@ -157,8 +157,9 @@ class Ledger:
     async def submit(self, spec: JobSpec, owner: str, *, stale_threshold: float | None = None) -> JobRecord:
         """Insert the job if absent, owned by ``owner``; else return or adopt the existing one.
 
-        An existing job owned by a live instance other than ``owner`` (or already DONE) comes back
-        as is: the caller must check ``rec.owner == owner`` before acting. One whose owner is dead
+        An existing job owned by a live instance other than ``owner`` (or already DONE, or handed
+        over to the worker) comes back as is: the caller must check ``rec.owner == owner`` and
+        ``rec.handed_over_at`` before acting. One whose owner is dead
         (or absent) is adopted: epoch + 1.
         """
         threshold = self.stale_threshold if stale_threshold is None else stale_threshold
@@ -192,7 +193,7 @@ class Ledger:
             if row is not None:
                 return job_from_row(row, spec)
             rec = job_from_row(conn.execute(q.get_job, {"k": spec.key}).mappings().one())
-            if rec.done or rec.owner == owner:
+            if rec.done or rec.owner == owner or rec.handed_over_at is not None:
                 return rec
             if rec.owner is not None and conn.execute(q.owner_alive, {"o": rec.owner, **params}).scalar():
                 return rec
@@ -277,6 +278,22 @@ class Ledger:
                 "stop acting on it"
             )
         return updated
+
+    async def hand_over(self, key: str, reason: str) -> JobRecord | None:
+        """Mark the job handed to the worker path (the trigger yielded the classic event).
+
+        From then on no instance adopts, resumes or writes it: ``adopt_stale`` and ``submit``
+        skip it, and every fenced write fails (epoch + 1, so a write still in flight from its
+        owner — one held by a black-holed connection — matches no row). ``reason`` is kept as
+        the job's error. None when there is no such job or it is already DONE.
+        """
+        params = {"k": key, "reason": reason[:2000], **clock_params()}
+
+        def op(conn: sa.Connection) -> JobRecord | None:
+            row = conn.execute(self._q.hand_over, params).mappings().first()
+            return job_from_row(row) if row is not None else None
+
+        return await self._run("hand_over", op)
 
     async def release(self, rec: JobRecord) -> JobRecord:
         """Give the job up (drain): no owner, epoch + 1, so any live instance may adopt it at once."""

@@ -36,12 +36,14 @@ T = TypeVar("T")
 
 @dataclass
 class ProxyStats:
-    """What went through: connections accepted, reset by the proxy, and bytes forwarded each way."""
+    """What went through: connections accepted, reset by the proxy, bytes forwarded each way, and
+    bytes read but held back now (a black hole's; ``held > 0``: a request has left its client)."""
 
     accepted: int = 0
     reset: int = 0
     to_server: int = 0
     to_client: int = 0
+    held: int = 0
 
 
 class _Link:
@@ -192,7 +194,12 @@ class TcpProxy:
                 data = await reader.read(_CHUNK)
                 if not data:
                     break
-                await self._flowing.wait()
+                if not self._flowing.is_set():
+                    self.stats.held += len(data)
+                    try:
+                        await self._flowing.wait()
+                    finally:
+                        self.stats.held -= len(data)
                 writer.write(data)
                 await writer.drain()
                 setattr(self.stats, counter, getattr(self.stats, counter) + len(data))

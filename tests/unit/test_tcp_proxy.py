@@ -75,6 +75,7 @@ async def test_blackhole_holds_bytes_and_delivers_them_when_the_path_heals(echo_
         await proxy.set_mode("blackhole")
         writer.write(b"late")
         await writer.drain()
+        await eventually(lambda: proxy.stats.held == 4, what="the proxy holds the bytes")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(reader.readexactly(4), 0.3)
         # A new connection is accepted but gets no answer either.
@@ -84,6 +85,7 @@ async def test_blackhole_holds_bytes_and_delivers_them_when_the_path_heals(echo_
             await asyncio.wait_for(fresh_reader.readexactly(1), 0.3)
         await proxy.set_mode("pass")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"late"
+        assert proxy.stats.held == 0
         assert await asyncio.wait_for(fresh_reader.readexactly(1), 5) == b"x"
         writer.close()
         fresh_writer.close()
