@@ -88,15 +88,23 @@ async def _batches(
     async for data in response.content.iter_chunked(batch_bytes):
         partial += data
         *complete, partial = partial.split(b"\n")
+        pieces = [
+            line[i : i + max_line_bytes]
+            for line in complete
+            for i in range(0, len(line) or 1, max_line_bytes)
+        ]
         while len(partial) > max_line_bytes:
-            complete.append(partial[:max_line_bytes])
+            pieces.append(partial[:max_line_bytes])
             partial = partial[max_line_bytes:]
-        for raw in complete:
+        for raw in pieces:
             batch.append(_decode(raw))
             size += len(raw) + 1
             if size >= batch_bytes:
                 yield batch
                 batch, size = [], 0
+        if batch:  # what arrived is handed up now: a followed log shows as it is written
+            yield batch
+            batch, size = [], 0
     if partial:
         batch.append(_decode(partial))
     if batch:
