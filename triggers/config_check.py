@@ -71,6 +71,14 @@ def value_problems(read: ConfigReader = airflow_option) -> list[Problem]:
     # xcom_max_bytes is read by both halves: a bad value is reported once.
     reported = {p.option for p in problems}
     problems.extend(Problem(o, m) for o, m in policy_config_problems(read) if o not in reported)
+    url = read("ledger_url")
+    if url and "ledger_url" not in reported:
+        from finalizer.ledger.readonly import parse_ledger_url
+
+        try:
+            parse_ledger_url(url)
+        except ConfigurationError as exc:
+            problems.append(Problem("ledger_url", f"ledger_url ({env_name('ledger_url')}): {exc}"))
     return problems
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from finalizer.exceptions import LedgerError
+from finalizer.exceptions import ConfigurationError, LedgerError
 from finalizer.jobs import Step
 from finalizer.ledger.dialect import normalize_url, translate_errors
 from finalizer.ledger.migrations import LATEST_VERSION, schema_version
@@ -36,6 +36,21 @@ LIST_LIMIT = 10
 
 class LedgerNotFoundError(LedgerError):
     """There is no ledger there: no SQLite file, or a database without the ledger's tables."""
+
+
+def parse_ledger_url(url: str) -> sa.URL:
+    """``normalize_url``, but a bad URL's message never repeats it (it may hold a password)."""
+    try:
+        return normalize_url(url)
+    except ConfigurationError as exc:
+        if url not in str(exc):
+            raise
+    except ValueError:
+        pass
+    raise ConfigurationError(
+        "the ledger URL is not a valid database URL (value not shown: it may hold a password); "
+        "expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    )
 
 
 def _kind_and_reason(dialect: str) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
@@ -216,7 +231,7 @@ async def read_ledger(url: str, *, within: float = 10.0) -> LedgerRows:
     Raises ``LedgerNotFoundError`` (no file, no tables), ``LedgerUnavailableError`` (cannot
     connect), ``LedgerError`` (anything else the database said), ``ConfigurationError`` (bad URL).
     """
-    parsed = normalize_url(url)
+    parsed = parse_ledger_url(url)
     display = parsed.render_as_string(hide_password=True)
     async with translate_errors("status read", parsed):
         with anyio.fail_after(within * 2):
@@ -274,7 +289,7 @@ async def _probe_postgres(url: sa.URL, display: str, within: float) -> str:
 
 async def probe_ledger(url: str, within: float = 10.0) -> str:
     """Can the finalizer use the ledger at ``url``? A one-line answer, or ``LedgerError``. Read-only."""
-    parsed = normalize_url(url)
+    parsed = parse_ledger_url(url)
     display = parsed.render_as_string(hide_password=True)
     async with translate_errors("connection test", parsed):
         with anyio.fail_after(within * 2):
