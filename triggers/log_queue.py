@@ -12,10 +12,21 @@ go into a bounded queue (never blocking the thread that logs), and a listener th
 to the root logger's handlers, as before. When the queue is full the record is dropped and
 counted; the count is logged once at the end. Records keep their logger name, level and
 message; the task's own log (the trigger's ``self.log``) is not routed here.
+
+**Which log a record lands in.** Airflow 3.3.2's runner binds the trigger's id into structlog's
+context variables when it starts each trigger (``bind_contextvars(trigger_id=…)`` in
+``TriggerRunner.run_trigger``); the stdlib handler merges them when it formats a record, and the
+supervisor writes a record that carries a ``trigger_id`` to that trigger's task log, every other
+record to the triggerer's own log. A task created from a trigger's task copies its context, so
+the finalizer's process-wide work (start-up, the guard that drains it, the channel warm-up) would
+log into whichever task's log started it. ``process_wide`` gives such work a fresh, empty context:
+its lines go to the triggerer's log. The listener thread above has an empty context already
+(threads do not inherit context variables), so the finalizer's own records go there too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import logging.handlers
 import queue
@@ -107,3 +118,8 @@ class OffThreadLogs:
         self._listener.stop()
         if self.dropped:
             log.warning("kpo-finalizer: %d log record(s) dropped while the supervisor was busy", self.dropped)
+
+
+def process_wide() -> contextvars.Context:
+    """A context with no trigger bound: what runs in it logs to the triggerer's own log."""
+    return contextvars.Context()

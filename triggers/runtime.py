@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
 from triggers import config_check, warmup
-from triggers.log_queue import OffThreadLogs
+from triggers.log_queue import OffThreadLogs, process_wide
 from triggers.settings import read_options
 
 if TYPE_CHECKING:  # imported when the first trigger starts it: DAG parsing in workers stays light
@@ -70,7 +70,8 @@ class _Runtime:
                 # Once per runner loop, not awaited: it runs while the finalizer starts and pods
                 # run, once the first triggers stopped arriving.
                 self.arrivals = warmup.Arrivals()
-                self.warmup = warmup.start(self.probe_for(ti), arrivals=self.arrivals)
+                # Process-wide work logs to the triggerer's log, not this trigger's (log_queue).
+                self.warmup = process_wide().run(warmup.start, self.probe_for(ti), arrivals=self.arrivals)
             else:
                 self.arrivals.note()
         if self.lock is None:
@@ -80,7 +81,7 @@ class _Runtime:
             if self.finalizer is None:
                 self.finalizer = await self._start()
                 guard = self._guard(self.finalizer, self.warmup)
-                self.guard = loop.create_task(guard, name="kpo-finalizer-guard")
+                self.guard = loop.create_task(guard, name="kpo-finalizer-guard", context=process_wide())
         return self.finalizer
 
     async def _start(self) -> Finalizer:
@@ -88,9 +89,11 @@ class _Runtime:
         drivers), reading the configuration, the ledger's connect and migrations would otherwise
         block the runner's loop while it is busy starting its first triggers."""
         loop = asyncio.get_running_loop()
-        finalizer, logs, ledger = await asyncio.to_thread(self._start_blocking, loop)
+        finalizer, logs, ledger = await loop.run_in_executor(
+            None, process_wide().run, self._start_blocking, loop
+        )
         self.logs = logs
-        log.info("kpo-finalizer started in the trigger runner (ledger %s)", ledger)
+        process_wide().run(log.info, "kpo-finalizer started in the trigger runner (ledger %s)", ledger)
         return finalizer
 
     @staticmethod
