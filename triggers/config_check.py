@@ -17,6 +17,7 @@ A secret option's value (``SECRET_OPTIONS``) is never printed, nor any unknown o
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import logging
 import sys
@@ -133,8 +134,15 @@ def report_once(read: ConfigReader = airflow_option, sources: Mapping[str, str] 
     try:
         problems = find_problems(read, sources)
     except Exception:
-        log.exception("kpo-finalizer could not check [%s]", CONFIG_SECTION)
+        contextvars.Context().run(log.exception, "kpo-finalizer could not check [%s]", CONFIG_SECTION)
         return 0
+    # Airflow's runner binds the trigger's id in context variables, and a record carrying it goes
+    # to that task's log: an empty context sends these lines to the triggerer's own log.
+    contextvars.Context().run(_log_problems, problems)
+    return len(problems)
+
+
+def _log_problems(problems: list[Problem]) -> None:
     from finalizer.metrics import METRICS
 
     for problem in problems:
@@ -147,7 +155,6 @@ def report_once(read: ConfigReader = airflow_option, sources: Mapping[str, str] 
             len(problems),
             CONFIG_SECTION,
         )
-    return len(problems)
 
 
 # -- kpo-finalizer check-config -------------------------------------------------------------------

@@ -34,6 +34,7 @@ from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccess
 
 from finalizer.exceptions import ConfigurationError, FinalizerError
 from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
+from triggers import config_check
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
 from triggers.runtime import delete_pod
@@ -216,6 +217,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
     # -- run ----------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        config_check.report_once()  # [kpo_finalizer] problems at ERROR in the triggerer's log, once
         policy, classic = self._classic_reason()
         if classic is None and policy is not None:
             try:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
-from triggers import config_check, warmup
+from triggers import warmup
 from triggers.log_queue import OffThreadLogs, process_wide
 from triggers.settings import read_options
 
@@ -76,7 +76,6 @@ class _Runtime:
                 self.arrivals.note()
         if self.lock is None:
             self.lock = asyncio.Lock()
-            config_check.report_once()  # [kpo_finalizer] problems at ERROR, once per process
         async with self.lock:
             if self.finalizer is None:
                 self.finalizer = await self._start()
