@@ -182,3 +182,58 @@ async def test_sync_hook_creates_reads_lists_and_waits(fake_kube: FakeKube, kube
     assert hook.is_job_successful(job=done)
     assert done.status.succeeded == 2
     assert done.status.completion_time is not None
+
+
+async def test_upstream_trigger_reads_only_the_pods_it_was_given(
+    fake_kube: FakeKube, core: Any, batch: Any, kube_connection: str
+) -> None:
+    """Issue 16's gap, shown: a retry pod created after the trigger started is never read, and its
+    running sidecar holds the Job back until someone stops it; the event carries the failed pod's XCom."""
+    trigger_module = require("airflow.providers.cncf.kubernetes.triggers.job")
+    job = fake_kube.create_job("default", job_manifest("retried", backoff_limit=1))
+    selector = f"{UID_LABEL}={job['metadata']['uid']}"
+    [first] = await watch_pods(core, selector, lambda pods: len(pods) == 1)
+    fake_kube.start("default", first)
+    fake_kube.write_xcom("default", first, '"from the failed pod"')
+    fake_kube.terminate("default", first, "base", exit_code=1)
+    trigger = trigger_module.KubernetesJobTrigger(
+        job_name="retried",
+        job_namespace="default",
+        pod_names=[first],
+        pod_namespace="default",
+        base_container_name="base",
+        kubernetes_conn_id=kube_connection,
+        poll_interval=0.05,
+        get_logs=False,
+        do_xcom_push=True,
+    )
+    events = trigger.run()
+    pending = anyio.Event()
+    result: dict[str, Any] = {}
+
+    async def run_trigger() -> None:
+        result["event"] = await events.__anext__()
+        pending.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_trigger)
+        # Reading the failed pod's XCom stopped its sidecar: the pod failed, the controller retried.
+        pods = await watch_pods(core, selector, lambda pods: len(pods) == 2)
+        [retry] = [name for name in pods if name != first]
+        fake_kube.start("default", retry)
+        fake_kube.write_xcom("default", retry, '"from the retry"')
+        fake_kube.terminate("default", retry, "base", exit_code=0)
+        await watch_pods(core, selector, lambda pods: retry in pods and base_done(pods[retry]))
+        current = fake_kube.get_job("default", "retried")
+        assert current is not None
+        assert current["status"]["failed"] == 1
+        assert "conditions" not in current["status"]  # the retry's sidecar still runs: no end
+        assert not pending.is_set()
+        fake_kube.terminate("default", retry, "airflow-xcom-sidecar", exit_code=0)
+        with anyio.fail_after(30):
+            await pending.wait()
+    await events.aclose()
+    payload = result["event"].payload
+    assert payload["status"] == "success"
+    assert payload["xcom_result"] == ['"from the failed pod"']
+    assert [c.name for c in fake_kube.exec_commands() if c.name == retry] == []
