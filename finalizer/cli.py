@@ -39,8 +39,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {value}")
+    return value
+
+
+#: Stands for the fake cluster's annotation table in ``fake-kube --help``, filled in only when
+#: the help is shown (the table lives beside the fake kubelet, whose import takes a while).
+_ANNOTATIONS_EPILOG = "<fake-kube annotations>"
+
+
+class _FakeKubeHelp(argparse.RawDescriptionHelpFormatter):
+    """Keeps the annotation table's columns and fills it in at display time."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text == _ANNOTATIONS_EPILOG:
+            from finalizer.demo.fake_kube_command import annotations_help
+
+            text = annotations_help()
+        return super()._fill_text(text, width, indent)
+
+
+DESCRIPTION = (
+    "Finish KubernetesPodOperator tasks inside the Airflow triggerer. "
+    "Commands to try it (demo, fake-kube), measure it (bench) and operate it (status, check-config)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpo-finalizer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kpo-finalizer", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run N KPO tasks through a real airflow triggerer on a fake cluster")
@@ -56,24 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary AIRFLOW_HOME (logs) afterwards")
 
-    bench = sub.add_parser("bench", help="measure: api-load | finalize | e2e | triggerer")
+    bench = sub.add_parser("bench", help="measure: api-load | finalize | e2e | triggerer | chaos")
     bsub = bench.add_subparsers(dest="bench", required=True)
 
     api = bsub.add_parser(
         "api-load", help="Kubernetes API requests and CPU: upstream KubernetesPodTrigger vs our watcher"
     )
-    api.add_argument("--pods", type=_positive_int, default=100)
+    api.add_argument("--pods", type=_positive_int, default=100, help="running pods watched (default 100)")
     api.add_argument("--duration", type=_positive_float, default=30.0, help="seconds each side watches")
     api.add_argument(
         "--poll-interval", type=_positive_float, default=2.0, help="upstream poll_interval (2 s)"
     )
-    api.add_argument("--json", dest="json_path", default="bench-api-load.json")
+    api.add_argument("--json", dest="json_path", default="bench-api-load.json", help="write the figures here")
 
     fin = bsub.add_parser("finalize", help="the finalizer pipeline alone against the fake cluster")
-    fin.add_argument("--pods", type=_positive_int, default=500)
+    fin.add_argument("--pods", type=_positive_int, default=500, help="pods finalized (default 500)")
     fin.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="added per API request")
-    fin.add_argument("--concurrency", type=_positive_int, default=16)
-    fin.add_argument("--json", dest="json_path", default="bench-finalize.json")
+    fin.add_argument(
+        "--concurrency", type=_positive_int, default=16, help="jobs finalizing at once (default 16)"
+    )
+    fin.add_argument("--json", dest="json_path", default="bench-finalize.json", help="write the figures here")
     fin.add_argument(
         "--event-loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -84,21 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     e2e = bsub.add_parser(
         "e2e", help="classic deferrable KPO vs FinalizingKubernetesPodOperator, real Airflow"
     )
-    e2e.add_argument("--tasks", type=_positive_int, default=10)
+    e2e.add_argument("--tasks", type=_positive_int, default=10, help="tasks per variant (default 10)")
     e2e.add_argument(
-        "--scenarios", default="idle,contention", help="comma-separated: idle, contention (default both)"
+        "--scenarios",
+        default="idle,contention",
+        help="comma-separated: idle, contention, paused (the DAG paused while its pods run; "
+        "default idle,contention)",
     )
-    e2e.add_argument("--json", dest="json_path", default="bench-e2e.json")
+    e2e.add_argument("--json", dest="json_path", default="bench-e2e.json", help="write the figures here")
     e2e.add_argument("--keep", action="store_true", help="keep the temporary home (component logs)")
 
     _add_bench_triggerer(bsub)
     _add_bench_chaos(bsub)
 
     fake = sub.add_parser(
-        "fake-kube", help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig"
+        "fake-kube",
+        help="serve the fake Kubernetes API until Ctrl-C; print its kubeconfig",
+        description="Serve a fake Kubernetes API on 127.0.0.1 until Ctrl-C, to try kpo-finalizer without\n"
+        "a cluster: point the operator's config_file (or KUBECONFIG) at its kubeconfig.",
+        epilog=_ANNOTATIONS_EPILOG,
+        formatter_class=_FakeKubeHelp,
     )
     fake.add_argument(
         "--kubeconfig", default=None, help="also write the kubeconfig (YAML-compatible JSON) here"
+    )
+    fake.add_argument(
+        "--port", type=_port, default=0, help="listen on this port of 127.0.0.1 (default 0: any free port)"
     )
     _add_operating(sub)
     return parser
@@ -341,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fake-kube":
             from finalizer.demo.fake_kube_command import serve_fake_kube
 
-            return serve_fake_kube(args.kubeconfig)
+            return serve_fake_kube(args.kubeconfig, args.port)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

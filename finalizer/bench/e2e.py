@@ -8,7 +8,8 @@ variants run the same N scripted pods (``fake-kube/run-seconds``, ``fake-kube/xc
 * ``contention``: the KPO tasks run in a pool that counts deferred tasks (slots = N); once they are
   all deferred, N higher-priority filler tasks (``sleep``) queue for the same pool. A classic task
   whose pod finished goes back to SCHEDULED, loses its slot and waits behind the fillers; a
-  finalized task ends in the triggerer.
+  finalized task ends in the triggerer;
+* ``paused``: the DAG is paused while its pods run (``finalizer.bench.e2e_paused``).
 
 Per variant: base-container end → task terminal latency (p50/p95/max; the base end is sampled
 from the fake API every 0.1 s, the terminal time is the TI's ``end_date``), pod lifetime after
@@ -33,7 +34,7 @@ from finalizer.bench.report import command_line, latency_summary, machine, rende
 
 NAMESPACE = "bench"
 VARIANTS = ("classic", "finalizing")
-SCENARIOS = ("idle", "contention")
+SCENARIOS = ("idle", "contention", "paused")
 POOL = "kpo_bench_pool"
 TERMINAL = {"success", "failed", "skipped", "up_for_retry", "upstream_failed"}
 
@@ -61,7 +62,7 @@ POOL = "'''
 VARIANTS = (("classic", KubernetesPodOperator), ("finalizing", FinalizingKubernetesPodOperator))
 START = datetime(2026, 1, 1)
 for variant, operator in VARIANTS:
-    for scenario in ("idle", "contention"):
+    for scenario in ("idle", "contention", "paused"):
         with DAG(f"bench_{variant}_{scenario}", schedule=None, start_date=START, catchup=False):
             for i in range(N):
                 operator(
@@ -329,29 +330,52 @@ def run(
     filler_seconds: float = 20.0,
     timeout: float = 300.0,
     keep: bool = False,
+    variants: tuple[str, ...] = VARIANTS,
+    paused_bound: float | None = None,
 ) -> dict[str, Any]:
+    from finalizer.bench import e2e_paused
+
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown or not scenarios:
         raise ValueError(f"unknown scenario(s) {unknown or scenarios}; choose from {list(SCENARIOS)}")
-    run_seconds = run_seconds or {"idle": 5.0, "contention": 12.0}
+    bad = sorted(set(variants) - set(VARIANTS))
+    if bad or not variants:
+        raise ValueError(f"unknown variant(s) {bad or list(variants)}; choose from {list(VARIANTS)}")
+    run_seconds = {"idle": 5.0, "contention": 12.0, "paused": 8.0, **(run_seconds or {})}
+    bound = e2e_paused.DEFAULT_BOUND if paused_bound is None else paused_bound
     results = []
     with _world(tasks, run_seconds, filler_seconds, keep) as world:
         for scenario in scenarios:
-            for variant in VARIANTS:
+            for variant in variants:
                 print(f"running {scenario} / {variant} ({tasks} tasks)…", flush=True)
-                results.append(_run_variant(world, variant, scenario, tasks, timeout + filler_seconds))
+                if scenario == "paused":
+                    results.append(e2e_paused.run_paused(world, variant, tasks, bound=bound, timeout=timeout))
+                else:
+                    results.append(_run_variant(world, variant, scenario, tasks, timeout + filler_seconds))
         db = world["db"]
     return {
         "tasks": tasks,
         "scenarios": scenarios,
         "run_seconds": run_seconds,
         "filler_seconds": filler_seconds,
+        "paused_bound_s": bound if "paused" in scenarios else None,
         "metadata_db": db,
         "results": results,
     }
 
 
 def render(result: dict[str, Any]) -> str:
+    from finalizer.bench.e2e_paused import render_paused
+
+    paused = [r for r in result["results"] if r["scenario"] == "paused"]
+    others = [r for r in result["results"] if r["scenario"] != "paused"]
+    tables = [_render_classic(others)] if others else []
+    if paused:
+        tables.append(render_paused(paused))
+    return "\n\n".join(tables)
+
+
+def _render_classic(results: list[dict[str, Any]]) -> str:
     rows = [
         (
             r["scenario"],
@@ -365,7 +389,7 @@ def render(result: dict[str, Any]) -> str:
             r["pod_after_base_end_max"],
             r["times_queued_per_task"],
         )
-        for r in result["results"]
+        for r in results
     ]
     return render_table(
         (
@@ -385,10 +409,23 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(*, tasks: int, scenarios: list[str], json_path: str | None, keep: bool = False) -> int:
+    from finalizer.bench.e2e_plot import plot
+
     result = run(tasks, scenarios, keep=keep)
     print(render(result))
     if json_path:
         payload = {"command": command_line(), "machine": machine(), **result}
         print(f"JSON written to {write_json(json_path, payload)}")
-    ok = all(r["success"] == r["tasks"] and r["xcom_correct"] == r["tasks"] for r in result["results"])
-    return 0 if ok else 1
+        png = Path(json_path).with_suffix(".png")
+        if plot(result, png, command_line()):
+            print(f"PNG written to {png}")
+        else:
+            print("PNG not written: matplotlib is not installed (pip install 'kpo-finalizer[bench]')")
+    return 0 if all(_as_expected(r) for r in result["results"]) else 1
+
+
+def _as_expected(result: dict[str, Any]) -> bool:
+    """Every task succeeded with its XCom; a paused classic task is expected to wait (not a failure)."""
+    if result["scenario"] == "paused" and result["variant"] == "classic":
+        return True
+    return bool(result["success"] == result["tasks"] and result["xcom_correct"] == result["tasks"])

@@ -118,7 +118,7 @@ def test_e2e_dag_file_parses(tmp_path: Path) -> None:
         **{
             f"bench_{v}_{s}": ["pod_000", "pod_001"]
             for v in ("classic", "finalizing")
-            for s in ("idle", "contention")
+            for s in ("idle", "contention", "paused")
         },
         "bench_fillers": ["filler_000", "filler_001"],
     }
