@@ -128,3 +128,16 @@ async def test_eviction_errors(fake: FakeKube, cluster: KubeCluster) -> None:
         await core.create_namespaced_pod_eviction("p", NS, eviction("q"))
     assert mismatch.value.status == 400
     assert fake.get_pod(NS, "p") is not None
+
+
+async def test_eviction_body_without_kind_is_the_endpoints_type(fake: FakeKube, cluster: KubeCluster) -> None:
+    """Official clients may omit kind/apiVersion (decoded as an Eviction); a wrong kind is refused."""
+    running_pod(fake, "p")
+    core: CoreV1Api = cluster.core
+    with pytest.raises(ApiException) as wrong:
+        await core.create_namespaced_pod_eviction("p", NS, {"kind": "Pod", "metadata": {"name": "p"}})
+    assert wrong.value.status == 400
+    answer = await core.create_namespaced_pod_eviction(
+        "p", NS, {"metadata": {"name": "p"}}, _preload_content=False
+    )
+    assert answer.status == 201

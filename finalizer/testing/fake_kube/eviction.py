@@ -31,8 +31,12 @@ async def handle_eviction(request: web.Request, cluster: Cluster, namespace: str
         body = json.loads(await request.read() or b"null")
     except ValueError as exc:
         return _bad_request(f"the body is not JSON: {exc}")
-    if not isinstance(body, dict) or body.get("kind") != "Eviction":
+    # Like kube-apiserver, a body without kind/apiVersion is decoded as the endpoint's type (the
+    # official Python client sends a V1Eviction without them); another kind is refused.
+    if not isinstance(body, dict) or body.get("kind", "Eviction") != "Eviction":
         return _bad_request("the body must be an Eviction object (policy/v1)")
+    if body.get("apiVersion", "policy/v1") not in ("policy/v1", "policy/v1beta1"):
+        return _bad_request(f"unsupported apiVersion {body.get('apiVersion')!r} for an Eviction")
     meta = body.get("metadata") or {}
     if meta.get("name") not in (None, name):
         return _bad_request(
