@@ -12,8 +12,13 @@ so the outcome is recorded there, before the pod is deleted:
 - **Every other outcome gets a marker** (failure, skip, fail-fast, fallback, or a success with
   nothing pushed). Where the outcome is known before the XCom push, the marker is written
   *before* the push, so "``return_value`` present, no marker" can only mean the success path.
-- The marker holds the job key (ti id, try number, pod uid) and the outcome without its log tail;
-  a marker of another job (another try, another pod of the same name) is ignored.
+- The marker holds the job key (ti id, try number, pod uid) and the outcome without its log tail
+  or empty fields; a marker of another job (another try, another pod of the same name) is ignored.
+- A shared PostgreSQL ledger makes it redundant in the steady state (a re-run finds the job DONE
+  there), but not unnecessary: the ledger is a per-triggerer setting (the default is a local
+  SQLite file), so one triggerer set up differently, a reset ledger or a finished row already
+  deleted loses the record, while Airflow's XCom store is the one every triggerer shares. It
+  costs one small XCom write per task that does not end as a plain success; so it is kept.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ def needed(outcome: Outcome, *, return_value_pushed: bool) -> bool:
 
 
 def encode_marker(spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
-    """The marker XCom value: the job key and the outcome, nothing else (no payload, no log tail)."""
-    return {"job": spec.key, "outcome": outcome.model_dump(mode="json", exclude={"log_tail"})}
+    """The marker XCom value: the job key and the outcome, nothing else (no payload, no log tail,
+    no empty fields): a few hundred bytes, the reason being the largest part."""
+    return {
+        "job": spec.key,
+        "outcome": outcome.model_dump(mode="json", exclude={"log_tail"}, exclude_none=True),
+    }
 
 
 def decode_marker(value: Any, spec: JobSpec) -> Outcome | None:

@@ -134,3 +134,17 @@ def test_success_from_a_stored_return_value_names_the_pod() -> None:
     outcome = markers.from_return_value(_spec())
     assert outcome.kind is OutcomeKind.SUCCESS
     assert "ns/p" in outcome.reason
+
+
+def test_marker_is_the_smallest_record() -> None:
+    """Only the job key and the outcome's set fields: no tail, no None, no payload."""
+    outcome = Outcome(kind=OutcomeKind.SKIPPED, reason="exit 99 is in skip_on_exit_code", exit_code=99)
+    value = markers.encode_marker(_spec(), outcome)
+    assert set(value) == {"job", "outcome"}
+    assert value["outcome"] == {
+        "kind": "skipped",
+        "reason": "exit 99 is in skip_on_exit_code",
+        "event_status": "success",
+        "exit_code": 99,
+    }
+    assert markers.decode_marker(value, _spec()) == outcome
