@@ -32,6 +32,8 @@ from finalizer.ledger.summary import FAILURE_KINDS, InstanceRow, JobRow, LedgerR
 REASON_CHARS = 300
 #: Parked jobs and failures listed (the counts are complete).
 LIST_LIMIT = 10
+#: The outcome shown for a job handed to the worker, in the jobs-by-step table.
+HANDED_OVER = "handed_over"
 
 
 class LedgerNotFoundError(LedgerError):
@@ -130,6 +132,8 @@ def read_rows(conn: sa.Connection, display_url: str) -> LedgerRows:
     handed = _handed_over_column(version)
     # A job handed to the worker is no longer the finalizer's: not in flight, not a failure.
     ours = sa.true() if handed is None else handed.is_(None)
+    # In the table by step: a handed-over job's outcome column says so.
+    shown = kind if handed is None else sa.case((handed.is_not(None), sa.literal(HANDED_OVER)), else_=kind)
     unfinished = sa.and_(jobs.c.step < int(Step.DONE), ours)
     columns = _job_columns(dialect)
     no_instance = ~sa.exists().where(instances.c.id == jobs.c.owner)
@@ -147,7 +151,7 @@ def read_rows(conn: sa.Connection, display_url: str) -> LedgerRows:
         step_counts=[
             (int(step), k, int(n))
             for step, k, n in conn.execute(
-                sa.select(jobs.c.step, kind, sa.func.count()).group_by(jobs.c.step, kind)
+                sa.select(jobs.c.step, shown, sa.func.count()).group_by(jobs.c.step, shown)
             )
         ],
         in_flight_by_owner=[

@@ -158,7 +158,8 @@ def _spec(n: int) -> JobSpec:
 
 
 async def _populate(url: str) -> None:
-    """Two live jobs on a live instance, one on a dead one, one parked by a drain, two done."""
+    """Two live jobs on a live instance, one on a dead one, one parked by a drain, two done, one
+    handed to the worker."""
     ledger = await Ledger.connect(url)
     try:
         live = await ledger.register_instance("live-host", 101)
@@ -180,6 +181,10 @@ async def _populate(url: str) -> None:
         )
         bad = await ledger.advance(bad, Step.XCOM_PERSISTED, xcom=SECRET, outcome=failed)
         await ledger.advance(bad, Step.DONE)
+        await ledger.submit(_spec(7), live)
+        assert (
+            await ledger.hand_over(_spec(7).key, "fallback_to_worker: the worker ends the task") is not None
+        )
         await backdate(ledger, dead, 3600)
         await ledger.unregister(drained)  # what a drain does: its jobs are adoptable at once
         assert first.owner == live
@@ -254,6 +259,7 @@ def test_status_json_reports_a_real_ledger_and_writes_nothing(
     counts = {(c["step"], c["outcome"]): c["count"] for c in report["jobs"]}
     assert counts == {
         ("REGISTERED", None): 3,
+        ("REGISTERED", "handed_over"): 1,  # not in flight, not a failure: the worker's now
         ("COMPLETION_SEEN", None): 1,
         ("DONE", "failed"): 1,
         ("DONE", "success"): 1,
@@ -263,6 +269,7 @@ def test_status_json_reports_a_real_ledger_and_writes_nothing(
     assert [(f["pod"], f["outcome"], f["reason"]) for f in report["failures"]] == [
         ("jobs/load-6", "failed", "exit code 3: config missing")
     ]
+    assert report["handed_over"] == 1
     assert report["stale_threshold"] == 30.0
     assert _database_dump(populated) == before
 
@@ -286,12 +293,12 @@ def test_status_text_reads_the_configured_ledger(
     assert "alive = heartbeat within 7200s" in out
     assert "DEAD" not in out
     assert (
-        "Jobs: 6 in total, 4 in flight (3 on live instances, 0 awaiting adoption from dead ones, 1 parked)"
+        "Jobs: 7 in total, 4 in flight (3 on live instances, 0 awaiting adoption from dead ones, 1 parked)"
         in out
     )
     assert "Oldest in flight: etl.load_1 run manual_1 try 1, pod jobs/load-1, step REGISTERED" in out
     assert "Parked by a drain: 1\n  etl.load_4 run manual_1 try 1, pod jobs/load-4" in out
-    assert "Handed to the worker:" in out
+    assert "Handed to the worker: 1\n" in out
     assert "etl.load_6 run manual_1 try 1, pod jobs/load-6: failed: exit code 3: config missing" in out
 
 
