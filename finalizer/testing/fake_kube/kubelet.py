@@ -3,17 +3,7 @@
 Lets the upstream ``KubernetesPodOperator`` on a worker and the demo run unattended: a pod created
 over HTTP is scheduled and started after ``start_delay``, runs ``fake-kube/run-seconds``, writes
 ``fake-kube/xcom`` into the XCom volume and ends its first container with ``fake-kube/exit-code``.
-Annotations (all optional):
-
-=================================  ===============================================================
-``fake-kube/run-seconds``          seconds the base container runs (default ``run_seconds``)
-``fake-kube/exit-code``            base container exit code (default 0)
-``fake-kube/xcom``                 content of ``/airflow/xcom/return.json`` (written before exit)
-``fake-kube/termination-message``  the base container's termination message
-``fake-kube/logs``                 newline-separated base container log lines
-``fake-kube/image-pull``           ``ErrImagePull`` | ``ImagePullBackOff`` | ``InvalidImageName``
-``fake-kube/unschedulable``        a scheduler message; the pod stays Pending
-=================================  ===============================================================
+Its annotations, all optional, are ``ANNOTATIONS`` (``kpo-finalizer fake-kube --help`` lists them).
 """
 
 from __future__ import annotations
@@ -24,6 +14,16 @@ from finalizer.testing.fake_kube import lifecycle
 from finalizer.testing.fake_kube.cluster import Cluster
 
 PREFIX = "fake-kube/"
+#: Every annotation the auto-kubelet reads (key after ``PREFIX``) and what it does.
+ANNOTATIONS: dict[str, str] = {
+    "run-seconds": "seconds the base container runs (default 0.2)",
+    "exit-code": "the base container's exit code (default 0)",
+    "xcom": "content of /airflow/xcom/return.json, written before the container ends",
+    "termination-message": "the base container's termination message",
+    "logs": "the base container's log, one line per line",
+    "image-pull": "ErrImagePull, ImagePullBackOff or InvalidImageName: the image never pulls",
+    "unschedulable": "a scheduler message: the pod stays Pending, unschedulable",
+}
 
 
 @dataclass(slots=True)
