@@ -44,11 +44,13 @@ class Options:
             raise ValueError(f"--fault-rate must be within (0, 1), got {self.fault_rate}")
 
 
-def worker_agent() -> str:
-    """The User-Agent of a worker's Kubernetes client (the provider's sync ``kubernetes`` library)."""
+def worker_agents() -> frozenset[str]:
+    """The User-Agents a worker's Kubernetes client sends: the provider's sync ``kubernetes``
+    library's, and none at all on its exec (websocket-client sends no User-Agent). The
+    triggerer's kubernetes_asyncio sends its own on every request, exec included."""
     from kubernetes import client
 
-    return str(client.ApiClient().user_agent)
+    return frozenset({str(client.ApiClient().user_agent), ""})
 
 
 def run(options: Options, say: Any = print) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def run(options: Options, say: Any = print) -> dict[str, Any]:
             kills=options.kills,
             tasks=options.tasks,
             fault_rate=options.fault_rate,
-            worker_agent=worker_agent(),
+            worker_agents=worker_agents(),
             say=say,
         )
         try:

@@ -4,8 +4,10 @@ A task passes when it reached its expected terminal state through exactly one te
 its ``return_value`` XCom is present once and equal to what the pod wrote (absent when it wrote
 none), its pod was deleted (or kept and labelled ``already_checked=True``), no DELETE reached the
 pod before its XCom was stored, and no request of the triggerer's client touched the pod after
-the task was handed to a worker. The facts come from the metadata DB's audit tables
-(``chaos_audit``) and the fake's request log; nothing is taken from the code under test.
+the task was handed to a worker; and it was handed to a worker only where that is its expected
+path (a short ledger outage, a kill or Kubernetes faults must not send it there). The facts come
+from the metadata DB's audit tables (``chaos_audit``) and the fake's request log; nothing is taken
+from the code under test.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ TERMINAL = frozenset({"success", "failed", "skipped", "up_for_retry", "upstream_
 KEPT_LABEL = ("already_checked", "True")
 #: Verbs that act on one pod (a namespace LIST or WATCH is nobody's action on a given pod).
 POD_VERBS = frozenset({"get", "exec", "log", "delete", "patch", "update"})
+#: The kinds of violation, each a ``Verdict`` flag.
+VIOLATIONS = (
+    "lost",
+    "doubled",
+    "leaked",
+    "wrong_state",
+    "early_delete",
+    "after_handover",
+    "needless_handover",
+)
 
 
 class _Absent:
@@ -39,6 +51,8 @@ class Expect:
     state: str
     xcom: Any = NO_XCOM
     keep_pod: bool = False
+    #: Handed to a worker: True = must be (its policy asks), False = must not be, None = either.
+    worker: bool | None = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +94,7 @@ class Verdict:
     wrong_state: bool = False
     early_delete: bool = False
     after_handover: bool = False
+    needless_handover: bool = False
     reasons: tuple[str, ...] = ()
 
     @property
@@ -124,6 +139,8 @@ def check(expect: Expect, facts: Facts) -> Verdict:
     ends = terminal_transitions(facts.transitions)
     if ends > 1:
         fail("doubled", f"{ends} terminal transitions")
+    elif ends == 0:
+        fail("wrong_state", "no terminal transition in the state timeline")
     for key, count in Counter(key for key, _ in facts.xcoms).items():
         if count > 1:
             fail("doubled", f"XCom {key!r} stored {count} times")
@@ -140,6 +157,21 @@ def check(expect: Expect, facts: Facts) -> Verdict:
     return Verdict(**flags, reasons=tuple(reasons))
 
 
+def summary(expect: Expect, facts: Facts, verdict: Verdict) -> dict[str, Any]:
+    """One task's line in the JSON: what was expected, what was seen, and why it failed if it did."""
+    return {
+        "expected_state": expect.state,
+        "state": facts.state,
+        "timeline": " > ".join(str(t.new) for t in facts.transitions),
+        "xcom_keys": sorted(key for key, _ in facts.xcoms),
+        "xcom_inserts": len(facts.xcom_inserts),
+        "pod_exists": facts.pod_exists,
+        "requests": dict(Counter(("worker " if r.worker else "") + r.verb for r in facts.requests)),
+        "handed_over": handed_over_at(facts.transitions) is not None,
+        "reasons": list(verdict.reasons),
+    }
+
+
 def _check_pod(expect: Expect, facts: Facts, fail: Any) -> None:
     if not expect.keep_pod:
         if facts.pod_exists:
@@ -152,12 +184,18 @@ def _check_pod(expect: Expect, facts: Facts, fail: Any) -> None:
 
 
 def _check_requests(expect: Expect, facts: Facts, fail: Any) -> None:
-    deletes = [r.at for r in facts.requests if r.verb == "delete"]
+    # The finalizer's DELETEs only: a worker's classic re-entry (the provider's trigger_reentry)
+    # deletes the pod in its cleanup before the task runner stores the returned value.
+    deletes = [r.at for r in facts.requests if r.verb == "delete" and not r.worker]
     if expect.xcom is not NO_XCOM and deletes:
         first_store = min((at for key, at in facts.xcom_inserts if key == "return_value"), default=None)
         if first_store is None or min(deletes) < first_store:
             fail("early_delete", "a DELETE reached the pod before its XCom was stored")
     handover = handed_over_at(facts.transitions)
+    if expect.worker is True and handover is None:
+        fail("wrong_state", "not handed to a worker although its policy asks for one")
+    if expect.worker is False and handover is not None:
+        fail("needless_handover", "handed to a worker where the triggerer had to finish it")
     if handover is None:
         return
     late = [r for r in facts.requests if not r.worker and r.verb in POD_VERBS and r.at > handover]

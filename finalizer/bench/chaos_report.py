@@ -9,12 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from finalizer.bench.chaos_checks import Verdict
+from finalizer.bench.chaos_checks import VIOLATIONS, Verdict
 from finalizer.bench.chaos_scenarios import ScenarioResult
 from finalizer.bench.report import percentile, render_table
-
-#: Violation counters, in column order (each a ``Verdict`` flag).
-VIOLATIONS = ("lost", "doubled", "leaked", "wrong_state", "early_delete", "after_handover")
 
 
 def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
@@ -37,6 +34,7 @@ def row(result: ScenarioResult) -> dict[str, Any]:
         "recovery_max_s": max(recovery) if recovery else None,
         "failures": {key: list(v.reasons) for key, v in result.verdicts.items() if not v.ok},
         "notes": list(result.notes),
+        "tasks_seen": dict(result.records),
     }
 
 
@@ -64,6 +62,7 @@ HEADERS = (
     "wrong state",
     "DELETE before XCom",
     "touched after handover",
+    "needless handover",
     "recovery p50 / max (s)",
 )
 

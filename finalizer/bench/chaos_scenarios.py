@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finalizer.bench import chaos_tasks as tasks
-from finalizer.bench.chaos_checks import NO_XCOM, Expect, Verdict, check
+from finalizer.bench.chaos_checks import NO_XCOM, Expect, Verdict, check, summary
 from finalizer.bench.chaos_triggerers import Triggerers
 from finalizer.bench.chaos_world import NAMESPACE, World
 
@@ -44,7 +44,7 @@ class Context:
     kills: int
     tasks: int
     fault_rate: float
-    worker_agent: str
+    worker_agents: frozenset[str]
     say: Any = print
 
 
@@ -60,6 +60,7 @@ class ScenarioResult:
     unsettled: int = 0
     recovery: list[float] = field(default_factory=list)
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # "run/task" -> verdict
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # "run/task" -> chaos_checks.summary
     notes: list[str] = field(default_factory=list)
 
 
@@ -111,7 +112,7 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], tasks.Drive, Expect, bool]] = {
     "to_worker": (
         {"finalization": {"fallback_to_worker": True}},
         tasks.write_and_exit('{"via": "worker"}'),
-        Expect("success", {"via": "worker"}),
+        Expect("success", {"via": "worker"}, worker=True),
         True,
     ),
 }
@@ -160,7 +161,12 @@ def _end_pods_over(ctx: Context, run: tasks.Run, window: float) -> threading.Thr
 
 
 def _finish(
-    ctx: Context, res: ScenarioResult, run: tasks.Run, since: float, end_fault: Callable[[], None]
+    ctx: Context,
+    res: ScenarioResult,
+    run: tasks.Run,
+    since: float,
+    end_fault: Callable[[], None],
+    before_resume: Callable[[], None] | None = None,
 ) -> None:
     """Settle, end the fault, resume handed-over tasks with a worker, judge every task."""
     done = tasks.wait_settled(run, SETTLE_TIMEOUT, ctx.triggerers.keep_alive)
@@ -172,8 +178,14 @@ def _finish(
         )
     else:
         res.recovery.append(max(0.0, done - since))
+    if before_resume is not None:
+        before_resume()
     tasks.resume(ctx.world, run)
     res.handed_over += len(run.handed_over)
+    if run.handed_over:
+        res.notes.append(
+            f"{run.run_id}: {len(run.handed_over)} of {len(run.tasks)} task(s) handed to a worker"
+        )
     _judge(ctx, res, run)
 
 
@@ -189,9 +201,11 @@ def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> None:
 
     with contextlib.suppress(TimeoutError):  # a DELETE is applied at once: a last cleanup's moment
         wait_for(pods_gone, 10, 0.2, "pods deleted")
-    found = tasks.facts(ctx.world, run, ctx.worker_agent)
+    found = tasks.facts(ctx.world, run, ctx.worker_agents)
     for task_id, expect in tasks.expected(run).items():
-        res.verdicts[f"{run.run_id}/{task_id}"] = check(expect, found[task_id])
+        key = f"{run.run_id}/{task_id}"
+        res.verdicts[key] = verdict = check(expect, found[task_id])
+        res.records[key] = summary(expect, found[task_id], verdict)
 
 
 def _no_fault() -> None:
@@ -274,8 +288,23 @@ def kube_faults(ctx: Context) -> ScenarioResult:
     return res
 
 
-def _outage(ctx: Context, res: ScenarioResult, proxy: Any, mode: str, seconds: float, label: str) -> None:
-    run = _start(ctx, res, label, tasks.plain_cases(f"{res.name}_{label}", max(1, ctx.tasks)))
+def _outage(
+    ctx: Context,
+    res: ScenarioResult,
+    proxy: Any,
+    mode: str,
+    seconds: float,
+    label: str,
+    *,
+    long: bool = False,
+) -> None:
+    """Break ``proxy`` for ``seconds`` while the run's pods end. Past ``ledger_deadline`` (``long``)
+    a task may go to a worker; then, before any worker resumes it, the triggerer is SIGKILLed and
+    replaced, and the new one has an adoption window in which it must leave those pods alone."""
+    cases = tasks.plain_cases(f"{res.name}_{label}", max(1, ctx.tasks))
+    if long:
+        cases = [tasks.with_expect(c, worker=None) for c in cases]
+    run = _start(ctx, res, label, cases)
     _wait_followed(ctx, run)
     proxy.set_mode(mode)
     res.faults += 1
@@ -285,7 +314,18 @@ def _outage(ctx: Context, res: ScenarioResult, proxy: Any, mode: str, seconds: f
     ended = time.time()
     ender.join()
     ctx.say(f"[{res.name}] {mode} for {seconds:g} s over")
-    _finish(ctx, res, run, ended, _no_fault)
+
+    def kill_before_the_worker() -> None:
+        if "scheduled" not in tasks.states(run).values():
+            return
+        ctx.triggerers.kill(ctx.triggerers.ensure())
+        res.kills += 1
+        ctx.triggerers.start()
+        # The observation window: the killed instance's jobs are stale by now and the new one runs
+        # an adoption round every second; it must not take a handed-over job in any of them.
+        time.sleep(ctx.world.timing.finalizer_stale_threshold + 3.0)
+
+    _finish(ctx, res, run, ended, _no_fault, kill_before_the_worker if long else None)
 
 
 def ledger_outage(ctx: Context) -> ScenarioResult:
@@ -294,7 +334,9 @@ def ledger_outage(ctx: Context) -> ScenarioResult:
     deadline = ctx.world.timing.ledger_deadline
     for mode in ("refuse", "blackhole"):
         for length, seconds in (("short", 0.4 * deadline), ("long", 2.0 * deadline)):
-            _outage(ctx, res, ctx.world.ledger_proxy, mode, seconds, f"{mode}_{length}")
+            _outage(
+                ctx, res, ctx.world.ledger_proxy, mode, seconds, f"{mode}_{length}", long=length == "long"
+            )
     return res
 
 

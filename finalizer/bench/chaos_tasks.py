@@ -202,7 +202,7 @@ def resume(world: World, run: Run) -> None:
             )
 
 
-def facts(world: World, run: Run, worker_agent: str) -> dict[str, Facts]:
+def facts(world: World, run: Run, worker_agents: frozenset[str]) -> dict[str, Facts]:
     """task id → what Airflow and the fake cluster show for it now."""
     from finalizer.bench import chaos_audit
     from finalizer.testing.polling import current_ti
@@ -226,7 +226,7 @@ def facts(world: World, run: Run, worker_agent: str) -> dict[str, Facts]:
             pod_exists=pod is not None and not deleting,
             pod_labels=dict((pod or {}).get("metadata", {}).get("labels") or {}),
             requests=tuple(
-                PodRequest(r.verb, r.time, r.status, r.user_agent == worker_agent)
+                PodRequest(r.verb, r.time, r.status, r.user_agent in worker_agents)
                 for r in requests
                 if r.namespace == NAMESPACE and r.name == task.pod
             ),
