@@ -52,7 +52,7 @@ def plot(result: dict[str, Any], path: str | Path, title: str) -> bool:
             ax.axhline(bound, color="black", linestyle="--", linewidth=0.7)
         ax.set_title(f"scenario: {scenario}", fontsize=9)
         ax.set_ylabel("pod alive after\nbase end (s)")
-        ax.legend(loc="upper left", fontsize=7)
+        ax.legend(loc="center right", fontsize=7)
     axes[-1][0].set_xlabel("task index")
     fig.suptitle(textwrap.fill(title, 150), fontsize=8)
     fig.tight_layout()
