@@ -313,6 +313,12 @@ def _add_bench_chaos(bsub: Any) -> None:
         default=5.0,
         help="the finalizer's ledger_deadline in seconds; outages last 0.4x and 2x it (default 5)",
     )
+    chaos.add_argument(
+        "--metadb-outage",
+        type=_positive_float,
+        default=8.0,
+        help="seconds each metadata-DB outage lasts, refused then black-holed (default 8)",
+    )
     chaos.add_argument("--json", dest="json_path", default="bench-chaos.json", help="write the results here")
     chaos.add_argument("--keep", action="store_true", help="keep the temporary home (triggerer, worker logs)")
 
@@ -327,6 +333,7 @@ def _bench_chaos(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         tasks=args.tasks,
         fault_rate=args.fault_rate,
         ledger_deadline=args.ledger_deadline,
+        metadb_outage=args.metadb_outage,
         keep=args.keep,
     )
     try:

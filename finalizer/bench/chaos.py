@@ -30,6 +30,7 @@ class Options:
     tasks: int = 4
     fault_rate: float = 0.2
     ledger_deadline: float = 5.0
+    metadb_outage: float = 8.0
     keep: bool = False
 
     def check(self) -> None:
@@ -74,6 +75,7 @@ def run(options: Options, say: Any = print) -> dict[str, Any]:
             kills=options.kills,
             tasks=options.tasks,
             fault_rate=options.fault_rate,
+            metadb_outage=options.metadb_outage,
             worker_agents=worker_agents(),
             say=say,
         )

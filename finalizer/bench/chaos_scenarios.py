@@ -44,6 +44,7 @@ class Context:
     kills: int
     tasks: int
     fault_rate: float
+    metadb_outage: float
     worker_agents: frozenset[str]
     say: Any = print
 
@@ -344,7 +345,7 @@ def metadb_outage(ctx: Context) -> ScenarioResult:
     res = ScenarioResult("metadb-outage")
     ctx.triggerers.ensure()
     for mode in ("refuse", "blackhole"):
-        _outage(ctx, res, ctx.world.metadb_proxy, mode, 8.0, mode)
+        _outage(ctx, res, ctx.world.metadb_proxy, mode, ctx.metadb_outage, mode)
     return res
 
 
