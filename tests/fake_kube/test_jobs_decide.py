@@ -213,7 +213,23 @@ CASES: list[tuple[str, JobView, list[PodView], Tally, dict[str, Any]]] = [
         replace(JOB, suspended=True, start=None),
         [running("a", ready=False)],
         Tally(),
-        {"condition": ("Suspended", "JobSuspended", "Job suspended"), "delete": ("a",), "active": 1},
+        {
+            "condition": ("Suspended", "JobSuspended", "Job suspended"),
+            "delete": ("a",),
+            "uncounted": True,
+            "active": 1,
+        },
+    ),
+    (
+        "resumed: Suspended turns False, the clock restarts",
+        replace(JOB, conditions={"Suspended": "JobSuspended"}),
+        [],
+        Tally(),
+        {
+            "condition": ("Suspended", "JobResumed", "Job resumed"),
+            "condition_status": "False",
+            "set_start": True,
+        },
     ),
     (
         "finished: only counters",

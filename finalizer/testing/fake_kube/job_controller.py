@@ -7,7 +7,8 @@ and the ``job-tracking`` finalizer (removed once counted), remaining pods delete
 and conditions written. The fake kubelet runs those pods as any other (``fake-kube/…`` annotations
 of the template apply to each pod), and runs them only when the auto-kubelet is on; otherwise a test
 drives each pod. Not simulated: ``restartPolicy: OnFailure`` container restarts (a failed container
-fails its pod), ``podFailurePolicy``, ``backoffLimitPerIndex``, success policies, PATCH of a Job.
+fails its pod), ``podFailurePolicy``, ``backoffLimitPerIndex``, success policies, deleting pods
+beyond a lowered ``parallelism`` (new pods respect it), ``ttlSecondsAfterFinished``, Job events.
 
 Deletion follows the API's ``propagationPolicy``: ``Background`` removes the Job at once and then
 deletes its pods; ``Foreground`` keeps it (``deletionTimestamp``, ``foregroundDeletion`` finalizer)
@@ -44,6 +45,8 @@ class _Track:
     seen: dict[str, int | None] = field(default_factory=dict)
     last_failure: float | None = None
     wake_at: float | None = None
+    #: pod uids deleted by a suspension: never counted.
+    uncounted: set[str] = field(default_factory=set)
 
 
 def _epoch(text: str | None) -> float | None:
@@ -145,7 +148,7 @@ class JobController:
             present.add(pod_uid)
             phase = pod["status"].get("phase")
             if phase in ("Succeeded", "Failed"):
-                if pod_uid not in track.counted:
+                if pod_uid not in track.counted and pod_uid not in track.uncounted:
                     track.counted[pod_uid] = (phase, _index(pod))
                     if phase == "Failed":
                         track.last_failure = now
@@ -154,10 +157,10 @@ class JobController:
             else:
                 track.seen[pod_uid] = _index(pod)
         for gone, index in list(track.seen.items()):
-            if gone not in present and gone not in track.counted:
+            if gone not in present and gone not in track.counted and gone not in track.uncounted:
                 track.counted[gone] = ("Failed", index)
                 track.last_failure = now
-        for done in track.counted:
+        for done in (*track.counted, *track.uncounted):
             track.seen.pop(done, None)
 
     @staticmethod
@@ -214,6 +217,8 @@ class JobController:
         for name in plan.delete:
             victim = self.cluster.store.get(namespace, name)
             if victim is not None and "deletionTimestamp" not in victim["metadata"]:
+                if plan.uncounted:
+                    track.uncounted.add(victim["metadata"]["uid"])
                 self.cluster.api_delete(namespace, name, None)
         tally = self._tally(track)
         indexed = job["spec"].get("completionMode") == "Indexed"
@@ -239,16 +244,20 @@ class JobController:
             if plan.condition is not None:
                 type_, reason, message = plan.condition
                 stamp = timestamp()
-                status.setdefault("conditions", []).append(
-                    {
-                        "type": type_,
-                        "status": "True",
-                        "lastProbeTime": stamp,
-                        "lastTransitionTime": stamp,
-                        "reason": reason,
-                        "message": message,
-                    }
-                )
+                entry = {
+                    "type": type_,
+                    "status": plan.condition_status,
+                    "lastProbeTime": stamp,
+                    "lastTransitionTime": stamp,
+                    "reason": reason,
+                    "message": message,
+                }
+                listed = status.setdefault("conditions", [])
+                same = [i for i, c in enumerate(listed) if c.get("type") == type_]
+                if same:
+                    listed[same[0]] = entry
+                else:
+                    listed.append(entry)
                 if type_ == "Complete":
                     status["completionTime"] = stamp
 

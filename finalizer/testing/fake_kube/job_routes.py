@@ -1,4 +1,4 @@
-"""HTTP handlers for ``/apis/batch/v1/…/jobs``: LIST/WATCH, GET (and ``/status``), CREATE, DELETE.
+"""HTTP handlers for ``/apis/batch/v1/…/jobs``: LIST/WATCH, GET (and ``/status``), CREATE, PATCH, DELETE.
 
 Answers as kube-apiserver gives them for the batch group: ``jobs.batch "x" not found``, a 422 with
 ``details.causes`` for an invalid Job, the ``Success`` Status of a Job deleted at once, the Job
@@ -16,10 +16,11 @@ from aiohttp import web
 from finalizer.testing.fake_kube import job_spec, lifecycle
 from finalizer.testing.fake_kube.job_controller import POLICIES, JobController
 from finalizer.testing.fake_kube.jobs import JOB_FIELDS
-from finalizer.testing.fake_kube.routes import CLUSTER_KEY, list_or_watch_store
+from finalizer.testing.fake_kube.routes import CLUSTER_KEY, list_or_watch_store, merge_patch
 from finalizer.testing.fake_kube.wire import JSON, json_response, parse_bool, status_body, status_response
 
 JOBS_KEY = web.AppKey("jobs", JobController)
+IMMUTABLE_META = ("uid", "name", "namespace", "creationTimestamp", "resourceVersion", "generation")
 
 #: kube-apiserver's warning for a Job DELETE that names no propagation policy.
 ORPHAN_WARNING = (
@@ -84,13 +85,7 @@ async def create_job(request: web.Request) -> web.Response:
     errors = job_spec.validate(body)
     name = str(meta.get("name") or "")
     if errors:
-        causes = [{"reason": e.reason, "message": e.message, "field": e.field} for e in errors]
-        return status_response(
-            422,
-            job_spec.invalid_message(name, errors),
-            "Invalid",
-            {"name": name, "group": "batch", "kind": "Job", "causes": causes},
-        )
+        return _invalid(name, errors)
     if controller.jobs.get(namespace, name) is not None:
         return status_response(409, f'jobs.batch "{name}" already exists', "AlreadyExists", _details(name))
     job = controller.jobs.add(namespace, body)
@@ -158,6 +153,70 @@ async def delete_job(request: web.Request) -> web.Response:
     return response
 
 
+_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+
+
+def _invalid(name: str, errors: list[job_spec.FieldError]) -> web.Response:
+    causes = [{"reason": e.reason, "message": e.message, "field": e.field} for e in errors]
+    return status_response(
+        422,
+        job_spec.invalid_message(name, errors),
+        "Invalid",
+        {"name": name, "group": "batch", "kind": "Job", "causes": causes},
+    )
+
+
+async def patch_job(request: web.Request) -> web.Response:
+    """Merge patch (strategic merge treated alike, as for pods): labels, parallelism, suspend, …"""
+    controller = _controller(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+    if content_type not in _PATCH_TYPES:
+        return status_response(
+            415,
+            "the body of the request was in an unknown format - accepted media types include: "
+            + ", ".join(_PATCH_TYPES),
+            "UnsupportedMediaType",
+        )
+    current = controller.jobs.get(namespace, name)
+    if current is None:
+        return _not_found(name)
+    try:
+        patch = await _body(request)
+    except ValueError as exc:
+        return status_response(400, f"error decoding patch: {exc}", "BadRequest")
+    if not isinstance(patch, dict):
+        return status_response(400, "patch must be a JSON object", "BadRequest")
+    wanted = patch.get("metadata") or {}
+    if wanted.get("uid") not in (None, current["metadata"]["uid"]):
+        invalid = f'Invalid value: "{wanted["uid"]}": field is immutable'
+        return status_response(422, f'Job.batch "{name}" is invalid: metadata.uid: {invalid}', "Invalid")
+    if wanted.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+        message = (
+            f'Operation cannot be fulfilled on jobs.batch "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again"
+        )
+        return status_response(409, message, "Conflict", _details(name))
+    merged = merge_patch(current, patch)
+    for key in IMMUTABLE_META:
+        merged["metadata"][key] = current["metadata"].get(key)
+    merged["metadata"] = {k: v for k, v in merged["metadata"].items() if v is not None}
+    merged["status"] = current.get("status") or {}  # the status subresource is the controller's
+    merged.pop("kind", None)
+    merged.pop("apiVersion", None)
+    errors = job_spec.validate_update(current, merged)
+    if errors:
+        return _invalid(name, errors)
+    if merged.get("spec") != current.get("spec"):
+        merged["metadata"]["generation"] = int(current["metadata"].get("generation") or 1) + 1
+
+    def apply(job: JSON) -> None:
+        job.clear()
+        job.update(merged)
+
+    return _job_response(controller, controller.jobs.update(namespace, name, apply))
+
+
 async def discovery(request: web.Request) -> web.Response:
     verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
     return json_response(
@@ -188,4 +247,5 @@ def add_job_routes(app: web.Application) -> None:
     app.router.add_post(jobs, create_job)
     app.router.add_get(jobs + "/{name}", get_job)
     app.router.add_get(jobs + "/{name}/status", get_job)
+    app.router.add_patch(jobs + "/{name}", patch_job)
     app.router.add_delete(jobs + "/{name}", delete_job)

@@ -8,6 +8,7 @@ them back: ``parallelism``/``completions``/``backoffLimit`` and the ``controller
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -83,8 +84,14 @@ def _int_field(spec: JSON, key: str, errors: list[FieldError]) -> int | None:
     return value
 
 
-def validate(job: JSON) -> list[FieldError]:
-    """The field errors a real API server answers 422 for (the subset this fake can simulate)."""
+#: Spec fields an update may not change (``ValidateJobUpdate``; elastic Indexed Jobs aside).
+IMMUTABLE_SPEC = ("template", "selector", "completions", "completionMode", "manualSelector")
+
+
+def validate(job: JSON, *, creating: bool = True) -> list[FieldError]:
+    """The field errors a real API server answers 422 for (the subset this fake can simulate).
+
+    On an update (``creating=False``) the stored, generated selector is not the client's."""
     errors: list[FieldError] = []
     meta = job.get("metadata") or {}
     name = meta.get("name") or ""
@@ -110,6 +117,8 @@ def validate(job: JSON) -> list[FieldError]:
     if policy not in RESTART_POLICIES:
         errors.append(_unsupported("spec.template.spec.restartPolicy", policy, RESTART_POLICIES))
     selector = spec.get("selector")
+    if not creating:
+        return errors
     if spec.get("manualSelector") is True:
         if not selector:
             errors.append(_required("spec.selector"))
@@ -132,6 +141,16 @@ def validate(job: JSON) -> list[FieldError]:
                     )
     elif selector:
         errors.append(_invalid("spec.selector", selector, "`selector` not auto-generated"))
+    return errors
+
+
+def validate_update(old: JSON, new: JSON) -> list[FieldError]:
+    """``validate`` of the updated Job, plus the fields that may not change."""
+    errors = validate(new, creating=False)
+    for key in IMMUTABLE_SPEC:
+        before, after = (old.get("spec") or {}).get(key), (new.get("spec") or {}).get(key)
+        if before != after:
+            errors.append(_invalid(f"spec.{key}", json.dumps(after, sort_keys=True), "field is immutable"))
     return errors
 
 

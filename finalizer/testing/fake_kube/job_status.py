@@ -6,7 +6,8 @@ Follows ``pkg/controller/job`` of Kubernetes 1.31+: a Job that met its success c
 it get the terminal ``Complete`` / ``Failed`` (one condition per sync, as the controller writes one
 status update per sync). Pods are created up to ``parallelism`` (never more than the completions
 still missing; for a work queue, ``completions`` unset, none after the first success), replacements
-after an exponential back-off from the last failure.
+after an exponential back-off from the last failure. A suspended Job's pods are deleted uncounted;
+resuming it restarts its clock (``startTime``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ BACKOFF_LIMIT = ("BackoffLimitExceeded", "Job has reached the specified backoff 
 DEADLINE = ("DeadlineExceeded", "Job was active longer than specified deadline")
 COMPLETED = ("CompletionsReached", "Reached expected number of succeeded pods")
 SUSPENDED = ("JobSuspended", "Job suspended")
+RESUMED = ("JobResumed", "Job resumed")
 TERMINAL = ("Complete", "Failed")
 
 
@@ -65,8 +67,11 @@ class Tally:
 class Plan:
     create: tuple[int | None, ...] = ()
     delete: tuple[str, ...] = ()
-    #: (type, reason, message) of the one condition to add now.
+    #: (type, reason, message) of the one condition to set now (added, or replacing its type's).
     condition: tuple[str, str, str] | None = None
+    condition_status: str = "True"
+    #: The pods in ``delete`` go uncounted (suspension: they are neither failures nor completions).
+    uncounted: bool = False
     set_start: bool = False
     #: Epoch seconds at which to sync again though nothing changed (back-off end, deadline).
     wake_at: float | None = None
@@ -114,7 +119,10 @@ def decide(job: JobView, pods: Sequence[PodView], tally: Tally, now: float, back
     names = tuple(p.name for p in active)
     if job.suspended:
         condition = None if "Suspended" in job.conditions else ("Suspended", *SUSPENDED)
-        return replace(base, delete=names, condition=condition)
+        return replace(base, delete=names, condition=condition, uncounted=True)
+    if "Suspended" in job.conditions:
+        # Resumed: the condition turns False and the clock starts again (startTime is reset).
+        return replace(base, condition=("Suspended", *RESUMED), condition_status="False", set_start=True)
     start = job.start if job.start is not None else now
     base = replace(base, set_start=job.start is None)
     target = job.conditions.get("FailureTarget")
