@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextvars
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from finalizer.config import CONFIG_SECTION, FinalizerConfig
+from finalizer.config import CONFIG_SECTION, ENV_PREFIX, FinalizerConfig
 from finalizer.exceptions import ConfigurationError
 from triggers.policy import POLICY_OPTIONS, policy_config_problems
 from triggers.settings import ConfigReader, airflow_option, env_name, read_options, set_option_sources
@@ -97,14 +98,31 @@ def configured(read: ConfigReader = airflow_option) -> FinalizerConfig:
     return FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields, read))
 
 
+def airflow_installed() -> bool:
+    """Whether Airflow's configuration can be read here (the ``airflow`` extra is optional)."""
+    try:
+        import airflow.configuration  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def standalone_option(key: str) -> str | None:
+    """``KPO_FINALIZER_<KEY>``: the settings of a finalizer run outside Airflow (``from_env``)."""
+    return os.environ.get(ENV_PREFIX + key.upper())
+
+
 def status_source(
-    ledger_url: str | None, state_dir: str | None, read: ConfigReader = airflow_option
+    ledger_url: str | None, state_dir: str | None, read: ConfigReader | None = None
 ) -> tuple[str, float]:
     """The ledger ``status`` reads and the stale threshold it judges instances by.
 
     Explicit arguments win; the rest comes from ``[kpo_finalizer]`` as the triggerer reads it
-    (only the options ``status`` needs, so an unrelated bad value does not hide the status).
+    (only the options ``status`` needs, so an unrelated bad value does not hide the status), or
+    from ``KPO_FINALIZER_*`` where Airflow is not installed.
     """
+    if read is None:
+        read = airflow_option if airflow_installed() else standalone_option
     wanted = ("ledger_url", "state_dir", "heartbeat_interval", "stale_threshold")
     values = read_options(wanted, read)
     if ledger_url is not None:
@@ -163,8 +181,16 @@ def _log_problems(problems: list[Problem]) -> None:
 def run_check_config(
     *, skip_ledger: bool = False, out: TextIO | None = None, read: ConfigReader = airflow_option
 ) -> int:
-    """Print one line per problem and 'OK' lines otherwise; exit 1 on any problem."""
+    """Print one line per problem and 'OK' lines otherwise; exit 1 on any problem, 2 without Airflow."""
     stream = out or sys.stdout
+    if read is airflow_option and not airflow_installed():
+        print(
+            f"kpo-finalizer check-config: Airflow is not installed here, so [{CONFIG_SECTION}] cannot be "
+            "read as the triggerer reads it; run it where the triggerer runs "
+            "(pip install 'kpo-finalizer[airflow]')",
+            file=stream,
+        )
+        return 2
     problems = find_problems(read)
     for problem in problems:
         print(f"PROBLEM {problem.line()}", file=stream)

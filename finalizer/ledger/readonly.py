@@ -9,6 +9,7 @@ payload can hold secrets and never leave the database here.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +207,11 @@ def _read_sqlite(url: sa.URL, display: str, timeout: float) -> LedgerRows:
 
 def _postgres_engine(url: sa.URL, timeout: float) -> AsyncEngine:
     """One connection at a time, every transaction read-only (the server refuses any write)."""
+    if importlib.util.find_spec("asyncpg") is None:  # the driver SQLAlchemy loads for this URL
+        raise LedgerError(
+            "a PostgreSQL ledger needs asyncpg, which is not installed here: "
+            "pip install 'kpo-finalizer[postgres]'"
+        )
     return create_async_engine(
         url,
         poolclass=sa.pool.NullPool,

@@ -197,3 +197,16 @@ def test_report_once_logs_every_problem_at_error_and_counts_them(
     assert "3 problem(s)" in errors[3]
     for option, count in before.items():
         assert METRICS.config_problems.value(option=option) == count + 1
+
+
+def test_check_config_without_airflow_says_where_to_run_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['airflow'] = None\n"
+        "from finalizer.cli import main\n"
+        "sys.exit(main(['check-config']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Airflow is not installed here" in result.stdout
+    assert "Traceback" not in result.stderr

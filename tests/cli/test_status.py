@@ -366,3 +366,33 @@ def test_status_watch_prints_a_report_per_interval(populated: str, tmp_path: Pat
         proc.wait(30)
     assert [r["in_flight"] for r in reports] == [4, 4, 4]
     assert reports[0]["at"] < reports[1]["at"] < reports[2]["at"]
+
+
+def _without(modules: list[str], argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real command line in a process where ``modules`` cannot be imported (an install without them)."""
+    code = (
+        "import sys\n"
+        f"for name in {modules!r}: sys.modules[name] = None\n"
+        "from finalizer.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__KPO", "KPO_FINALIZER_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**environ, **env}, timeout=120
+    )
+
+
+def test_status_without_airflow_reads_the_standalone_settings(tmp_path: Path) -> None:
+    """No ``airflow`` extra: the defaults come from ``KPO_FINALIZER_*``, as a standalone finalizer's do."""
+    anyio.run(_populate, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    env = {"KPO_FINALIZER_STATE_DIR": str(tmp_path), "KPO_FINALIZER_STALE_THRESHOLD": "7200"}
+    result = _without(["airflow", "airflow.configuration"], ["status"], env)
+    assert result.returncode == 0, result.stderr
+    assert "alive = heartbeat within 7200s" in result.stdout
+
+
+def test_status_of_a_postgres_ledger_without_asyncpg_says_what_to_install(tmp_path: Path) -> None:
+    result = _without(["asyncpg"], ["status", "--ledger-url", "postgresql://u:pw@127.0.0.1:1/db"], {})
+    assert result.returncode == 4
+    assert "pip install 'kpo-finalizer[postgres]'" in result.stderr
+    assert "Traceback" not in result.stderr
