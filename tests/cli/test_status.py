@@ -396,3 +396,53 @@ def test_status_of_a_postgres_ledger_without_asyncpg_says_what_to_install(tmp_pa
     assert result.returncode == 4
     assert "pip install 'kpo-finalizer[postgres]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status", "--watch", "0"], "must be more than 0"),
+        (["status", "--watch", "soon"], "expected a number"),
+        (["status", "--ledger-url", "sqlite:///x", "--state-dir", "d"], "not allowed with argument"),
+    ],
+)
+def test_bad_arguments_are_refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_watch_keeps_going_when_a_read_fails(tmp_path: Path) -> None:
+    """A ledger that is not there (yet) is said on every round; the watch goes on until stopped."""
+    missing = tmp_path / "later" / "ledger.sqlite3"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "finalizer.cli",
+            "status",
+            "--ledger-url",
+            f"sqlite:///{missing}",
+            "--watch",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")},
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while len(lines) < 2:  # ours, not whatever else the process warns about on stderr
+            line = proc.stderr.readline()
+            assert line, "the watch ended"
+            if line.startswith("kpo-finalizer status:"):
+                lines.append(line)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert all(f"no ledger file at {missing}" in line for line in lines), lines
+    assert not missing.parent.exists()
