@@ -98,6 +98,9 @@ class FinalizerConfig(BaseModel):
     xcom_max_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Most bytes of a container's log written to the task log; then one "truncated" line.
     log_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    #: Write the ``__kpo_finalizer_outcome`` XCom (decisions/marker.py); false only with a shared
+    #: PostgreSQL ledger, which then is the only record a re-run trigger finds.
+    outcome_marker: bool = True
     #: On shutdown, wait this long for in-flight jobs before parking them.
     drain_timeout: float = Field(default=30.0, ge=0)
     #: XCom calls in flight at once through the triggerer's supervisor (it serves them one at a
@@ -117,6 +120,11 @@ class FinalizerConfig(BaseModel):
             raise ValueError(
                 f"stale_threshold ({self.stale_threshold}s) must exceed heartbeat_interval "
                 f"({self.heartbeat_interval}s), or live instances would be taken for dead"
+            )
+        if not self.outcome_marker and not self.resolved_ledger_url.startswith("postgresql"):
+            raise ValueError(
+                "outcome_marker = false needs a PostgreSQL ledger shared by every triggerer: with a "
+                "local SQLite ledger a re-run trigger on another triggerer finds no record"
             )
         return self
 

@@ -368,7 +368,7 @@ class Pipeline:
     ) -> dict[str, Any]:
         """Write the marker of ``outcome``; not again when ``unless`` (written earlier) says the same."""
         value = marker.encode_marker(spec, outcome)
-        if value == unless:
+        if value == unless or not self._config.outcome_marker:
             return value
         await self._io(
             "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, marker.MARKER_KEY, value)

@@ -1,0 +1,102 @@
+"""The pipeline's container log through a trigger's channel, against the fake API server and the
+real Execution API: the whole log after the end, nothing with get_logs=False, one follow stream
+with logging_interval (reopened after a reset without repeating a line); and the
+``outcome_marker`` option (no marker XCom, allowed only with a PostgreSQL ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from finalizer.jobs import JobSpec, Outcome, OutcomeKind
+from finalizer.log_channel import LogChannel, open_channel
+from tests.pipeline.harness import NS, Rig, World, fast_config
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+async def collect(channel: LogChannel, into: list[tuple[int, str]]) -> None:
+    while (chunk := await channel.get()) is not None:
+        into.extend(chunk.lines)
+
+
+async def run_with_channel(
+    rig: Rig, spec: JobSpec, channel: LogChannel, lines: list[tuple[int, str]]
+) -> Outcome:
+    with open_channel(spec.key, channel):
+        reader = asyncio.create_task(collect(channel, lines))
+        outcome: Outcome = await rig.run(spec)
+        channel.end()
+        await reader
+    return outcome
+
+
+def log_queries(world: World, spec: JobSpec) -> list[str]:
+    return [r.query for r in world.kube.requests if r.verb == "log" and r.name == spec.pod.name]
+
+
+async def test_whole_log_through_the_channel_not_the_tail(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="1")
+    world.kube.set_logs(NS, spec.pod.name, "base", ["one", "ERROR: two"])
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    lines: list[tuple[int, str]] = []
+    outcome = await run_with_channel(rig, spec, LogChannel(), lines)
+    assert lines == [(logging.INFO, "[base] logs: one"), (logging.INFO, "[base] logs: ERROR: two")]
+    assert outcome.log_tail is None
+    assert len(log_queries(world, spec)) == 1
+
+
+async def test_get_logs_false_reads_no_log(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="1")
+    world.kube.set_logs(NS, spec.pod.name, "base", ["one"])
+    world.kube.terminate(NS, spec.pod.name, exit_code=1)
+    lines: list[tuple[int, str]] = []
+    outcome = await run_with_channel(rig, spec, LogChannel(want_logs=False), lines)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert lines == []
+    assert log_queries(world, spec) == []
+
+
+async def test_follow_is_one_stream_and_a_reset_repeats_no_line(world: World, rig: Rig) -> None:
+    spec = world.make_job(xcom="1")
+    world.kube.set_logs(NS, spec.pod.name, "base", ["WARNING: early"])
+    # The first follow request is reset before it answers: the follower opens it again.
+    world.kube.faults.add("GET", rf"/pods/{spec.pod.name}/log", reset=True, times=1)
+    channel = LogChannel(follow=True)
+    lines: list[tuple[int, str]] = []
+    with open_channel(spec.key, channel):
+        reader = asyncio.create_task(collect(channel, lines))
+        job = asyncio.create_task(rig.run(spec))
+        await eventually(lambda: (logging.WARNING, "[base] WARNING: early") in lines, what="the live line")
+        world.kube.append_logs(NS, spec.pod.name, "base", ["later"])
+        await eventually(lambda: (logging.INFO, "[base] later") in lines, what="an appended line, live")
+        assert not job.done()
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+        outcome = await job
+        channel.end()
+        await reader
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert [text for _, text in lines] == ["[base] WARNING: early", "[base] later"]
+    queries = log_queries(world, spec)
+    assert len(queries) == 2, queries  # the reset one, then the one stream
+    assert all("follow=True" in q for q in queries)
+
+
+async def test_outcome_marker_off_writes_no_marker(world: World, rig: Rig, tmp_path: Path) -> None:
+    config = fast_config(tmp_path, ledger_url="postgresql+asyncpg://u@127.0.0.1/x", outcome_marker=False)
+    spec = world.make_job(xcom="1")
+    world.kube.terminate(NS, spec.pod.name, exit_code=1)
+    rec = await rig.ledger.submit(spec, rig.owner)  # type: ignore[union-attr]
+    outcome = await rig.pipeline(config=config).run(spec, rec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert not world.has_xcom(spec, "__kpo_finalizer_outcome")
+
+
+def test_outcome_marker_off_needs_a_postgresql_ledger(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="needs a PostgreSQL ledger"):
+        fast_config(tmp_path, outcome_marker=False)
