@@ -1,7 +1,11 @@
 """One finalization job: one idempotent step at a time, each recorded in the ledger.
 
     wait for completion (shared watch, level-based) ─► triage ─► read XCom (exec) ─► persist payload
-    ─► [marker] ─► push XCom ─► capture diagnostics ─► stop sidecar ─► [marker] ─► delete / keep+label ─► done
+    ─► [marker] ─► push XCom ─► container log ─► stop sidecar ─► [marker] ─► delete / keep+label ─► done
+
+The container log goes to the trigger that opened a channel for the job (``finalizer.log_channel``):
+whole after the end, or followed from the start with ``logging_interval`` (``finalizer.container_log``);
+with no trigger in this process, a short tail rides in the outcome instead.
 
 The read and the stop share one exec session (``ClusterOps.sidecar``): the shell that read the
 XCom stays open while the payload is persisted and pushed, and the stop is one more line on it.
