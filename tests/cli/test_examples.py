@@ -134,6 +134,15 @@ def fake_kube_command(tmp_path: Path) -> Iterator[Path]:
         proc.communicate(timeout=30)
 
 
+@pytest.fixture
+def own_airflow_environ() -> Iterator[None]:
+    """``AirflowEnv.prepare`` writes this process's environment: give it back to later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def _pods_left(kubeconfig: Path) -> list[str]:
     from kubernetes import client, config
 
@@ -144,6 +153,7 @@ def _pods_left(kubeconfig: Path) -> list[str]:
 @pytest.mark.airflow
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.usefixtures("own_airflow_environ")
 def test_fake_cluster_dag_runs_against_fake_kube(
     tmp_path: Path, fake_kube_command: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
