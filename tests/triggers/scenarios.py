@@ -87,14 +87,14 @@ CASES: list[Case] = [
         {"return_value": [1, "two", None, 4.5]},
         xcom_file='[1, "two", null, 4.5]',
     ),
-    # get_logs (the operator's default): the task log shows the container's last lines on success.
+    # get_logs (the operator's default): the task log shows the container's log, as upstream writes it.
     Case(
         "scalar",
         _log_and_exit_0,
         "success",
         {"return_value": 42},
         xcom_file="42",
-        log_contains=("last lines of the base container's log", "hello from e2e-"),
+        log_contains=("[base] logs: starting", "[base] logs: hello from e2e-"),
     ),
     Case("empty", _exit(0), "success", {"return_value": MISSING}, xcom_file=""),
     Case(
