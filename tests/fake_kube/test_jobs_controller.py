@@ -147,10 +147,13 @@ async def test_replacement_waits_for_the_backoff(fake_kube: FakeKube, core: Any)
 
 async def test_active_deadline_fails_and_deletes_running_pods(fake_kube: FakeKube, batch: Any) -> None:
     fake_kube.auto_kubelet(start_delay=0.01, run_seconds=60)
+    fake_kube.deletion_delay = 0.3  # the kubelet takes a while to kill them: the Job waits
     fake_kube.create_job("default", job_manifest("late", parallelism=2, active_deadline_seconds=1))
     states = await watch_job(batch, "late", finished, within=10)
     final = states[-1]
+    assert any(conditions(s) == ["FailureTarget"] and s["status"]["terminating"] == 2 for s in states)
     assert conditions(final) == ["FailureTarget", "Failed"]
+    assert final["status"]["terminating"] == 0
     assert _reason(final, "Failed") == "DeadlineExceeded"
     assert next(c for c in final["status"]["conditions"] if c["type"] == "Failed")["message"] == (
         "Job was active longer than specified deadline"
@@ -202,6 +205,8 @@ async def test_work_queue_completes_once_all_pods_end(fake_kube: FakeKube, batch
     names = sorted(pods)
     for name in names:
         fake_kube.start("default", name)
+    running = (await watch_job(batch, "queue", lambda j: j["status"].get("ready") == 3))[-1]
+    assert running["status"]["active"] == 3
     fake_kube.terminate("default", names[0], "base", exit_code=0)
     fake_kube.terminate("default", names[1], "base", exit_code=0)
     current = fake_kube.get_job("default", "queue")

@@ -23,6 +23,7 @@ from finalizer.testing import FakeKube
 from finalizer.testing.fake_kube.jobs import job_manifest
 from tests.fake_kube.job_helpers import base_done, watch_pods
 from tests.support.optional import require
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -237,3 +238,28 @@ async def test_upstream_trigger_reads_only_the_pods_it_was_given(
     assert payload["status"] == "success"
     assert payload["xcom_result"] == ['"from the failed pod"']
     assert [c.name for c in fake_kube.exec_commands() if c.name == retry] == []
+
+
+async def test_on_kill_style_delete_through_the_sync_client(
+    fake_kube: FakeKube, kubeconfig_file: Path
+) -> None:
+    """What ``KubernetesJobOperator.on_kill`` sends: Foreground, with the pod grace period."""
+    hooks = require("airflow.providers.cncf.kubernetes.hooks.kubernetes")
+    fake_kube.deletion_delay = 0.2
+    fake_kube.auto_kubelet(start_delay=0.01, run_seconds=60)
+    fake_kube.create_job("default", job_manifest("killed", parallelism=2))
+    hook = hooks.KubernetesHook(config_file=str(kubeconfig_file))
+    await eventually(lambda: len(fake_kube.job_pods("default", "killed")) == 2, what="the Job's pods")
+
+    def kill() -> Any:
+        return hook.batch_v1_client.delete_namespaced_job(
+            name="killed", namespace="default", propagation_policy="Foreground", grace_period_seconds=5
+        )
+
+    with anyio.fail_after(30):
+        await anyio.to_thread.run_sync(kill)
+    [request] = [r for r in fake_kube.requests if r.verb == "delete" and r.resource == "jobs"]
+    assert "propagationPolicy=Foreground" in request.query
+    assert request.status == 200
+    await eventually(lambda: fake_kube.get_job("default", "killed") is None, what="job gone after its pods")
+    assert fake_kube.list_pods("default") == []
