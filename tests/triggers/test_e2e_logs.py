@@ -20,6 +20,7 @@ from finalizer.testing.logs import trigger_logs
 from finalizer.testing.polling import wait_for, wait_for_ti_state
 from finalizer.testing.triggerer_process import TriggererProcess
 from tests.triggers import e2e
+from triggers.policy import FinalizationPolicy
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow, pytest.mark.anyio]
 
@@ -143,6 +144,28 @@ async def test_a_rejected_xcom_says_so(
     assert "the XCom was read and rejected" in text
     assert "not valid JSON" in text
     assert "never read" not in text
+
+
+async def test_a_configured_hand_over_to_the_worker_is_info(
+    env: AirflowEnv, app: Any, fake_kube: FakeKube, kubeconfig_path: Path, run_id: Any
+) -> None:
+    """``fallback_to_worker`` is expected behaviour: its line is INFO, not WARNING."""
+    ti, pod = await start(
+        env,
+        app,
+        fake_kube,
+        kubeconfig_path,
+        run_id,
+        "f",
+        [],
+        finalization=FinalizationPolicy(fallback_to_worker=True),
+    )
+    fake_kube.terminate(pod.namespace, pod.name, exit_code=0)
+    assert wait_for_ti_state(ti, ENDED, timeout=90).state == "scheduled"  # back to a worker
+    line = next(x for x in trigger_logs(env, ti).splitlines() if "handed to the worker" in x)
+    head = line.split("kpo-finalizer:")[0].lower()
+    assert "info" in head, line
+    assert "warning" not in head, line
 
 
 async def test_process_wide_lines_go_to_the_triggerer_log(
