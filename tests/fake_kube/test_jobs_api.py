@@ -42,6 +42,8 @@ async def test_create_stores_defaults_selector_and_labels(fake_kube: FakeKube, b
     assert spec["completionMode"] == "NonIndexed"
     assert spec["suspend"] is False
     assert spec["selector"] == {"matchLabels": {UID_LABEL: uid}}
+    assert spec["manualSelector"] is False
+    assert spec["podReplacementPolicy"] == "TerminatingOrFailed"
     expected = {UID_LABEL: uid, "batch.kubernetes.io/job-name": "j", "controller-uid": uid, "job-name": "j"}
     assert spec["template"]["metadata"]["labels"] == expected
     assert meta["labels"] == expected  # a Job without labels takes its template's

@@ -194,6 +194,7 @@ def admit(manifest: JSON, namespace: str, rv: int) -> JSON:
             }
         )
         spec["selector"] = {"matchLabels": {CONTROLLER_UID: uid}}
+        spec["manualSelector"] = False
     pod_spec = template["spec"]
     pod_spec.setdefault("terminationGracePeriodSeconds", 30)
     pod_spec.setdefault("dnsPolicy", "ClusterFirst")
