@@ -173,6 +173,11 @@ def _add_operating(sub: Any) -> None:
         metavar="SECONDS",
         help="print a new report every SECONDS (default 2) until Ctrl-C",
     )
+    status.add_argument(
+        "--airflow-db",
+        action="store_true",
+        help="also count FinalizingPodTrigger rows in Airflow's trigger table (its configured database)",
+    )
     check = sub.add_parser(
         "check-config",
         help="validate [kpo_finalizer] as the triggerer reads it and test the ledger connection",
@@ -193,7 +198,12 @@ def _run_operating(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"kpo-finalizer status: {exc} (see kpo-finalizer check-config)", file=sys.stderr)
             return 2
-        return run_status(url, stale_threshold=stale_threshold, as_json=args.json, watch=args.watch)
+        from triggers.config_check import airflow_trigger_counter
+
+        counter = airflow_trigger_counter() if args.airflow_db else None
+        return run_status(
+            url, stale_threshold=stale_threshold, as_json=args.json, watch=args.watch, count_triggers=counter
+        )
     from triggers.config_check import run_check_config
 
     return run_check_config(skip_ledger=args.skip_ledger)

@@ -7,6 +7,7 @@ read is printed and the next one tried, until Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -73,6 +74,11 @@ def render_text(report: StatusReport) -> str:
     for job in report.failures:
         why = job.reason or job.error or ""
         lines.append(f"  {job.task}, pod {job.pod}: {job.outcome or 'error'}: {why}")
+    if report.finalizing_triggers is not None:
+        lines.append(f"FinalizingPodTrigger rows in Airflow's trigger table: {report.finalizing_triggers}")
+    elif report.finalizing_triggers_error is not None:
+        why = report.finalizing_triggers_error
+        lines.append(f"FinalizingPodTrigger rows in Airflow's trigger table: unknown ({why})")
     return "\n".join(lines)
 
 
@@ -85,12 +91,33 @@ async def build_report(url: str, *, stale_threshold: float, within: float = 10.0
     return summarize(await read_ledger(url, within=within), stale_threshold=stale_threshold)
 
 
+#: Counts Airflow's FinalizingPodTrigger rows (``status --airflow-db``); raises with a printable reason.
+TriggerCounter = Callable[[], int]
+
+
+def _with_trigger_count(report: StatusReport, count: TriggerCounter | None) -> StatusReport:
+    if count is None:
+        return report
+    try:
+        return dataclasses.replace(report, finalizing_triggers=count())
+    except Exception as exc:  # the counter's own error, already worded for the user
+        return dataclasses.replace(report, finalizing_triggers_error=str(exc))
+
+
 def status_once(
-    url: str, *, stale_threshold: float, as_json: bool, out: TextIO, err: TextIO, timeout: float = 10.0
+    url: str,
+    *,
+    stale_threshold: float,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+    timeout: float = 10.0,
+    count_triggers: TriggerCounter | None = None,
 ) -> int:
     """Print one report (or why there is none); the exit code."""
     try:
         report = anyio.run(lambda: build_report(url, stale_threshold=stale_threshold, within=timeout))
+        report = _with_trigger_count(report, count_triggers)
     except LedgerNotFoundError as exc:
         print(
             f"kpo-finalizer status: {exc}. No finalizer has written there yet, or the triggerer uses "
@@ -114,13 +141,25 @@ def run_status(
     out: TextIO | None = None,
     err: TextIO | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    count_triggers: TriggerCounter | None = None,
 ) -> int:
     """``kpo-finalizer status``: once, or every ``watch`` seconds until interrupted."""
     stdout, stderr = out or sys.stdout, err or sys.stderr
+
+    def once() -> int:
+        return status_once(
+            url,
+            stale_threshold=stale_threshold,
+            as_json=as_json,
+            out=stdout,
+            err=stderr,
+            count_triggers=count_triggers,
+        )
+
     if watch is None:
-        return status_once(url, stale_threshold=stale_threshold, as_json=as_json, out=stdout, err=stderr)
+        return once()
     while True:
-        status_once(url, stale_threshold=stale_threshold, as_json=as_json, out=stdout, err=stderr)
+        once()
         if not as_json:
             print("", file=stdout, flush=True)
         sleep(watch)

@@ -22,7 +22,7 @@ import difflib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -132,6 +132,13 @@ def status_source(
         values["state_dir"] = state_dir
     config = FinalizerConfig.from_mapping(values)
     return config.resolved_ledger_url, config.stale_threshold
+
+
+def airflow_trigger_counter() -> Callable[[], int]:
+    """``status --airflow-db``: counts ``FinalizingPodTrigger`` rows in Airflow's trigger table."""
+    from triggers.airflow_db import count_finalizing_triggers
+
+    return count_finalizing_triggers
 
 
 # -- inside the triggerer -------------------------------------------------------------------------

@@ -125,6 +125,9 @@ class StatusReport:
     parked_jobs: list[JobStatus]
     handed_over: int | None
     failures: list[JobStatus] = field(default_factory=list)
+    #: ``status --airflow-db``: FinalizingPodTrigger rows in Airflow's trigger table, or why unknown.
+    finalizing_triggers: int | None = None
+    finalizing_triggers_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (times as ISO 8601)."""

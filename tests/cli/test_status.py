@@ -446,3 +446,37 @@ def test_watch_keeps_going_when_a_read_fails(tmp_path: Path) -> None:
         proc.wait(30)
     assert all(f"no ledger file at {missing}" in line for line in lines), lines
     assert not missing.parent.exists()
+
+
+def test_airflow_db_count_when_airflow_s_database_cannot_be_read(populated: str, tmp_path: Path) -> None:
+    """--airflow-db is extra: an unreadable metadata database is said on its line, the report stands.
+    (The count itself, against a real triggerer's database: tests/triggers/test_e2e_rollback.py.)"""
+
+    def status(airflow_db: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(tmp_path / "airflow"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        }
+        argv = ["status", "--ledger-url", populated, "--airflow-db", *extra]
+        return subprocess.run(
+            [sys.executable, "-m", "finalizer.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    unreachable = status(f"postgresql://airflow:{SECRET}@127.0.0.1:1/airflow")
+    assert unreachable.returncode == 0, unreachable.stderr
+    line = unreachable.stdout.splitlines()[-1]
+    assert line.startswith(
+        "FinalizingPodTrigger rows in Airflow's trigger table: unknown (Airflow's database"
+    )
+    assert "airflow:***@127.0.0.1:1" in line
+    assert SECRET not in unreachable.stdout + unreachable.stderr
+    not_airflow = status(f"sqlite:///{tmp_path / 'not-airflow.db'}", "--json")
+    assert not_airflow.returncode == 0, not_airflow.stderr
+    report = json.loads(not_airflow.stdout)
+    assert report["finalizing_triggers"] is None
+    assert "no such table: trigger" in report["finalizing_triggers_error"]

@@ -12,6 +12,7 @@ table: the two conditions under which the README says the package can be removed
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from finalizer.testing.polling import wait_for, wait_for_ti_state
 from finalizer.testing.triggerer_process import TriggererProcess
 from finalizer.testing.worker import run_like_worker
 from tests.triggers import e2e
+from triggers import airflow_db
 from triggers.operator import FinalizingKubernetesPodOperator
 from triggers.pod import CLASSPATH
 
@@ -94,8 +96,10 @@ async def test_enabled_false_new_tasks_go_classic_deferred_ones_finish_in_the_tr
     before = e2e.new_pod(fake_kube, "rollback-before")
     fake_kube.write_xcom(e2e.NAMESPACE, before.name, '{"before": 1}')
     before_ti = env.create_run(e2e.DAG_ID).ti("a")
+    started = time.time()
     await e2e.defer(env, app, before_ti, e2e.build_trigger(worker_kubeconfig, before, "a"))
     assert _our_trigger_rows() == 1
+    assert airflow_db.CLASSPATH == CLASSPATH  # what status --airflow-db counts
 
     # Deferred after: the worker reads enabled = false and keeps the provider's trigger.
     monkeypatch.setenv(SWITCH, "false")
@@ -106,6 +110,16 @@ async def test_enabled_false_new_tasks_go_classic_deferred_ones_finish_in_the_tr
     assert type(trigger) is KubernetesPodTrigger
     await e2e.defer(env, app, after_ti, trigger)
     assert _our_trigger_rows() == 1
+    # Once the finalizer follows the first pod (its ledger exists), status counts our one row.
+    wait_for(
+        lambda: e2e.followed_since(fake_kube, before, started), 60, 0.1, "the finalizer to watch the pod"
+    )
+    capsys.readouterr()
+    argv = ["status", "--ledger-url", ledger_url, "--airflow-db"]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "FinalizingPodTrigger rows in Airflow's trigger table: 1\n" in out
+    assert "1 in flight" in out
 
     fake_kube.terminate(e2e.NAMESPACE, before.name, exit_code=0)
     fake_kube.terminate(e2e.NAMESPACE, after.name, exit_code=0)
@@ -131,7 +145,9 @@ async def test_enabled_false_new_tasks_go_classic_deferred_ones_finish_in_the_tr
     # Safe to remove the package: nothing in flight, no FinalizingPodTrigger row left.
     wait_for(lambda: _our_trigger_rows() == 0, 60, 0.5, "Airflow to clean the used trigger row up")
     capsys.readouterr()
-    assert await anyio.to_thread.run_sync(main, ["status", "--ledger-url", ledger_url, "--json"]) == 0
+    argv = ["status", "--ledger-url", ledger_url, "--json", "--airflow-db"]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["in_flight"] == 0
+    assert report["finalizing_triggers"] == 0, report["finalizing_triggers_error"]
     assert {(c["step"], c["outcome"]): c["count"] for c in report["jobs"]} == {("DONE", "success"): 1}
