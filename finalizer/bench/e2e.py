@@ -341,7 +341,7 @@ def run(
     bad = sorted(set(variants) - set(VARIANTS))
     if bad or not variants:
         raise ValueError(f"unknown variant(s) {bad or list(variants)}; choose from {list(VARIANTS)}")
-    run_seconds = {"idle": 5.0, "contention": 12.0, "paused": 8.0, **(run_seconds or {})}
+    run_seconds = {"idle": 5.0, "contention": 12.0, "paused": 15.0, **(run_seconds or {})}
     bound = e2e_paused.DEFAULT_BOUND if paused_bound is None else paused_bound
     results = []
     with _world(tasks, run_seconds, filler_seconds, keep) as world:

@@ -63,6 +63,7 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), ca
     kpo("cb_success", retries=0, on_success_callback=record("success"), on_failure_callback=record("failure"))
     kpo("cb_failure", retries=0, on_failure_callback=record("failure"))
     kpo("cb_retry", retries=1, on_retry_callback=record("retry"), on_failure_callback=record("failure"))
+    kpo("cb_skipped", retries=0, skip_on_exit_code=[99], on_skipped_callback=record("skipped"))
     kpo("mail_fail", retries=0, email=["{MAIL_TO}"], email_on_failure=True, email_on_retry=False)
     kpo("mail_retry", retries=1, email=["{MAIL_TO}"], email_on_failure=False, email_on_retry=True)
     kpo("mail_off", retries=0, email=["{MAIL_TO}"], email_on_failure=False, email_on_retry=False)

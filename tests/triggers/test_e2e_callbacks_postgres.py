@@ -2,9 +2,10 @@
 
 A real ``airflow triggerer`` and a real ``airflow dag-processor`` on one PostgreSQL metadata DB.
 Airflow 3.3.2's triggerer queues the callback of a task it ended for the DAG processor, which
-runs failure and retry callbacks but drops a success callback with a warning; so a task with an
-``on_success_callback`` takes the worker path once its XCom is safe, and the worker (the real
-Task SDK supervisor and task process) runs it. Each callback writes a file; each file must
+runs failure and retry callbacks but drops a success callback with a warning (and a skipped task
+queues none); so a task with an ``on_success_callback`` or ``on_skipped_callback`` takes the worker
+path for that outcome once its XCom is safe, and the worker (the real Task SDK supervisor and task
+process) runs it. Each callback writes a file; each file must
 appear, once.
 """
 
@@ -68,17 +69,17 @@ async def test_failure_retry_and_success_callbacks_each_run_once(
 ) -> None:
     run = env.create_run(behaviour.DAG_ID)
     pods = {}
-    for task_id in ("cb_failure", "cb_retry", "cb_success"):
+    for task_id in ("cb_failure", "cb_retry", "cb_success", "cb_skipped"):
         pods[task_id] = behaviour.pod_for(fake_kube, task_id, xcom=f'{{"task": "{task_id}"}}')
         trigger, _ = behaviour.trigger_for(env, task_id, pods[task_id])
         await behaviour.defer(env, app, run.ti(task_id), trigger)
-    # Only the task with a success callback asks for the worker, and only for success.
-    assert behaviour.trigger_for(env, "cb_success", pods["cb_success"])[0].worker_outcomes.keys() == {
-        "success"
-    }
+    # Only success and skipped callbacks ask for the worker, and only for their outcome.
+    for task_id, kinds in (("cb_success", {"success"}), ("cb_skipped", {"skipped"}), ("cb_failure", set())):
+        assert set(behaviour.trigger_for(env, task_id, pods[task_id])[0].worker_outcomes) == kinds
     fake_kube.terminate(e2e.NAMESPACE, pods["cb_failure"].name, exit_code=1, message="boom")
     fake_kube.terminate(e2e.NAMESPACE, pods["cb_retry"].name, exit_code=1, message="boom")
     fake_kube.terminate(e2e.NAMESPACE, pods["cb_success"].name, exit_code=0)
+    fake_kube.terminate(e2e.NAMESPACE, pods["cb_skipped"].name, exit_code=99)
 
     # Ended in the triggerer: the failure and retry callbacks run in the DAG processor.
     failed = wait_for_ti_state(run.ti("cb_failure"), ENDED, timeout=90)
@@ -105,3 +106,12 @@ async def test_failure_retry_and_success_callbacks_each_run_once(
     assert callback_file(env, "cb_success", "success").read_text().splitlines() == [f"{run.run_id} 1"]
     assert not callback_file(env, "cb_success", "failure").exists()
     assert e2e.xcom(env, ti) == {"task": "cb_success"}
+
+    # The skipped callback: the same worker path.
+    ti = run.ti("cb_skipped")
+    handed = wait_for_ti_state(ti, ENDED, timeout=90)
+    assert handed.state == "scheduled", trigger_logs(env, ti)[-3000:]
+    assert "on_skipped_callback runs only in a worker" in trigger_logs(env, ti)
+    run_like_worker(env, ti)
+    assert current_ti(ti).state == "skipped"
+    assert callback_file(env, "cb_skipped", "skipped").read_text().splitlines() == [f"{run.run_id} 1"]
