@@ -11,6 +11,7 @@ Exit status 0 only when no task of any scenario broke a rule.
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -82,11 +83,13 @@ def run(options: Options, say: Any = print) -> dict[str, Any]:
         try:
             for name in options.scenarios:
                 say(f"[{name}] starting")
-                before = triggerers.restarts
+                before, started = triggerers.restarts, time.monotonic()
                 result = SCENARIOS[name](ctx)
                 result.restarts += triggerers.restarts - before
-                rows.append(report.row(result))
-                say(f"[{name}] done: {report.counts(list(result.verdicts.values()))}")
+                rows.append({**report.row(result), "seconds": round(time.monotonic() - started, 1)})
+                say(
+                    f"[{name}] done in {rows[-1]['seconds']:g} s: {report.counts(list(result.verdicts.values()))}"
+                )
         finally:
             triggerers.stop_all()
             exits = list(triggerers.exits)

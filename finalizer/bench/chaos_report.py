@@ -32,6 +32,8 @@ def row(result: ScenarioResult) -> dict[str, Any]:
         **counts(list(result.verdicts.values())),
         "recovery_p50_s": percentile(recovery, 50),
         "recovery_max_s": max(recovery) if recovery else None,
+        "kills_with_completions_in_flight": sum(n > 0 for n in result.in_flight),
+        "completions_in_flight_at_kills": sum(result.in_flight),
         "failures": {key: list(v.reasons) for key, v in result.verdicts.items() if not v.ok},
         "notes": list(result.notes),
         "tasks_seen": dict(result.records),
@@ -88,6 +90,11 @@ def render(rows: Sequence[dict[str, Any]], total: dict[str, int]) -> str:
     body.append(cells({"scenario": "total", "runs": sum(r["runs"] for r in rows), **total}, ""))
     lines = [render_table(HEADERS, body)]
     for r in rows:
+        if r["kills_with_completions_in_flight"]:
+            lines.append(
+                f"[{r['scenario']}] {r['kills_with_completions_in_flight']} kill(s) hit while completions "
+                f"were in flight ({r['completions_in_flight_at_kills']} tasks: pod ended, not yet terminal)"
+            )
         lines += [f"[{r['scenario']}] {note}" for note in r["notes"]]
         lines += [f"[{r['scenario']}] {key}: {'; '.join(why)}" for key, why in r["failures"].items()]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finalizer.bench import chaos_tasks as tasks
-from finalizer.bench.chaos_checks import NO_XCOM, Expect, Verdict, check, summary
+from finalizer.bench.chaos_checks import NO_XCOM, TERMINAL, Expect, Facts, Verdict, check, summary
 from finalizer.bench.chaos_triggerers import Triggerers
 from finalizer.bench.chaos_world import NAMESPACE, World
 
@@ -60,6 +60,7 @@ class ScenarioResult:
     handed_over: int = 0
     unsettled: int = 0
     recovery: list[float] = field(default_factory=list)
+    in_flight: list[int] = field(default_factory=list)  # per kill: completions in flight when it hit
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # "run/task" -> verdict
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # "run/task" -> chaos_checks.summary
     notes: list[str] = field(default_factory=list)
@@ -155,6 +156,7 @@ def _end_pods_over(ctx: Context, run: tasks.Run, window: float) -> threading.Thr
             if delay > 0:
                 time.sleep(delay)  # the schedule of the pods' ends, not a synchronisation
             task.case.drive(ctx.world.kube, NAMESPACE, task.pod)
+            run.ended[task.case.task_id] = time.time()
 
     thread = threading.Thread(target=work, name=f"end-{run.run_id}", daemon=True)
     thread.start()
@@ -168,6 +170,7 @@ def _finish(
     since: float,
     end_fault: Callable[[], None],
     before_resume: Callable[[], None] | None = None,
+    kill_at: float | None = None,
 ) -> None:
     """Settle, end the fault, resume handed-over tasks with a worker, judge every task."""
     done = tasks.wait_settled(run, SETTLE_TIMEOUT, ctx.triggerers.keep_alive)
@@ -187,10 +190,12 @@ def _finish(
         res.notes.append(
             f"{run.run_id}: {len(run.handed_over)} of {len(run.tasks)} task(s) handed to a worker"
         )
-    _judge(ctx, res, run)
+    found = _judge(ctx, res, run)
+    if kill_at is not None:
+        res.in_flight.append(in_flight_at(run, found, kill_at))
 
 
-def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> None:
+def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> dict[str, Facts]:
     from finalizer.testing.polling import wait_for
 
     names = set(run.names)
@@ -207,6 +212,16 @@ def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> None:
         key = f"{run.run_id}/{task_id}"
         res.verdicts[key] = verdict = check(expect, found[task_id])
         res.records[key] = summary(expect, found[task_id], verdict)
+    return found
+
+
+def in_flight_at(run: tasks.Run, found: dict[str, Facts], at: float) -> int:
+    """Tasks whose pod had ended by ``at`` but that were not terminal yet: completions in flight."""
+    count = 0
+    for task_id, ended in run.ended.items():
+        ends = [t.at for t in found[task_id].transitions if t.new in TERMINAL]
+        count += ended <= at and (not ends or min(ends) > at)
+    return count
 
 
 def _no_fault() -> None:
@@ -230,25 +245,41 @@ def kills(ctx: Context) -> ScenarioResult:
         res.kills += 1
         ender.join()
         trig = ctx.triggerers.start()
-        _finish(ctx, res, run, killed_at, _no_fault)
+        _finish(ctx, res, run, killed_at, _no_fault, kill_at=killed_at)
         ctx.say(f"[kills] {k + 1}/{ctx.kills}: recovered in {res.recovery[-1] if res.recovery else '-'} s")
     return res
 
 
 def takeover(ctx: Context) -> ScenarioResult:
+    """Two triggerers of half the run's capacity each share its triggers; the one holding more is
+    SIGKILLed while the pods end; the other takes its triggers (and ledger jobs) over."""
+    from finalizer.testing.polling import wait_for
+
     res = ScenarioResult("takeover")
     count = max(2, ctx.tasks)
     ctx.triggerers.stop_all()
     half = math.ceil(count / 2)
-    first, _second = ctx.triggerers.start(half), ctx.triggerers.start(half)
+    pair = [ctx.triggerers.start(half), ctx.triggerers.start(half)]
     run = _start(ctx, res, "r0", tasks.plain_cases("takeover_r0", count))
     _wait_followed(ctx, run)
+    holders = wait_for(
+        lambda: (h := tasks.trigger_holders(run)) and None not in h and sum(h.values()) == count and h,
+        60,
+        0.2,
+        "every trigger of the run assigned",
+    )
+    victim = max(pair, key=lambda p: holders.get(p.job_id, 0))
+    res.notes.append(
+        "triggers held before the kill: "
+        + ", ".join(f"{p.name} {holders.get(p.job_id, 0)}" for p in pair)
+        + f"; killed {victim.name}"
+    )
     ender = _end_pods_over(ctx, run, 2.0)
     time.sleep(ctx.rng.uniform(0.0, 2.5))  # the kill's random moment during the completions
-    killed_at = ctx.triggerers.kill(first)
+    killed_at = ctx.triggerers.kill(victim)
     res.kills += 1
     ender.join()
-    _finish(ctx, res, run, killed_at, _no_fault)
+    _finish(ctx, res, run, killed_at, _no_fault, kill_at=killed_at)
     ctx.triggerers.stop_all()
     return res
 

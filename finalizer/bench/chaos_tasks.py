@@ -48,6 +48,7 @@ class Run:
     deferred_at: float = 0.0
     settled_at: float | None = None
     handed_over: list[str] = field(default_factory=list)  # task ids resumed by a worker
+    ended: dict[str, float] = field(default_factory=dict)  # task id -> when its pod's base ended
 
     @property
     def names(self) -> list[str]:
@@ -170,6 +171,23 @@ def states(run: Run) -> dict[str, str | None]:
         ).all()
     wanted = {t.case.task_id for t in run.tasks}
     return {str(task_id): None if s is None else str(s) for task_id, s in rows if task_id in wanted}
+
+
+def trigger_holders(run: Run) -> dict[int | None, int]:
+    """Triggerer job id → how many of the run's triggers it holds now (None: not assigned yet)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(Trigger.triggerer_id, func.count())
+            .join(TaskInstance, TaskInstance.trigger_id == Trigger.id)
+            .where(TaskInstance.run_id == run.run_id, TaskInstance.dag_id == DAG_ID)
+            .group_by(Trigger.triggerer_id)
+        ).all()
+    return {None if job is None else int(job): int(n) for job, n in rows}
 
 
 def settled(run: Run) -> bool:
