@@ -87,9 +87,8 @@ def run(options: Options, say: Any = print) -> dict[str, Any]:
                 result = SCENARIOS[name](ctx)
                 result.restarts += triggerers.restarts - before
                 rows.append({**report.row(result), "seconds": round(time.monotonic() - started, 1)})
-                say(
-                    f"[{name}] done in {rows[-1]['seconds']:g} s: {report.counts(list(result.verdicts.values()))}"
-                )
+                found = report.counts(list(result.verdicts.values()))
+                say(f"[{name}] done in {rows[-1]['seconds']:g} s: {found}")
         finally:
             triggerers.stop_all()
             exits = list(triggerers.exits)
