@@ -63,6 +63,9 @@ class _Runtime:
             previous, self.finalizer = self.finalizer, None
             if previous is not None:
                 await asyncio.to_thread(previous.drain)
+            if self.logs is not None:  # the old loop's log routing ends with its finalizer
+                self.logs.stop()
+                self.logs = None
             self.guard, self.lock, self.error, self.warmup = None, None, None, None
             self.loop = loop
         if ti is not None:
@@ -79,7 +82,7 @@ class _Runtime:
         async with self.lock:
             if self.finalizer is None:
                 self.finalizer = await self._start()
-                guard = self._guard(self.finalizer, self.warmup)
+                guard = self._guard(self.finalizer, self.warmup, self.logs)
                 self.guard = loop.create_task(guard, name="kpo-finalizer-guard", context=process_wide())
         return self.finalizer
 
@@ -120,7 +123,9 @@ class _Runtime:
         ledger = make_url(config.resolved_ledger_url).render_as_string(hide_password=True)
         return finalizer, logs, ledger
 
-    async def _guard(self, finalizer: Finalizer, warm_task: asyncio.Task[bool] | None) -> None:
+    async def _guard(
+        self, finalizer: Finalizer, warm_task: asyncio.Task[bool] | None, logs: OffThreadLogs | None
+    ) -> None:
         """Sleeps until the runner's loop shuts down, then drains the finalizer."""
         try:
             await asyncio.Event().wait()
@@ -133,9 +138,10 @@ class _Runtime:
                 await asyncio.shield(asyncio.to_thread(finalizer.drain))
             if self.finalizer is finalizer:
                 self.finalizer = None
-            if self.logs is not None:
-                self.logs.stop()
-                self.logs = None
+            if logs is not None:  # its own: a newer loop's finalizer may have its own by now
+                logs.stop()
+                if self.logs is logs:
+                    self.logs = None
             log.info("kpo-finalizer drained")
 
 
