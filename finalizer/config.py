@@ -171,8 +171,8 @@ class FinalizerConfig(BaseModel):
         try:
             data = _prepared(values)
             cls.model_validate(data)
-        except ConfigurationError as exc:
-            return [("retry", str(exc))]
+        except ConfigurationError as exc:  # retry is not JSON
+            return [("retry", str(exc).removeprefix(f"{CONFIG_SECTION} "))]
         except ValidationError as exc:
             return validation_problems(exc)
         return []
@@ -214,8 +214,10 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         field = ".".join(loc) or "<settings>"
-        if not loc or "input" not in err or loc[0] in SECRET_OPTIONS:  # no loc: the input is everything
-            problems.append((loc[0] if loc else field, f"{field}: {err['msg']}"))
+        if not loc:  # a rule between options (the model validator): its message names them
+            problems.append((field, str(err["msg"]).removeprefix("Value error, ")))
+        elif "input" not in err or loc[0] in SECRET_OPTIONS:
+            problems.append((loc[0], f"{field}: {err['msg']}"))
         else:
             problems.append((loc[0], f"{field}={err['input']!r}: {err['msg']}"))
     return problems

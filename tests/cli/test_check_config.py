@@ -54,6 +54,7 @@ def test_closest_known_option(name: str, closest: str | None) -> None:
         ({"heartbeat_interval": "40"}, ["<settings>"]),  # must stay below stale_threshold (30)
         ({"retry": "{not json"}, ["retry"]),
         ({"retry": '{"push_xcom": {"max_attempts": 0}}'}, ["retry"]),
+        ({"retry": '{"pushxcom": {}}'}, ["<settings>"]),  # an unknown step: the rule names the steps
         ({"event_loop": "trio", "call_timeout": "0"}, ["call_timeout", "event_loop"]),
         (
             {"log_tail_lines": "-1", "fail_fast_message_pattern": "[a"},
