@@ -211,3 +211,12 @@ def test_check_config_without_airflow_says_where_to_run_it() -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Airflow is not installed here" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_every_option_the_triggerer_reads_is_known() -> None:
+    """A field added to either half is read from [kpo_finalizer], so it must not be called unknown."""
+    from finalizer.config import FinalizerConfig
+    from triggers.config_check import KNOWN_OPTIONS
+    from triggers.policy import FinalizationPolicy
+
+    assert set(FinalizerConfig.model_fields) | set(FinalizationPolicy.model_fields) == KNOWN_OPTIONS
