@@ -150,4 +150,6 @@ async def test_enabled_false_new_tasks_go_classic_deferred_ones_finish_in_the_tr
     report = json.loads(capsys.readouterr().out)
     assert report["in_flight"] == 0
     assert report["finalizing_triggers"] == 0, report["finalizing_triggers_error"]
+    # A valid [kpo_finalizer] (enabled = false included) raises no configuration problem.
+    assert "kpo-finalizer configuration problem" not in triggerer.logs()
     assert {(c["step"], c["outcome"]): c["count"] for c in report["jobs"]} == {("DONE", "success"): 1}
