@@ -480,3 +480,27 @@ def test_airflow_db_count_when_airflow_s_database_cannot_be_read(populated: str,
     report = json.loads(not_airflow.stdout)
     assert report["finalizing_triggers"] is None
     assert "no such table: trigger" in report["finalizing_triggers_error"]
+
+
+def test_the_postgres_connection_status_reads_through_refuses_writes(
+    make_postgres_database: Callable[[str], str],
+) -> None:
+    """Belt and braces: status only SELECTs, and its PostgreSQL session could not write anyway."""
+    import sqlalchemy as sa
+
+    from finalizer.ledger.readonly import _postgres_engine, parse_ledger_url
+
+    url = make_postgres_database("kpof_ro")
+
+    async def try_write() -> str:
+        engine = _postgres_engine(parse_ledger_url(url), 5.0)
+        try:
+            async with engine.connect() as conn:
+                setting = (await conn.execute(sa.text("SHOW default_transaction_read_only"))).scalar_one()
+                with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+                    await conn.execute(sa.text("CREATE TABLE status_must_not_write (x int)"))
+                return str(setting)
+        finally:
+            await engine.dispose()
+
+    assert anyio.run(try_write) == "on"
