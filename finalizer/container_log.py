@@ -63,7 +63,7 @@ class ContainerLog:
 
     async def _put(self, lines: list[Line]) -> None:
         if lines and self._open:
-            self._open = await self._channel.put(LogChunk(tuple(lines)), PUT_TIMEOUT)
+            self._open = await self._channel.put(LogChunk(tuple(rules.records(lines))), PUT_TIMEOUT)
 
     async def _read(self, *, follow: bool, live: bool) -> None:
         """One stream, every new line into the channel; stops early at the cap or a closed channel."""

@@ -2,9 +2,9 @@
 
 What the trigger's logger writes is what Airflow shows in the task log (the triggerer routes each
 record by the trigger's id). The finalizer reads and formats the log on its own loop and hands it
-over in small chunks (``finalizer.log_channel``); here, on the runner's loop, each line becomes
-one record, as upstream writes them, and the loop gets a turn between chunks so no trigger waits
-behind a large log. Every line is written before the outcome line.
+over in small chunks (``finalizer.log_channel``) of records of up to 100 lines, each line as
+upstream writes it; here, on the runner's loop, each record is written, and the loop gets a turn
+between chunks so no trigger waits behind a large log. Every line is written before the outcome line.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from triggers.runtime import finalize
 
 
 async def write_lines(channel: LogChannel, log: logging.Logger) -> int:
-    """Write every line the channel brings until it ends; returns how many."""
+    """Write every record the channel brings until it ends; returns how many log lines they held."""
     written = 0
     while (chunk := await channel.get()) is not None:
         for level, text in chunk.lines:
             log.log(level, text)
-        written += len(chunk.lines)
+            written += text.count("\n") + 1
         await asyncio.sleep(0)  # the runner's other triggers between chunks
     return written
 

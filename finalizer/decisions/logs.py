@@ -8,9 +8,10 @@ Upstream (cncf-kubernetes 10.25.0) writes the base container's log in two shapes
 - **while the pod runs** (``logging_interval``, the trigger's ``_emit_container_logs``):
   ``[base] <line>`` at the level the line's prefix names (``ERROR:``, ``[WARNING]`` …, else INFO).
 
-Lines are read with ``timestamps=true`` so that a stream that has to be reopened (a dropped
-connection while the container runs) can skip what was already written: ``Cursor`` remembers the
-last timestamp, to the nanosecond.
+Lines of one level are joined into records of up to 100 lines (``records``): each record is work
+for the triggerer's supervisor. Lines are read with ``timestamps=true`` so that a stream that has
+to be reopened (a dropped connection while the container runs) can skip what was already written:
+``Cursor`` remembers the last timestamp, to the nanosecond.
 """
 
 from __future__ import annotations
@@ -80,6 +81,37 @@ def truncated_line(container: str, cap: int) -> str:
         f"[{container}] log truncated after {cap} bytes ([kpo_finalizer] log_max_bytes); "
         "the rest is in the container's log on the cluster while the pod exists"
     )
+
+
+#: Lines joined into one task-log record at most (each keeps its own prefix).
+RECORD_LINES = 100
+#: Bytes of lines joined into one record at most.
+RECORD_BYTES = 16 * 1024
+
+
+def records(
+    lines: list[tuple[int, str]], max_lines: int = RECORD_LINES, max_bytes: int = RECORD_BYTES
+) -> list[tuple[int, str]]:
+    """Consecutive lines of one level joined into records of at most ``max_lines`` / ``max_bytes``.
+
+    Every record costs the triggerer's supervisor about half a millisecond whatever its size (it
+    decodes, routes and writes each one): a 10 MiB log written one record per line kept it busy
+    for a minute. Each line keeps its own prefix, so the task log reads as upstream's does.
+    """
+    out: list[tuple[int, str]] = []
+    group: list[str] = []
+    level = size = 0
+    for line_level, text in lines:
+        if group and (line_level != level or len(group) >= max_lines or size + len(text) > max_bytes):
+            out.append((level, "\n".join(group)))
+            group, size = [], 0
+        if not group:
+            level = line_level
+        group.append(text)
+        size += len(text) + 1
+    if group:
+        out.append((level, "\n".join(group)))
+    return out
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from finalizer.decisions.logs import (
     final_line,
     level_of,
     live_line,
+    records,
     split_stamp,
     stamp_ns,
     truncated_line,
@@ -113,3 +114,21 @@ def test_since_seconds_covers_the_last_line(last: int | None, now: int, since: i
     if last is not None:
         cursor.take(last, "x")
     assert cursor.since_seconds(now) == since
+
+
+INFO, WARN = logging.INFO, logging.WARNING
+RECORD_CASES = [
+    ("none", [], []),
+    ("one-level-joined", [(INFO, "a"), (INFO, "b")], [(INFO, "a\nb")]),
+    ("level-change-splits", [(INFO, "a"), (WARN, "b"), (INFO, "c")], [(INFO, "a"), (WARN, "b"), (INFO, "c")]),
+    ("line-bound", [(INFO, str(i)) for i in range(5)], [(INFO, "0\n1"), (INFO, "2\n3"), (INFO, "4")]),
+    ("byte-bound", [(INFO, "x" * 6), (INFO, "y" * 6)], [(INFO, "x" * 6), (INFO, "y" * 6)]),
+    ("overlong-line-alone", [(INFO, "z" * 50)], [(INFO, "z" * 50)]),
+]
+
+
+@pytest.mark.parametrize(("lines", "out"), [c[1:] for c in RECORD_CASES], ids=[c[0] for c in RECORD_CASES])
+def test_records_join_lines_of_one_level_within_bounds(
+    lines: list[tuple[int, str]], out: list[tuple[int, str]]
+) -> None:
+    assert records(lines, max_lines=2, max_bytes=10) == out

@@ -46,7 +46,8 @@ async def test_whole_log_through_the_channel_not_the_tail(world: World, rig: Rig
     world.kube.terminate(NS, spec.pod.name, exit_code=0)
     lines: list[tuple[int, str]] = []
     outcome = await run_with_channel(rig, spec, LogChannel(), lines)
-    assert lines == [(logging.INFO, "[base] logs: one"), (logging.INFO, "[base] logs: ERROR: two")]
+    # One record for both (same level), each line prefixed as upstream's _write_logs does.
+    assert lines == [(logging.INFO, "[base] logs: one\n[base] logs: ERROR: two")]
     assert outcome.log_tail is None
     assert len(log_queries(world, spec)) == 1
 
