@@ -5,7 +5,10 @@
 - **Claim.** A job runs here only once the ledger says we own it. While a live instance owns it,
   we follow it (poll) and never run it ourselves: instances do not take over each other's live
   work. A DONE job answers with its recorded outcome.
-- **Adoption.** Jobs whose owner's heartbeat is older than ``stale_threshold`` are taken over.
+- **Adoption.** Jobs whose owner's heartbeat is older than ``stale_threshold`` are taken over,
+  never one handed to the worker path: pending hand-overs are written first (a round is skipped
+  while they cannot be), and where ``task_state`` is wired Airflow is asked that the task is
+  still DEFERRED before the job runs (the mark may never have reached the ledger).
 - **Queue bound.** At most ``queue_bound`` jobs are tracked (waiting for their pod or running);
   further submissions wait for room, before they are even written to the ledger.
 
@@ -22,13 +25,20 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
+from finalizer import handover
 from finalizer.config import FinalizerConfig
-from finalizer.exceptions import FinalizerError, FinalizerUnavailableError, LedgerError
+from finalizer.exceptions import (
+    FinalizerError,
+    FinalizerUnavailableError,
+    JobHandedOverError,
+    LedgerError,
+)
+from finalizer.handover import PendingHandovers
 from finalizer.jobs import JobSpec, Outcome, Step
 from finalizer.ledger.records import JobRecord
 from finalizer.limiter import ClusterLimiter
 from finalizer.retry import ledger_call
-from finalizer.seams import ServiceLedger
+from finalizer.seams import ServiceLedger, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,8 @@ class Admission:
         tg: anyio.abc.TaskGroup,
         *,
         ended: Callable[[], FinalizerError],
+        handovers: PendingHandovers | None = None,
+        task_state: TaskState | None = None,
     ) -> None:
         self._config = config
         self._ledger = ledger
@@ -83,6 +95,8 @@ class Admission:
         self._tg = tg
         #: The error a job gets when it ends without an outcome (parked, or the loop failed).
         self._ended = ended
+        self._handovers = handovers if handovers is not None else PendingHandovers()
+        self._task_state = task_state
         self._capacity = anyio.CapacityLimiter(config.queue_bound)
         self._jobs: dict[str, TrackedJob] = {}
         self.draining = False
@@ -95,11 +109,25 @@ class Admission:
 
     def join(self, spec: JobSpec) -> TrackedJob:
         """The job under ``spec.key``: the one already running here, or a new one started now."""
+        reason = self._handovers.reason(spec.key)
+        if reason is not None:
+            refused = TrackedJob(spec)
+            refused.finish(
+                error=JobHandedOverError(f"job {spec.key} was handed to the worker path: {reason}")
+            )
+            return refused
         job = self._jobs.get(spec.key)
         if job is None:
             job = self._track(spec)
             self._tg.start_soon(self._run_job, job, None)
         return job
+
+    def hand_over(self, key: str, reason: str) -> None:
+        """The job's task went to the worker: stop the job here now, whatever step it is at."""
+        job = self._jobs.get(key)
+        if job is not None:
+            job.finish(error=JobHandedOverError(f"job {key} was handed to the worker path: {reason}"))
+            job.scope.cancel()
 
     def _track(self, spec: JobSpec) -> TrackedJob:
         job = TrackedJob(spec)
@@ -112,6 +140,8 @@ class Admission:
             room = self._config.queue_bound - len(self._jobs)
             if room > 0:
                 try:
+                    # Hand-overs first: a job given to the worker must be marked before we adopt.
+                    await handover.flush(self._handovers, self._ledger)
                     records = await self._ledger.adopt_stale(
                         self._owner, threshold=self._config.stale_threshold, limit=room
                     )
@@ -121,6 +151,8 @@ class Admission:
                 adopted = 0
                 for rec in records:
                     if rec.spec.key in self._jobs:
+                        continue
+                    if not await self._still_deferred(rec):
                         continue
                     log.debug("kpo-finalizer %s adopted job %s at %s", self._owner, rec.key, rec.step.name)
                     self._tg.start_soon(self._run_job, self._track(rec.spec), rec)
@@ -150,6 +182,42 @@ class Admission:
             if self._jobs.get(spec.key) is job:
                 del self._jobs[spec.key]
 
+    async def _still_deferred(self, rec: JobRecord) -> bool:
+        """Before acting on an adopted job: is its task still DEFERRED (Airflow says)? If not, it
+        went to a worker without its hand-over reaching the ledger: mark it now and leave it.
+        Airflow unreachable: release the job (adoptable again) and ask again next round."""
+        if self._task_state is None:
+            return True
+        try:
+            with anyio.fail_after(self._config.call_timeout):
+                state = await self._task_state(rec.spec)
+        except Exception as exc:
+            log.warning(
+                "kpo-finalizer could not ask Airflow about adopted job %s (%s: %s); released, "
+                "asked again next round",
+                rec.key,
+                type(exc).__name__,
+                exc,
+            )
+            await self._quietly(self._ledger.release(rec))
+            return False
+        if state == "deferred":
+            return True
+        reason = (
+            f"an adopter found the task {state or 'unknown to Airflow'}, not DEFERRED: it belongs to "
+            "the worker, its pod is not touched"
+        )
+        log.warning("kpo-finalizer job %s: %s", rec.key, reason)
+        await self._quietly(self._ledger.hand_over(rec.key, reason))
+        return False
+
+    @staticmethod
+    async def _quietly(write: Awaitable[object]) -> None:
+        try:
+            await write
+        except LedgerError as exc:
+            log.warning("kpo-finalizer ledger write failed (%s); the next round tries again", exc)
+
     async def _claim(self, spec: JobSpec) -> JobRecord:
         """Our record of the job. While another live instance owns it, follow it: never run it twice.
 
@@ -160,6 +228,11 @@ class Admission:
             rec = await ledger_call(
                 f"job {spec.key}: claiming it", lambda: self._ledger.submit(spec, self._owner), policy
             )
+            if rec.handed_over_at is not None:
+                raise JobHandedOverError(
+                    f"job {spec.key} was handed to the worker path at {rec.handed_over_at:%Y-%m-%d %H:%M:%S} "
+                    f"UTC ({rec.error}): its pod is the worker's"
+                )
             if rec.owner == self._owner or rec.step >= Step.DONE:
                 return rec
             log.debug("job %s is being finalized by live instance %s; following it", spec.key, rec.owner)

@@ -284,6 +284,15 @@ class FinalizerMetrics:
         self.queue_depth = r.gauge("queue_depth", "Jobs whose pod completed, waiting for a concurrency slot.")
         self.retries = r.counter("retries", "Retried I/O calls by step.", ["step"])
         self.errors = r.counter("errors", "Errors by step and error class.", ["step", "error"])
+        self.available = r.gauge(
+            "available", "1 while the triggerer's finalizer runs, 0 while it is down (tasks go classic)."
+        )
+        self.restarts = r.counter("restarts", "Finalizer restarts after it went down (ledger outage, crash).")
+        self.handovers = r.counter(
+            "handovers",
+            "Tasks handed to the worker path, by whether the ledger recorded it at once.",
+            ["recorded"],
+        )
         self.config_problems = r.counter(
             "config_problems", "Bad [kpo_finalizer] options at start.", ["option"]
         )

@@ -18,7 +18,12 @@ the ledger.
 
 Crash, don't hang: if the foundation fails (ledger unreachable past ``ledger_deadline``, the
 loop thread gone) every waiting caller gets ``LedgerUnavailableError`` /
-``FinalizerUnavailableError`` at once, and every child is torn down in ``finally``.
+``FinalizerUnavailableError`` at once, and every child is torn down in ``finally``. A failed
+instance never comes back; its owner starts a new one (``triggers.runtime`` does, with backoff).
+
+Hand-overs: ``hand_over`` records that a task went the classic way; what the ledger cannot take
+now stays in the ``PendingHandovers`` given at launch, written before this instance (or the next
+one given the same object) adopts anything.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from contextlib import AsyncExitStack
 import anyio
 from anyio.abc import TaskStatus
 
-from finalizer import upkeep
+from finalizer import handover, upkeep
 from finalizer.admission import Admission
 from finalizer.config import FinalizerConfig
 from finalizer.exceptions import (
@@ -42,6 +47,7 @@ from finalizer.exceptions import (
     LedgerError,
     LedgerUnavailableError,
 )
+from finalizer.handover import PendingHandovers
 from finalizer.jobs import JobSpec, Outcome
 from finalizer.limiter import ClusterLimiter
 from finalizer.loop_thread import LoopThread
@@ -56,8 +62,16 @@ log = logging.getLogger(__name__)
 class Finalizer:
     """One running finalizer: ``Finalizer.launch(config, wiring)``, then ``submit``; ``drain`` at the end."""
 
-    def __init__(self, config: FinalizerConfig, wiring: Wiring, *, on_step: StepHook | None = None) -> None:
+    def __init__(
+        self,
+        config: FinalizerConfig,
+        wiring: Wiring,
+        *,
+        on_step: StepHook | None = None,
+        handovers: PendingHandovers | None = None,
+    ) -> None:
         self.config = config
+        self.handovers = handovers if handovers is not None else PendingHandovers()
         self._wiring = wiring
         self._on_step = on_step
         self._thread: LoopThread | None = None
@@ -73,9 +87,19 @@ class Finalizer:
     # -- lifecycle (any thread) -----------------------------------------------------------------
 
     @classmethod
-    def launch(cls, config: FinalizerConfig, wiring: Wiring, *, on_step: StepHook | None = None) -> Finalizer:
-        """Start the loop thread and wait until the foundation is up (raises if it cannot be)."""
-        self = cls(config, wiring, on_step=on_step)
+    def launch(
+        cls,
+        config: FinalizerConfig,
+        wiring: Wiring,
+        *,
+        on_step: StepHook | None = None,
+        handovers: PendingHandovers | None = None,
+    ) -> Finalizer:
+        """Start the loop thread and wait until the foundation is up (raises if it cannot be).
+
+        ``handovers``: hand-overs an earlier instance could not record; written before any adoption.
+        """
+        self = cls(config, wiring, on_step=on_step, handovers=handovers)
         self._thread = LoopThread(config.event_loop)
         self._thread.start_main(self._main, name="kpo-finalizer-main")
         return self
@@ -148,6 +172,39 @@ class Finalizer:
         cluster = await self._foundation.cluster_for(spec)
         return await cluster.delete_pod(spec.pod, spec.settings.termination_grace_period)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """Why this instance failed (it then never recovers: start a new one), or None."""
+        return self._failure
+
+    async def hand_over(self, spec: JobSpec, reason: str) -> bool:
+        """Record that ``spec``'s task goes to the worker path, from any asyncio loop.
+
+        Kept pending first, then written within ``call_timeout`` when this instance is up; True
+        once the ledger holds it. Where it does not, it stays pending (see the module docstring).
+        """
+        self.handovers.add(spec.key, reason)
+        thread = self._thread
+        if self._failure is not None or thread is None or thread.closed or self._foundation is None:
+            return False
+        try:
+            return await asyncio.wrap_future(thread.start_soon(self._write_hand_over, spec.key))
+        except (FinalizerError, RuntimeError, concurrent.futures.CancelledError) as exc:
+            log.warning(
+                "kpo-finalizer: hand-over of job %s not recorded yet (%s); kept pending", spec.key, exc
+            )
+            return False
+
+    async def _write_hand_over(self, key: str) -> bool:
+        assert self._foundation is not None
+        if self._admission is not None:
+            self._admission.hand_over(key, self.handovers.reason(key) or "handed over")
+        # Briefly: the trigger waits for this before its classic path; what does not make it in
+        # time stays pending.
+        with anyio.move_on_after(min(5.0, self.config.call_timeout)):
+            await handover.flush(self.handovers, self._foundation.ledger, [key])
+        return key not in self.handovers
+
     def health(self) -> Health:
         main = self._thread.main if self._thread is not None else None
         admission = self._admission
@@ -194,6 +251,8 @@ class Finalizer:
             with anyio.fail_after(self.config.ledger_deadline):
                 foundation = await self._wiring(self.config, stack)
                 instance_id = await foundation.ledger.register_instance(socket.gethostname(), os.getpid())
+                # Before anything is adopted: the tasks an earlier instance handed to the worker.
+                await handover.flush(self.handovers, foundation.ledger)
             self._foundation, self.instance_id = foundation, instance_id
             pipeline = Pipeline(
                 config=self.config,
@@ -213,6 +272,8 @@ class Finalizer:
                     self._limiter,
                     tg,
                     ended=self._ended,
+                    handovers=self.handovers,
+                    task_state=foundation.task_state,
                 )
                 tg.start_soon(upkeep.heartbeat, foundation.ledger, instance_id, self.config, self._fail)
                 tg.start_soon(upkeep.measure_lag, self.config.lag_tick_interval, self._lag)

@@ -21,7 +21,7 @@ from finalizer.kube.clients import KubeClients
 from finalizer.kube.config import KubeSettings
 from finalizer.ledger import Ledger
 from finalizer.retry import classify
-from finalizer.seams import ClusterOps, Foundation, Wiring
+from finalizer.seams import ClusterOps, Foundation, TaskState, Wiring
 
 
 class StoreSink:
@@ -60,8 +60,11 @@ async def connect_ledger(config: FinalizerConfig) -> Ledger:
     )
 
 
-def default_wiring(xcom_store: XComStore, *, kube_settings: KubeSettings | None = None) -> Wiring:
-    """The production foundation: ``Ledger.connect``, one ``KubeClients`` pool, ``xcom_store``."""
+def default_wiring(
+    xcom_store: XComStore, *, kube_settings: KubeSettings | None = None, task_state: TaskState | None = None
+) -> Wiring:
+    """The production foundation: ``Ledger.connect``, one ``KubeClients`` pool, ``xcom_store``;
+    ``task_state`` (Airflow's view of a TI) lets adopters leave tasks that went to a worker."""
 
     async def wire(config: FinalizerConfig, stack: AsyncExitStack) -> Foundation:
         ledger = await connect_ledger(config)
@@ -74,7 +77,11 @@ def default_wiring(xcom_store: XComStore, *, kube_settings: KubeSettings | None 
             return await clients.get(spec.cluster)
 
         return Foundation(
-            ledger=ledger, cluster_for=cluster_for, xcoms=StoreSink(xcom_store), classify=classify
+            ledger=ledger,
+            cluster_for=cluster_for,
+            xcoms=StoreSink(xcom_store),
+            classify=classify,
+            task_state=task_state,
         )
 
     return wire

@@ -37,7 +37,7 @@ from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstan
 from triggers import config_check
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
-from triggers.runtime import delete_pod
+from triggers.runtime import delete_pod, hand_over
 from triggers.task_log import finalize_with_log
 
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
@@ -251,6 +251,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
                 exc,
                 exc_info=not isinstance(exc, FinalizerError),
             )
+            # The pod is the worker's now: no finalizer may adopt and act on this job (issue 13).
+            await hand_over(job, f"the trigger took the classic path: {type(exc).__name__}: {exc}")
             async for event in super().run():
                 yield event
             return
