@@ -95,7 +95,12 @@ with DAG("bench_fillers", schedule=None, start_date=START, catchup=False):
 
 
 class PodSampler:
-    """Polls the fake API: when each pod's base container ended and when the pod disappeared."""
+    """When each pod's base container ended and when the pod disappeared.
+
+    Stamped as the fake's store changes (its observers, on the fake's own thread), so a pod
+    finalized within one poll of its end is still timed; the poll every ``interval`` s is the
+    backup (and the only clock for a fake without a store). The first stamp wins.
+    """
 
     def __init__(self, kube: Any, interval: float = 0.1) -> None:
         self.kube = kube
@@ -105,14 +110,31 @@ class PodSampler:
         self._known: dict[str, tuple[str, str]] = {}  # uid -> (dag_id, task_id)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pod-sampler", daemon=True)
+        self._store = getattr(getattr(kube, "cluster", None), "store", None)
 
     def __enter__(self) -> PodSampler:
+        if self._store is not None:
+            self._store.observers.append(self._observe)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._store is not None:
+            self._store.observers.remove(self._observe)
         self._stop.set()
         self._thread.join(5)
+
+    def _observe(self, type_: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        meta = pod["metadata"]
+        if meta.get("namespace") != NAMESPACE:
+            return
+        labels = meta.get("labels") or {}
+        key = (labels.get("dag_id", ""), labels.get("task_id", ""))
+        now = time.time()
+        if type_ == "DELETED":
+            self.gone.setdefault(key, now)
+        elif _base_ended(pod):
+            self.base_end.setdefault(key, now)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -124,12 +146,16 @@ class PodSampler:
                 key = (labels.get("dag_id", ""), labels.get("task_id", ""))
                 self._known[meta["uid"]] = key
                 seen.add(meta["uid"])
-                for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                    if status.get("name") == "base" and "terminated" in (status.get("state") or {}):
-                        self.base_end.setdefault(key, now)
+                if _base_ended(pod):
+                    self.base_end.setdefault(key, now)
             for uid, key in self._known.items():
                 if uid not in seen:
                     self.gone.setdefault(key, now)
+
+
+def _base_ended(pod: dict[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(s.get("name") == "base" and "terminated" in (s.get("state") or {}) for s in statuses)
 
 
 @contextmanager

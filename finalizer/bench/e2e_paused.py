@@ -53,13 +53,15 @@ def run_paused(
         )
         set_paused(dag_id, True)
         paused_at = time.time()
+        # A pod finalized within one sample of its end is seen gone, never ended: count it too.
         _wait(
             f"{dag_id}: every base container ended",
-            lambda: sum(k[0] == dag_id for k in sampler.base_end) == tasks,
+            lambda: len({k for k in (*sampler.base_end, *sampler.gone) if k[0] == dag_id}) == tasks,
             timeout,
             stack,
         )
-        until = max(t for k, t in sampler.base_end.items() if k[0] == dag_id) + bound
+        ends = [t for k, t in (*sampler.gone.items(), *sampler.base_end.items()) if k[0] == dag_id]
+        until = max(ends) + bound
 
         def settled() -> bool:
             states = _states(env, dag_id, run.run_id)

@@ -8,6 +8,7 @@ it). Plus the table, the PNG (or the message without matplotlib) and the argumen
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,21 @@ def test_bad_arguments_are_refused_before_anything_starts(
     with pytest.raises(ValueError, match="choose from") as info:
         e2e.run(1, scenarios, variants=variants)
     assert message in str(info.value)
+
+
+def test_sampler_times_a_pod_deleted_right_after_its_end_without_a_poll() -> None:
+    """The store's observers stamp the base end and the deletion as they happen: a pod finalized
+    within one poll of its end (seen on a loaded machine) is still timed. No poll runs here."""
+    from finalizer.testing import FakeKube
+    from tests.support.polling import eventually_blocking
+
+    with FakeKube.in_thread() as kube:
+        kube.create_pod(e2e.NAMESPACE, name="p", labels={"dag_id": "d", "task_id": "t"})
+        kube.start(e2e.NAMESPACE, "p")
+        with e2e.PodSampler(kube, interval=3600) as sampler:
+            before = time.time()
+            kube.terminate(e2e.NAMESPACE, "p", "base", 0)
+            kube.force_delete(e2e.NAMESPACE, "p")
+            eventually_blocking(lambda: ("d", "t") in sampler.gone, what="the deletion observed")
+            after = time.time()
+        assert before <= sampler.base_end[("d", "t")] <= sampler.gone[("d", "t")] <= after
