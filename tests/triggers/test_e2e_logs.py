@@ -9,6 +9,7 @@ triggerer's own log).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,13 @@ async def test_a_rejected_xcom_says_so(
     assert "the XCom was read and rejected" in text
     assert "not valid JSON" in text
     assert "never read" not in text
+    # A failure leaves the outcome marker: the job key and the outcome, nothing more.
+    marker = e2e.xcom(env, ti, "__kpo_finalizer_outcome")
+    assert set(marker) == {"job", "outcome"}
+    assert marker["job"].endswith(pod.uid)
+    assert set(marker["outcome"]) <= {"kind", "reason", "event_status", "exit_code", "termination_message"}
+    assert marker["outcome"]["kind"] == "failed"
+    assert len(json.dumps(marker)) < 1024
 
 
 async def test_a_configured_hand_over_to_the_worker_is_info(
