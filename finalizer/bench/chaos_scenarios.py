@@ -390,13 +390,15 @@ def bad_input(ctx: Context) -> ScenarioResult:
     return res
 
 
+#: In campaign order: the scenarios that break the finalizer's foundation (its databases) last, so
+#: a finalizer that does not come back from one spoils as few other scenarios as possible.
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "kills": kills,
     "takeover": takeover,
     "kube-faults": kube_faults,
-    "ledger-outage": ledger_outage,
-    "metadb-outage": metadb_outage,
     "bad-input": bad_input,
+    "metadb-outage": metadb_outage,
+    "ledger-outage": ledger_outage,
 }
 
 __all__ = ["NO_XCOM", "SCENARIOS", "SPECIAL_KWARGS", "Context", "ScenarioResult"]

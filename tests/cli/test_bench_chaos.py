@@ -283,7 +283,7 @@ def test_small_campaign_every_scenario_is_clean(
 ) -> None:
     monkeypatch.setenv("KPO_FINALIZER_TEST_POSTGRES_URL", postgres_admin_url)
     out = tmp_path / "chaos.json"
-    argv = ["bench", "chaos", "--kills", "2", "--tasks", "2", "--seed", "3", "--ledger-deadline", "2",
+    argv = ["bench", "chaos", "--kills", "2", "--tasks", "2", "--seed", "3",
             "--metadb-outage", "3", "--json", str(out)]  # fmt: skip
     code = main(argv)
     printed = capsys.readouterr().out
