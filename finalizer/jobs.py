@@ -13,10 +13,12 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 OnFinishAction = Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"]
 OnKillAction = Literal["delete_pod", "keep_pod"]
+#: Key names refused in ``CredentialsRef.kwargs`` (they would sit in clear in the trigger table).
+SECRET_WORDS = ("token", "password", "secret")
 
 
 class _Frozen(BaseModel):
@@ -34,18 +36,49 @@ class TaskInstanceRef(_Frozen):
     try_number: int = 1
 
 
+class CredentialsRef(_Frozen):
+    """A cluster connection a KPO subclass supplies (GKE, EKS): a provider class and its kwargs.
+
+    It travels in the trigger's kwargs and the ledger, so it names *how* to get credentials
+    (``finalizer.kube.credentials.CredentialsProvider`` subclass by import path, JSON kwargs) and
+    never holds them: the provider returns the host, CA and token where the triggerer needs them.
+    """
+
+    provider: str = Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+    kwargs: dict[str, Any] = {}
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain_json_without_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"credentials kwargs must be plain JSON ({exc})") from None
+        secret = sorted(k for k in value if any(word in k.lower() for word in SECRET_WORDS))
+        if secret:
+            raise ValueError(
+                f"credentials kwargs {secret} look like secrets; they would be stored in clear in "
+                "Airflow's trigger table and the ledger: let the provider fetch them instead"
+            )
+        return value
+
+
 class ClusterRef(_Frozen):
-    """How to reach a cluster: the same inputs ``KubernetesPodTrigger`` takes."""
+    """How to reach a cluster: the same inputs ``KubernetesPodTrigger`` takes, or ``credentials``."""
 
     kubernetes_conn_id: str | None = None
     config_dict: dict[str, Any] | None = None
     cluster_context: str | None = None
     in_cluster: bool | None = None
+    credentials: CredentialsRef | None = None
 
     @property
     def key(self) -> str:
-        """A stable identity: one shared client and watch set per key."""
-        blob = json.dumps(self.model_dump(), sort_keys=True, default=str)
+        """A stable identity: one shared client and watch set per key (same provider + kwargs: one)."""
+        data = self.model_dump()
+        if data.get("credentials") is None:
+            data.pop("credentials", None)  # the keys of clusters without one stay as they were
+        blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
