@@ -46,6 +46,18 @@ async def finalize_with_log(job: JobSpec, log: logging.Logger, *, get_logs: bool
             with contextlib.suppress(BaseException):
                 await writer
             raise
-        channel.end()  # everything the job sent is queued by now: write it, then the outcome
-        await writer
+        await finish_writing(channel, writer, log)
     return outcome
+
+
+async def finish_writing(channel: LogChannel, writer: asyncio.Task[int], log: logging.Logger) -> None:
+    """End the channel (everything the job sent is queued by now) and let the writer finish.
+
+    The log is best effort: an error writing it is a warning, never the task's outcome (the pod
+    may be gone by then, so the classic path would find nothing).
+    """
+    channel.end()
+    try:
+        await writer
+    except Exception:
+        log.warning("kpo-finalizer: the container's log could not be written", exc_info=True)

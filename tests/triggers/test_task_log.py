@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from finalizer.log_channel import LogChannel, LogChunk, channel_for, open_channel
-from triggers.task_log import write_lines
+from triggers.task_log import finish_writing, write_lines
 
 T = TypeVar("T")
 pytestmark = pytest.mark.anyio
@@ -114,3 +114,22 @@ async def test_registry_is_per_job_and_abandons_on_exit() -> None:
     assert channel_for("ti:1:uid") is None
     assert channel.abandoned
     assert not await channel.put(chunk(0), timeout=1)
+
+
+async def test_a_failing_log_writer_is_only_a_warning() -> None:
+    """The pod may be gone by the time the log is written: an error there must not reach the
+    trigger (which would then take the classic path and find no pod)."""
+
+    class Broken(logging.Logger):
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("handler exploded")
+
+    broken = Broken("tests.task_log.broken")
+    sink = Records()
+    broken.addHandler(sink)
+    channel = LogChannel()
+    writer = asyncio.get_running_loop().create_task(write_lines(channel, broken))
+    assert await channel.put(chunk(0), timeout=1)
+    await finish_writing(channel, writer, broken)  # does not raise
+    assert [r.levelno for r in sink.records] == [logging.WARNING]
+    assert "could not be written" in sink.records[0].getMessage()
