@@ -4,7 +4,8 @@ A ``ClusterRef`` holds exactly what ``KubernetesPodTrigger`` takes. With a
 ``kubernetes_conn_id`` and Airflow installed, the provider's own ``AsyncKubernetesHook``
 reads the connection (extras, ``kube_config``, ``kube_config_path``, ``in_cluster``), so
 a connection that works for the KPO works here. Without Airflow we load ``config_dict``,
-in-cluster or the default kubeconfig with kubernetes_asyncio directly.
+in-cluster or the default kubeconfig with kubernetes_asyncio directly. A ``credentials`` ref (a
+KPO subclass's own connection: GKE, EKS) goes to its provider (``finalizer.kube.credentials``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kubernetes_asyncio import config as k8s_config
 from api_client.backoff import RetryPolicy
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import ClusterRef
+from finalizer.kube.credentials import configuration_for, describe_provider
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class KubeSettings:
     resolve_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=6, deadline=120.0))
     #: Overall limit of one exec session (exec ignores ``_request_timeout``).
     exec_timeout: float = 60.0
+    #: Log streams open at once per cluster (a followed pod holds one while it runs); more wait.
+    max_log_streams: int = 32
     #: Socket read timeout of a log stream that follows a running container (it may be quiet for
     #: minutes; on timeout the stream is reopened where it stopped).
     log_follow_read_timeout: float = 300.0
@@ -77,8 +81,8 @@ class KubeSettings:
 
     @property
     def pool_size(self) -> int:
-        """aiohttp connections: the unary slots plus headroom for long-lived watches."""
-        return self.max_concurrency + 64
+        """aiohttp connections: the unary slots, the log streams, headroom for long-lived watches."""
+        return self.max_concurrency + self.max_log_streams + 64
 
 
 def _uses_exec_auth(kubeconfig: dict[str, Any], context: str | None) -> bool:
@@ -125,7 +129,9 @@ def describe_cluster(cluster: ClusterRef) -> str:
     ``repr(cluster)`` shows ``config_dict`` whole, bearer tokens and client keys included, and error
     messages end up in logs: only the source and its non-secret coordinates are named here.
     """
-    if cluster.kubernetes_conn_id:
+    if cluster.credentials is not None:
+        source = describe_provider(cluster.credentials)
+    elif cluster.kubernetes_conn_id:
         source = f"kubernetes_conn_id={cluster.kubernetes_conn_id!r}"
     elif cluster.config_dict:
         source = f"config_dict (key {cluster.key})"
@@ -141,6 +147,10 @@ async def load_configuration(cluster: ClusterRef) -> tuple[k8s_client.Configurat
     """A fresh client Configuration for ``cluster`` and whether its token must be refreshed."""
     cfg = k8s_client.Configuration()
     try:
+        if cluster.credentials is not None:
+            # The provider's own refresh is installed: nothing for the exec-plugin path to redo.
+            cfg, _ = await configuration_for(cluster.credentials)
+            return cfg, False
         if cluster.kubernetes_conn_id:
             return cfg, await _load_via_airflow(cluster, cfg)
         if cluster.config_dict:

@@ -226,9 +226,14 @@ def _fault_response(rule: FaultRule) -> web.StreamResponse:
 
 
 def make_middleware(
-    faults: Faults, log: RequestLog, latency: Callable[[], float], token: str | None = None
+    faults: Faults,
+    log: RequestLog,
+    latency: Callable[[], float],
+    token: str | None = None,
+    authorize: Callable[[str | None], bool] | None = None,
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Faults, latency, request log, and (when ``token`` is set) bearer-token checking."""
+    """Faults, latency, request log, and (when ``token`` is set) bearer-token checking;
+    ``authorize`` (the ``Authorization`` header → accepted) checks tokens that change and expire."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -274,7 +279,10 @@ def make_middleware(
             response = _fault_response(rule)
             record(response.status)
             return response
-        if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+        header = request.headers.get("Authorization")
+        if (token is not None and header != f"Bearer {token}") or (
+            authorize is not None and not authorize(header)
+        ):
             response = status_response(401, "Unauthorized", "Unauthorized")
             record(401)
             return response

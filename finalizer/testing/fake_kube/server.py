@@ -48,6 +48,7 @@ class FakeKube:
         token: str = "fake-kube-token",
         port: int = 0,
         require_token: bool = False,
+        authorize: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.cluster = Cluster(history_limit=history_limit)
         self.cluster.bookmark_interval = bookmark_interval
@@ -58,6 +59,8 @@ class FakeKube:
         self.token = token
         #: Answer 401 to requests without ``Authorization: Bearer <token>`` (clients must send it).
         self.require_token = require_token
+        #: Answer 401 when this says no to the ``Authorization`` header (tokens that expire).
+        self.authorize = authorize
         #: The listening port: 0 (ephemeral) until the server runs, unless given.
         self.port = port
         self._log = RequestLog()
@@ -79,7 +82,11 @@ class FakeKube:
         app = web.Application(
             middlewares=[
                 make_middleware(
-                    self.faults, self._log, lambda: self.latency, self.token if self.require_token else None
+                    self.faults,
+                    self._log,
+                    lambda: self.latency,
+                    self.token if self.require_token else None,
+                    self.authorize,
                 )
             ]
         )
