@@ -6,13 +6,17 @@ The body is read as it arrives and handed up in batches of at most ``batch_bytes
 more than one batch and one partial line, so a log of any size costs the same memory (upstream
 #73044 read it whole). A line longer than ``max_line_bytes`` is cut into pieces of that size.
 
-Log streams take no slot of the cluster's unary semaphore: like watches, they are long-lived, and
-a follow stream held for the life of a pod would starve the short calls. The read timeout of a
-follow stream is long (a quiet container writes nothing for minutes); the caller reopens it.
+Log streams take no slot of the cluster's unary semaphore: a follow stream held for the life of a
+pod would starve the short calls. They have their own bound (``KubeSettings.max_log_streams``,
+counted in the connection pool): beyond it a stream waits for one to end, so a thousand followed
+pods cannot take every connection. The read timeout of a follow stream is long (a quiet container
+writes nothing for minutes); the caller reopens it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -38,6 +42,7 @@ class LogStreams:
     def __init__(self, core: CoreV1Api, settings: KubeSettings) -> None:
         self._core = core
         self._settings = settings
+        self._slots = asyncio.Semaphore(settings.max_log_streams)
 
     async def lines(
         self,
@@ -60,7 +65,8 @@ class LogStreams:
         kwargs: dict[str, object] = {}
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
-        with kube_errors(what):
+        async with self._slots, contextlib.AsyncExitStack() as stack:
+            stack.enter_context(kube_errors(what))
             response: aiohttp.ClientResponse = await self._core.read_namespaced_pod_log(
                 name,
                 namespace,
@@ -71,12 +77,10 @@ class LogStreams:
                 _request_timeout=(self._settings.connect_timeout, read_timeout),
                 **kwargs,
             )
+            stack.callback(response.release)
             await raise_for_response(response, what=what)
-            try:
-                async for batch in _batches(response, batch_bytes, max_line_bytes):
-                    yield batch
-            finally:
-                response.release()
+            async for batch in _batches(response, batch_bytes, max_line_bytes):
+                yield batch
 
 
 async def _batches(

@@ -141,3 +141,35 @@ async def test_eviction_body_without_kind_is_the_endpoints_type(fake: FakeKube, 
         "p", NS, {"metadata": {"name": "p"}}, _preload_content=False
     )
     assert answer.status == 201
+
+
+async def test_log_streams_are_bounded_per_cluster(fake: FakeKube) -> None:
+    """``max_log_streams``: a stream beyond the bound waits for one to end (the pool stays free)."""
+    from dataclasses import replace
+
+    from finalizer.kube import cluster_from_kubeconfig
+    from tests.support.kube import FAST
+
+    running_pod(fake, "p1")
+    running_pod(fake, "p2")
+    fake.set_logs(NS, "p1", "base", ["one"])
+    fake.set_logs(NS, "p2", "base", ["two"])
+    async with cluster_from_kubeconfig(fake.kubeconfig, replace(FAST, max_log_streams=1)) as cluster:
+        first_open = asyncio.Event()
+
+        async def follow(name: str, opened: asyncio.Event | None = None) -> None:
+            async for _ in cluster.logs.lines(NS, name, "base", follow=True):
+                if opened is not None:
+                    opened.set()
+
+        first = asyncio.create_task(follow("p1", first_open))
+        await asyncio.wait_for(first_open.wait(), 5)
+        second = asyncio.create_task(follow("p2"))
+        await asyncio.sleep(0.3)  # the second stream would be open by now, were there no bound
+        fake.terminate(NS, "p1", exit_code=0)  # the first stream ends: the second may open
+        await asyncio.wait_for(first, 5)
+        fake.terminate(NS, "p2", exit_code=0)
+        await asyncio.wait_for(second, 5)
+    logs = {r.name: r for r in fake.requests if r.verb == "log"}
+    assert logs["p2"].time >= logs["p1"].time + logs["p1"].duration - 0.05, "p2 waited for p1's stream"
+    assert logs["p1"].duration >= 0.3
