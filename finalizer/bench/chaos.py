@@ -1,10 +1,11 @@
 """``kpo-finalizer bench chaos``: the fault campaign against a real ``airflow triggerer``.
 
 One world (PostgreSQL metadata DB and ledger behind TCP proxies, the fake Kubernetes API, the
-audit triggers; ``chaos_world``), then each chosen scenario (``chaos_scenarios``) with real
-triggerer processes (``chaos_triggerers``) and tasks deferred like a worker defers them
-(``chaos_tasks``). Every task is judged by the pure checks (``chaos_checks``) on what Airflow's
-tables and the fake's request log show; the table and JSON come from ``chaos_report``.
+audit triggers; ``chaos_world``), then each chosen scenario (``chaos_scenarios``, the shared
+frame of a run in ``chaos_runs``, the bad-input matrix in ``chaos_matrix``) with real triggerer
+processes (``chaos_triggerers``) and tasks deferred like a worker defers them (``chaos_tasks``).
+Every task is judged by the pure checks (``chaos_checks``) on what Airflow's tables and the
+fake's request log show; the table and JSON come from ``chaos_report``.
 Exit status 0 only when no task of any scenario broke a rule.
 """
 
@@ -58,7 +59,8 @@ def worker_agents() -> frozenset[str]:
 def run(options: Options, say: Any = print) -> dict[str, Any]:
     """Every chosen scenario in one world; the JSON document's body (``rows``, ``totals``)."""
     from finalizer.bench import chaos_report as report
-    from finalizer.bench.chaos_scenarios import SPECIAL_KWARGS, Context
+    from finalizer.bench.chaos_matrix import SPECIAL_KWARGS
+    from finalizer.bench.chaos_runs import Context
     from finalizer.bench.chaos_triggerers import Triggerers
     from finalizer.bench.chaos_world import Timing, world
 

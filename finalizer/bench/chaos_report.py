@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from finalizer.bench.chaos_checks import VIOLATIONS, Verdict
-from finalizer.bench.chaos_scenarios import ScenarioResult
+from finalizer.bench.chaos_runs import ScenarioResult
 from finalizer.bench.report import percentile, render_table
 
 

@@ -8,227 +8,25 @@
 - ``ledger-outage``: the ledger's path refused and black-holed, each shorter and longer than
   ``ledger_deadline``;
 - ``metadb-outage``: Airflow's metadata DB refused and black-holed while the pods end;
-- ``bad-input``: the bad-input matrix (``BAD_INPUT``), one task per case.
+- ``bad-input``: the bad-input matrix (``chaos_matrix``), one task per case.
 
-Every run ends the same way: wait until each task is terminal or handed to a worker, end the
-fault, resume handed-over tasks with a real worker, then judge (``chaos_checks.check``).
+Every run ends the same way (``chaos_runs.finish``): wait until each task is terminal or handed
+to a worker, end the fault, resume handed-over tasks with a real worker, then judge each task.
 Random choices come from the campaign's seeded generator.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import random
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from finalizer.bench import chaos_runs as runs
 from finalizer.bench import chaos_tasks as tasks
-from finalizer.bench.chaos_checks import NO_XCOM, TERMINAL, Expect, Facts, Verdict, check, summary
-from finalizer.bench.chaos_triggerers import Triggerers
-from finalizer.bench.chaos_world import NAMESPACE, World
-
-#: Seconds a run may take to settle after its fault ended.
-SETTLE_TIMEOUT = 180.0
-
-
-@dataclass
-class Context:
-    world: World
-    triggerers: Triggerers
-    rng: random.Random
-    kills: int
-    tasks: int
-    fault_rate: float
-    metadb_outage: float
-    worker_agents: frozenset[str]
-    say: Any = print
-
-
-@dataclass
-class ScenarioResult:
-    name: str
-    runs: int = 0
-    tasks: int = 0
-    kills: int = 0
-    faults: int = 0
-    restarts: int = 0
-    handed_over: int = 0
-    unsettled: int = 0
-    recovery: list[float] = field(default_factory=list)
-    in_flight: list[int] = field(default_factory=list)  # per kill: completions in flight when it hit
-    verdicts: dict[str, Verdict] = field(default_factory=dict)  # "run/task" -> verdict
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # "run/task" -> chaos_checks.summary
-    notes: list[str] = field(default_factory=list)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
-
-
-def _forget_then_evict(kube: Any, namespace: str, name: str) -> None:
-    """The node loses the containers (exec fails), the base had exited 0, then the pod is evicted."""
-    kube.write_xcom(namespace, name, '{"a": 1}')
-    kube.kubelet_forget(namespace, name)
-    kube.terminate(namespace, name, "base", 0)
-    kube.evict(namespace, name)
-
-
-#: task id → (operator kwargs, drive, expectation, with sidecar)
-BAD_INPUT: dict[str, tuple[dict[str, Any], tasks.Drive, Expect, bool]] = {
-    "bad_json": ({}, tasks.write_and_exit("{not json"), Expect("failed"), True),
-    "oversized": (
-        {"finalization": {"xcom_max_bytes": 1000}},
-        tasks.write_and_exit(_json({"blob": "x" * 4000})),
-        Expect("failed"),
-        True,
-    ),
-    "binary": ({}, tasks.write_and_exit(b"\xff\xfe\x00\x9cnot text"), Expect("failed"), True),
-    "no_sidecar": ({}, lambda k, ns, n: k.terminate(ns, n, "base", 0), Expect("failed"), False),
-    "gone_before_read": ({}, _forget_then_evict, Expect("failed"), True),
-    "exit_nonzero": (
-        {},
-        tasks.write_and_exit('{"partial": true}', 1),
-        Expect("failed", {"partial": True}),
-        True,
-    ),
-    "skip_exit": ({"skip_on_exit_code": [99]}, tasks.write_and_exit("", 99), Expect("skipped"), True),
-    "empty": ({}, tasks.write_and_exit(""), Expect("success"), True),
-    "null": ({}, tasks.write_and_exit("null"), Expect("success"), True),
-    "keep_pod": (
-        {"on_finish_action": "keep_pod"},
-        tasks.write_and_exit('{"kept": true}'),
-        Expect("success", {"kept": True}, keep_pod=True),
-        True,
-    ),
-    "multiple_outputs": (
-        {"multiple_outputs": True},
-        tasks.write_and_exit('{"a": 1, "b": [2]}'),
-        Expect("success", {"a": 1, "b": [2]}),
-        True,
-    ),
-    "to_worker": (
-        {"finalization": {"fallback_to_worker": True}},
-        tasks.write_and_exit('{"via": "worker"}'),
-        Expect("success", {"via": "worker"}, worker=True),
-        True,
-    ),
-}
-
-SPECIAL_KWARGS = {task_id: kwargs for task_id, (kwargs, _, _, _) in BAD_INPUT.items()}
-
-
-def bad_input_cases() -> list[tasks.Case]:
-    return [tasks.Case(t, drive, expect, sidecar) for t, (_, drive, expect, sidecar) in BAD_INPUT.items()]
-
-
-# -- the shared ending of every run ---------------------------------------------------------------
-
-
-def _start(ctx: Context, res: ScenarioResult, label: str, cases: list[tasks.Case]) -> tasks.Run:
-    run_id = f"{res.name}_{label}"
-    run = tasks.prepare(ctx.world, run_id, cases, f"{res.name[:6]}-{label}".replace("_", "-"))
-    res.runs += 1
-    res.tasks += len(run.tasks)
-    return run
-
-
-def _wait_followed(ctx: Context, run: tasks.Run) -> None:
-    from finalizer.testing.polling import wait_for
-
-    wait_for(
-        lambda: tasks.followed(ctx.world, run, run.deferred_at), 120, 0.2, f"{run.run_id}'s pods followed"
-    )
-
-
-def _end_pods_over(ctx: Context, run: tasks.Run, window: float) -> threading.Thread:
-    """End the run's pods evenly over ``window`` seconds, on a thread (returns at once)."""
-
-    def work() -> None:
-        step = window / max(1, len(run.tasks) - 1) if len(run.tasks) > 1 else 0.0
-        start = time.monotonic()
-        for i, task in enumerate(run.tasks):
-            delay = start + i * step - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # the schedule of the pods' ends, not a synchronisation
-            task.case.drive(ctx.world.kube, NAMESPACE, task.pod)
-            run.ended[task.case.task_id] = time.time()
-
-    thread = threading.Thread(target=work, name=f"end-{run.run_id}", daemon=True)
-    thread.start()
-    return thread
-
-
-def _finish(
-    ctx: Context,
-    res: ScenarioResult,
-    run: tasks.Run,
-    since: float,
-    end_fault: Callable[[], None],
-    before_resume: Callable[[], None] | None = None,
-    kill_at: float | None = None,
-) -> None:
-    """Settle, end the fault, resume handed-over tasks with a worker, judge every task."""
-    done = tasks.wait_settled(run, SETTLE_TIMEOUT, ctx.triggerers.keep_alive)
-    end_fault()
-    if done is None:
-        res.unsettled += 1
-        res.notes.append(
-            f"{run.run_id}: not every task settled within {SETTLE_TIMEOUT:g}s: {tasks.states(run)}"
-        )
-    else:
-        res.recovery.append(max(0.0, done - since))
-    if before_resume is not None:
-        before_resume()
-    tasks.resume(ctx.world, run)
-    res.handed_over += len(run.handed_over)
-    if run.handed_over:
-        res.notes.append(
-            f"{run.run_id}: {len(run.handed_over)} of {len(run.tasks)} task(s) handed to a worker"
-        )
-    found = _judge(ctx, res, run)
-    if kill_at is not None:
-        res.in_flight.append(in_flight_at(run, found, kill_at))
-
-
-def _judge(ctx: Context, res: ScenarioResult, run: tasks.Run) -> dict[str, Facts]:
-    from finalizer.testing.polling import wait_for
-
-    names = set(run.names)
-    kept = {t.pod for t in run.tasks if t.case.expect.keep_pod}
-
-    def pods_gone() -> bool:
-        left = {p["metadata"]["name"] for p in ctx.world.kube.list_pods(NAMESPACE)} & names
-        return left <= kept
-
-    with contextlib.suppress(TimeoutError):  # a DELETE is applied at once: a last cleanup's moment
-        wait_for(pods_gone, 10, 0.2, "pods deleted")
-    found = tasks.facts(ctx.world, run, ctx.worker_agents)
-    for task_id, expect in tasks.expected(run).items():
-        key = f"{run.run_id}/{task_id}"
-        res.verdicts[key] = verdict = check(expect, found[task_id])
-        res.records[key] = summary(expect, found[task_id], verdict)
-    return found
-
-
-def in_flight_at(run: tasks.Run, found: dict[str, Facts], at: float) -> int:
-    """Tasks whose pod had ended by ``at`` but that were not terminal yet: completions in flight."""
-    count = 0
-    for task_id, ended in run.ended.items():
-        ends = [t.at for t in found[task_id].transitions if t.new in TERMINAL]
-        count += ended <= at and (not ends or min(ends) > at)
-    return count
-
-
-def _no_fault() -> None:
-    return None
-
-
-# -- scenarios ------------------------------------------------------------------------------------
+from finalizer.bench.chaos_matrix import bad_input_cases
+from finalizer.bench.chaos_runs import Context, ScenarioResult
+from finalizer.bench.chaos_world import NAMESPACE
 
 
 def kills(ctx: Context) -> ScenarioResult:
@@ -237,15 +35,15 @@ def kills(ctx: Context) -> ScenarioResult:
     window = 2.0
     trig = ctx.triggerers.ensure()
     for k in range(ctx.kills):
-        run = _start(ctx, res, f"k{k:03d}", tasks.plain_cases(f"kills_k{k:03d}", per_run))
-        _wait_followed(ctx, run)
-        ender = _end_pods_over(ctx, run, window)
+        run = runs.start(ctx, res, f"k{k:03d}", tasks.plain_cases(f"kills_k{k:03d}", per_run))
+        runs.wait_followed(ctx, run)
+        ender = runs.end_pods_over(ctx, run, window)
         time.sleep(ctx.rng.uniform(0.0, window + 1.0))  # the kill's random moment during the completions
         killed_at = ctx.triggerers.kill(trig)
         res.kills += 1
         ender.join()
         trig = ctx.triggerers.start()
-        _finish(ctx, res, run, killed_at, _no_fault, kill_at=killed_at)
+        runs.finish(ctx, res, run, killed_at, runs.no_fault, kill_at=killed_at)
         ctx.say(f"[kills] {k + 1}/{ctx.kills}: recovered in {res.recovery[-1] if res.recovery else '-'} s")
     return res
 
@@ -260,8 +58,8 @@ def takeover(ctx: Context) -> ScenarioResult:
     ctx.triggerers.stop_all()
     half = math.ceil(count / 2)
     pair = [ctx.triggerers.start(half), ctx.triggerers.start(half)]
-    run = _start(ctx, res, "r0", tasks.plain_cases("takeover_r0", count))
-    _wait_followed(ctx, run)
+    run = runs.start(ctx, res, "r0", tasks.plain_cases("takeover_r0", count))
+    runs.wait_followed(ctx, run)
     holders = wait_for(
         lambda: (h := tasks.trigger_holders(run)) and None not in h and sum(h.values()) == count and h,
         60,
@@ -274,12 +72,12 @@ def takeover(ctx: Context) -> ScenarioResult:
         + ", ".join(f"{p.name} {holders.get(p.job_id, 0)}" for p in pair)
         + f"; killed {victim.name}"
     )
-    ender = _end_pods_over(ctx, run, 2.0)
+    ender = runs.end_pods_over(ctx, run, 2.0)
     time.sleep(ctx.rng.uniform(0.0, 2.5))  # the kill's random moment during the completions
     killed_at = ctx.triggerers.kill(victim)
     res.kills += 1
     ender.join()
-    _finish(ctx, res, run, killed_at, _no_fault, kill_at=killed_at)
+    runs.finish(ctx, res, run, killed_at, runs.no_fault, kill_at=killed_at)
     ctx.triggerers.stop_all()
     return res
 
@@ -297,8 +95,8 @@ FAULT_KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
 def kube_faults(ctx: Context) -> ScenarioResult:
     res = ScenarioResult("kube-faults")
     ctx.triggerers.ensure()
-    run = _start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", max(1, ctx.tasks)))
-    _wait_followed(ctx, run)
+    run = runs.start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", max(1, ctx.tasks)))
+    runs.wait_followed(ctx, run)
     faults = ctx.world.kube.faults
     share = 1 - (1 - ctx.fault_rate) ** (1 / len(FAULT_KINDS))  # independent draws: ~fault_rate in all
     path = rf"/namespaces/{NAMESPACE}/pods"
@@ -307,7 +105,7 @@ def kube_faults(ctx: Context) -> ScenarioResult:
         faults.add("DELETE", path, times=None, probability=ctx.fault_rate, reset_after_handling=True)
     )
     since = time.time()
-    _end_pods_over(ctx, run, 3.0).join()
+    runs.end_pods_over(ctx, run, 3.0).join()
     ended = time.time()
 
     def end_fault() -> None:
@@ -316,7 +114,7 @@ def kube_faults(ctx: Context) -> ScenarioResult:
         res.faults = sum(rule.fired for rule in rules)
         res.notes.append(f"{res.faults} of {len(requests)} requests on the pods faulted")
 
-    _finish(ctx, res, run, ended, end_fault)
+    runs.finish(ctx, res, run, ended, end_fault)
     return res
 
 
@@ -336,11 +134,11 @@ def _outage(
     cases = tasks.plain_cases(f"{res.name}_{label}", max(1, ctx.tasks))
     if long:
         cases = [tasks.with_expect(c, worker=None) for c in cases]
-    run = _start(ctx, res, label, cases)
-    _wait_followed(ctx, run)
+    run = runs.start(ctx, res, label, cases)
+    runs.wait_followed(ctx, run)
     proxy.set_mode(mode)
     res.faults += 1
-    ender = _end_pods_over(ctx, run, min(2.0, seconds / 2))
+    ender = runs.end_pods_over(ctx, run, min(2.0, seconds / 2))
     time.sleep(seconds)  # the outage itself
     proxy.set_mode("pass")
     ended = time.time()
@@ -357,7 +155,7 @@ def _outage(
         # an adoption round every second; it must not take a handed-over job in any of them.
         time.sleep(ctx.world.timing.finalizer_stale_threshold + 3.0)
 
-    _finish(ctx, res, run, ended, _no_fault, kill_before_the_worker if long else None)
+    runs.finish(ctx, res, run, ended, runs.no_fault, kill_before_the_worker if long else None)
 
 
 def ledger_outage(ctx: Context) -> ScenarioResult:
@@ -383,10 +181,10 @@ def metadb_outage(ctx: Context) -> ScenarioResult:
 def bad_input(ctx: Context) -> ScenarioResult:
     res = ScenarioResult("bad-input")
     ctx.triggerers.ensure()
-    run = _start(ctx, res, "r0", bad_input_cases())
-    _wait_followed(ctx, run)
-    _end_pods_over(ctx, run, 1.0).join()
-    _finish(ctx, res, run, time.time(), _no_fault)
+    run = runs.start(ctx, res, "r0", bad_input_cases())
+    runs.wait_followed(ctx, run)
+    runs.end_pods_over(ctx, run, 1.0).join()
+    runs.finish(ctx, res, run, time.time(), runs.no_fault)
     return res
 
 
@@ -401,4 +199,4 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "ledger-outage": ledger_outage,
 }
 
-__all__ = ["NO_XCOM", "SCENARIOS", "SPECIAL_KWARGS", "Context", "ScenarioResult"]
+__all__ = ["SCENARIOS", "Context", "ScenarioResult"]

@@ -30,7 +30,7 @@ from finalizer.bench.chaos_checks import (
     check,
     strict_equal,
 )
-from finalizer.bench.chaos_scenarios import ScenarioResult
+from finalizer.bench.chaos_runs import ScenarioResult
 from finalizer.cli import build_parser, main
 from finalizer.testing.fake_kube import FakeKube
 
