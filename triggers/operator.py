@@ -24,6 +24,11 @@ Usage::
 
     # your own subclass: put the mixin first
     class MyPodOperator(FinalizationMixin, MyCompanyKubernetesPodOperator): ...
+
+A subclass that connects to its cluster its own way (GKE, EKS) overrides ``finalizer_cluster()`` to
+name a ``finalizer.kube.credentials.CredentialsProvider``; its trigger (``KubernetesPodTrigger``
+or a subclass such as ``GKEStartPodTrigger``) is then swapped too, and both the finalizer and the
+classic path connect through that provider. A broken hook keeps the operator's own trigger.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from airflow.sdk.bases.operator import BaseOperatorMeta
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from finalizer.exceptions import ConfigurationError
-from finalizer.jobs import OutcomeKind
+from finalizer.jobs import CredentialsRef, OutcomeKind
+from triggers.cluster_hook import credentials_ref
 from triggers.events import read_marker
 from triggers.pod import FinalizingPodTrigger
 from triggers.policy import FinalizationPolicy, finalization_switched_on, worker_outcomes
@@ -53,9 +59,14 @@ def finalizing_trigger_from(
     has_callbacks: bool,
     finalization: FinalizationPolicy,
     worker_outcomes: dict[str, str] | None = None,
+    cluster_credentials: CredentialsRef | None = None,
 ) -> FinalizingPodTrigger:
-    """The ``FinalizingPodTrigger`` equivalent of an upstream trigger (every kwarg carried over)."""
-    _, kwargs = trigger.serialize()
+    """The ``FinalizingPodTrigger`` equivalent of an upstream trigger (every kwarg carried over).
+
+    A subclass trigger (``GKEStartPodTrigger``) gives the ``KubernetesPodTrigger`` kwargs only: its
+    own connection kwargs are what ``cluster_credentials`` replaces.
+    """
+    _, kwargs = KubernetesPodTrigger.serialize(trigger)
     kwargs["log_events_on_startup"] = trigger.log_events_on_startup
     return FinalizingPodTrigger(
         **kwargs,
@@ -67,6 +78,7 @@ def finalizing_trigger_from(
         has_callbacks=has_callbacks,
         finalization=finalization,
         worker_outcomes=worker_outcomes,
+        cluster_credentials=cluster_credentials,
     )
 
 
@@ -106,10 +118,46 @@ class FinalizationMixin:
                 log.error("kpo-finalizer: %s; this task defers to the classic KubernetesPodTrigger", exc)
             return False
 
+    def finalizer_cluster(self) -> CredentialsRef | dict[str, Any] | None:
+        """Override in a subclass that connects to its cluster its own way (GKE, EKS, …).
+
+        Return ``CredentialsRef(provider="pkg.module.Class", kwargs={...})`` (or its dict): a
+        ``finalizer.kube.credentials.CredentialsProvider`` subclass importable in the triggerer,
+        and JSON kwargs that say *which* cluster and identity (never a token: kwargs are stored in
+        clear). It is called where the task defers, after ``execute`` set the operator up. None
+        (the default) keeps the trigger's own ``kubernetes_conn_id`` / ``config_dict`` connection.
+        """
+        return None
+
+    def _finalizer_credentials(self) -> tuple[bool, CredentialsRef | None]:
+        """``finalizer_cluster()`` checked; ``(False, None)`` after an ERROR line when it is broken."""
+        try:
+            return True, credentials_ref(self.finalizer_cluster())
+        except Exception as exc:
+            log = getattr(self, "log", None)
+            if log is not None:
+                log.error(
+                    "kpo-finalizer: finalizer_cluster() of %s failed (%s: %s); this task keeps its "
+                    "operator's own trigger (classic path)",
+                    type(self).__name__,
+                    type(exc).__name__,
+                    exc,
+                )
+            return False, None
+
     def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
         # enabled = false (the rollback switch): new tasks keep the provider's trigger, so nothing
         # new depends on this package; tasks already deferred to ours still finish in the triggerer.
-        if type(trigger) is KubernetesPodTrigger and self._finalizer_switched_on():
+        ok, credentials = False, None
+        if (
+            isinstance(trigger, KubernetesPodTrigger)
+            and not isinstance(trigger, FinalizingPodTrigger)
+            and self._finalizer_switched_on()
+        ):
+            ok, credentials = self._finalizer_credentials()
+        # A subclass trigger (GKE's) is swapped only with the subclass's own connection: ours
+        # could not connect as it does otherwise.
+        if ok and (type(trigger) is KubernetesPodTrigger or credentials is not None):
             pod = getattr(self, "pod", None)
             uid = getattr(getattr(pod, "metadata", None), "uid", None)
             if uid is None and pod is not None:
@@ -135,6 +183,7 @@ class FinalizationMixin:
                     email_on_failure=bool(getattr(self, "email_on_failure", False)),
                     email_on_retry=bool(getattr(self, "email_on_retry", False)),
                 ),
+                cluster_credentials=credentials,
             )
         return super().defer(  # type: ignore[misc]
             trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout

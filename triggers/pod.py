@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import AsyncIterator
+from functools import cached_property
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
@@ -33,8 +34,9 @@ from airflow.providers.cncf.kubernetes.utils.pod_manager import OnKillAction
 from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from finalizer.exceptions import ConfigurationError, FinalizerError
-from finalizer.jobs import ClusterRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
+from finalizer.jobs import ClusterRef, CredentialsRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
 from triggers import config_check
+from triggers.cluster_hook import CredentialsKubernetesHook
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
 from triggers.runtime import delete_pod, hand_over
@@ -84,6 +86,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         has_callbacks: bool = False,
         finalization: FinalizationPolicy | dict[str, Any] | None = None,
         worker_outcomes: dict[str, str] | None = None,
+        cluster_credentials: CredentialsRef | dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             pod_name=pod_name,
@@ -126,6 +129,19 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         self.worker_outcomes = dict(worker_outcomes or {})
         # Validate now: a bad policy fails at defer time in the worker, with the field named.
         self.finalization = FinalizationPolicy.coerce(finalization)
+        #: A KPO subclass's own connection (``FinalizationMixin.finalizer_cluster``): wins over the rest.
+        self.cluster_credentials = (
+            CredentialsRef.model_validate(cluster_credentials) if cluster_credentials is not None else None
+        )
+
+    @cached_property
+    def hook(self) -> Any:
+        """The classic path and ``on_kill`` connect as the finalizer does (``cluster_credentials``)."""
+        if self.cluster_credentials is not None:
+            return CredentialsKubernetesHook(
+                self.cluster_credentials, connection_extras=self.connection_extras
+            )
+        return KubernetesPodTrigger.hook.func(self)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Every constructor argument, so ``cls(**kwargs).serialize()`` round-trips exactly."""
@@ -141,6 +157,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             finalization=self.finalization.serialize(),
             worker_outcomes=dict(self.worker_outcomes),
         )
+        if self.cluster_credentials is not None:  # older triggerers never see the new kwarg otherwise
+            kwargs["cluster_credentials"] = self.cluster_credentials.model_dump()
         return CLASSPATH, kwargs
 
     # -- what to finish, and how -------------------------------------------------------------
@@ -157,11 +175,15 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
                 map_index=int(ti.map_index if ti.map_index is not None else -1),
                 try_number=int(ti.try_number or 1),
             ),
-            cluster=ClusterRef(
-                kubernetes_conn_id=self.kubernetes_conn_id,
-                config_dict=self.config_dict,
-                cluster_context=self.cluster_context,
-                in_cluster=self.in_cluster,
+            cluster=(
+                ClusterRef(credentials=self.cluster_credentials)
+                if self.cluster_credentials is not None
+                else ClusterRef(
+                    kubernetes_conn_id=self.kubernetes_conn_id,
+                    config_dict=self.config_dict,
+                    cluster_context=self.cluster_context,
+                    in_cluster=self.in_cluster,
+                )
             ),
             pod=PodRef(
                 namespace=self.pod_namespace,
