@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from finalizer.decisions import logs as rules
-from finalizer.exceptions import FinalizerError, PodNotFoundError
+from finalizer.exceptions import FinalizerError, KubeRequestError, PodNotFoundError
 from finalizer.jobs import PodRef
 from finalizer.log_channel import Line, LogChannel, LogChunk
 from finalizer.pod import PodView
@@ -43,7 +43,8 @@ def _started(base: str) -> Callable[[PodView], bool]:
     return check
 
 
-def _ended(pod: PodView | None, base: str) -> bool:
+def base_ended(pod: PodView | None, base: str) -> bool:
+    """The base container terminated, or the pod is gone: a follow stream of it ends by itself."""
     if pod is None:
         return True
     container = pod.container(base)
@@ -99,8 +100,8 @@ class ContainerLog:
         """The whole log of an ended container (what ``follow`` did not write yet)."""
         try:
             await self._read(follow=False, live=False)
-        except PodNotFoundError:
-            return  # gone: nothing to show, the outcome says why
+        except (PodNotFoundError, KubeRequestError):
+            return  # gone, or never started (400): nothing to show, the outcome says why
         except FinalizerError as exc:
             await self._put([(logging.WARNING, f"Reading of logs interrupted with error {exc}")])
         await self._finish()
@@ -125,7 +126,7 @@ class ContainerLog:
             except FinalizerError as exc:  # 400 not started after all (a restart), or a broken stream
                 log.debug("pod %s: log stream interrupted (%s); reopening", self._pod.name, exc)
                 await asyncio.sleep(REOPEN_DELAY)
-            if _ended(sub.latest, base):
+            if base_ended(sub.latest, base):
                 break
         if not whole and sub.latest is not None:
             await self.catch_up()
@@ -137,8 +138,8 @@ class ContainerLog:
         if self._open and not self.cursor.truncated:
             try:
                 await self._read(follow=False, live=True)
-            except PodNotFoundError:
-                pass
+            except (PodNotFoundError, KubeRequestError):
+                pass  # gone, or never started (400): no log to show
             except FinalizerError as exc:
                 await self._put([(logging.WARNING, f"Reading of logs interrupted with error {exc}")])
         await self._finish()

@@ -35,7 +35,7 @@ from typing import Any
 
 from api_client.backoff import Classifier
 from finalizer.config import FinalizerConfig
-from finalizer.container_log import ContainerLog
+from finalizer.container_log import ContainerLog, base_ended
 from finalizer.decisions import cleanup, marker, triage, xcom_push
 from finalizer.decisions.outcome import failed, gone, needs_xcom, succeeds
 from finalizer.exceptions import (
@@ -212,7 +212,7 @@ class Pipeline:
                 outcome, pushed = await self._push_xcom(spec, job.rec, outcome)
                 await job.reach(Step.XCOM_PUSHED)
             if job.step < Step.DIAGNOSTICS_CAPTURED:
-                outcome = await self._diagnostics(spec, cluster, outcome, logs)
+                outcome = await self._diagnostics(spec, cluster, outcome, logs, sub)
                 await job.reach(Step.DIAGNOSTICS_CAPTURED)
             if job.step < Step.SIDECAR_STOPPED:
                 await self._stop_sidecar(spec, sidecar, outcome)
@@ -321,26 +321,33 @@ class Pipeline:
         return outcome, any(push.key == xcom_push.RETURN_KEY for push in pushes)
 
     async def _diagnostics(
-        self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome, logs: _Logs
+        self, spec: JobSpec, cluster: ClusterOps, outcome: Outcome, logs: _Logs, sub: PodWatch
     ) -> Outcome:
         """The container's log for the task log, best effort (a gone pod has none).
 
-        With a trigger here: the whole log through its channel (the rest of it, when a follow
-        stream showed it live), nothing with ``get_logs=False``. Without one: a bounded tail in the
-        outcome, on success only with ``log_tail_on_success`` (the operator's ``get_logs``).
+        With a trigger here: the whole log through its channel, nothing with ``get_logs=False``.
+        A follow stream of a container that ended is given ``FOLLOW_GRACE`` to reach its end; one
+        of a container still running (a timeout, an eviction) is stopped at once, and what it had
+        not written yet is read in one go. Without a trigger: a bounded tail in the outcome, on
+        success only with ``log_tail_on_success`` (the operator's ``get_logs``).
         """
         if not logs.tail:
-            if logs.follower is not None:
+            shipper = logs.shipper
+            if shipper is None:
+                return outcome
+            if logs.follower is None:
+                await shipper.ship_all()
+                return outcome
+            if base_ended(sub.latest, spec.pod.base_container):
                 try:
                     await asyncio.wait_for(asyncio.shield(logs.follower), FOLLOW_GRACE)
+                    return outcome
                 except TimeoutError:
-                    await logs.close()
-                    if logs.shipper is not None:
-                        await logs.shipper.catch_up()
+                    pass
                 except Exception:  # a bug in the follower must not cost the task its outcome
                     log.warning("job %s: the log follower failed", spec.key, exc_info=True)
-            elif logs.shipper is not None:
-                await logs.shipper.ship_all()
+            await logs.close()
+            await shipper.catch_up()
             return outcome
         settings = spec.settings
         if settings.log_tail_lines == 0 or settings.log_tail_bytes == 0:

@@ -101,3 +101,29 @@ async def test_outcome_marker_off_writes_no_marker(world: World, rig: Rig, tmp_p
 def test_outcome_marker_off_needs_a_postgresql_ledger(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="needs a PostgreSQL ledger"):
         fast_config(tmp_path, outcome_marker=False)
+
+
+async def test_follow_of_a_container_still_running_stops_at_once(world: World, rig: Rig) -> None:
+    """A timeout (or an eviction) ends the job while the container runs: its follow stream would
+    never end by itself, so it is stopped at once, not after FOLLOW_GRACE."""
+    from datetime import UTC, datetime, timedelta
+
+    from finalizer.jobs import StartupRules
+    from finalizer.pipeline import FOLLOW_GRACE
+
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    spec = world.make_job(xcom="1", startup=StartupRules(execution_deadline=deadline))
+    world.kube.set_logs(NS, spec.pod.name, "base", ["still going"])
+    channel = LogChannel(follow=True)
+    lines: list[tuple[int, str]] = []
+    started = asyncio.get_running_loop().time()
+    with open_channel(spec.key, channel):
+        reader = asyncio.create_task(collect(channel, lines))
+        outcome = await rig.run(spec)
+        took = asyncio.get_running_loop().time() - started
+        channel.end()
+        await reader
+    assert "execution_timeout" in outcome.reason
+    assert took < FOLLOW_GRACE / 2, took
+    assert (logging.INFO, "[base] still going") in lines  # what it wrote so far, once
+    assert [text for _, text in lines].count("[base] still going") == 1
