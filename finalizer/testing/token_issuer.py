@@ -39,6 +39,8 @@ class TokenIssuer:
         self.failing = False
         self._tokens: dict[str, float] = {}  # token -> expiry (time.monotonic)
         self._lock = threading.Lock()
+        #: Every token minted (tests check none leaks into logs or the ledger).
+        self.minted: list[str] = []
         #: Tokens minted so far, and 401s the cluster answered.
         self.issued = 0
         self.rejected = 0
@@ -49,6 +51,7 @@ class TokenIssuer:
         token = "tok-" + secrets.token_hex(8)
         with self._lock:
             self._tokens[token] = time.monotonic() + self.ttl
+            self.minted.append(token)
             self.issued += 1
         return token, self.ttl
 
@@ -61,6 +64,12 @@ class TokenIssuer:
             if not ok:
                 self.rejected += 1
         return ok
+
+    def live(self) -> int:
+        """How many minted tokens still work."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for expiry in self._tokens.values() if now < expiry)
 
     def revoke_all(self) -> None:
         with self._lock:

@@ -24,25 +24,12 @@ from finalizer.jobs import CredentialsRef
 from finalizer.testing import FakeKube
 from finalizer.testing.token_issuer import PROVIDER, TokenIssuer
 from finalizer.testing.worker import serialize_trigger
+from tests.triggers.token_operator import TokenPodOperator
 from triggers.cluster_hook import CredentialsKubernetesHook, credentials_ref
 from triggers.operator import FinalizingKubernetesPodOperator
 from triggers.pod import FinalizingPodTrigger
 
 NS = "jobs"
-
-
-class TokenPodOperator(FinalizingKubernetesPodOperator):
-    """Connects through a token service, not a kubeconfig (what GKE's and EKS's operators do)."""
-
-    def __init__(self, *, issuer_url: str, cluster_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.issuer_url = issuer_url
-        self.cluster_url = cluster_url
-
-    def finalizer_cluster(self) -> CredentialsRef:
-        return CredentialsRef(
-            provider=PROVIDER, kwargs={"issuer_url": self.issuer_url, "cluster_url": self.cluster_url}
-        )
 
 
 class ClusterUrlPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
