@@ -124,6 +124,12 @@ async def test_a_token_service_outage_keeps_the_live_token_then_fails_transientl
 
 
 async def test_clusters_are_shared_per_provider_and_kwargs(issuer: TokenIssuer, guarded: FakeKube) -> None:
+    pods = [PodRef(namespace=NS, name=name, uid=running_pod(guarded, name)) for name in ("p1", "p2", "p3")]
+
+    def watches() -> int:
+        """Shared watch streams started: each begins with one LIST of the namespace."""
+        return sum(1 for r in guarded.requests if r.verb == "list" and r.resource == "pods")
+
     async with KubeClients(FAST) as clients:
         a = await clients.get(ref_for(issuer, guarded))
         again = await clients.get(ref_for(issuer, guarded))
@@ -131,6 +137,14 @@ async def test_clusters_are_shared_per_provider_and_kwargs(issuer: TokenIssuer, 
         assert a is again
         assert other is not a
         assert len(clients) == 2
+        # Two tasks of one identity: one watch of the namespace; another identity: its own.
+        async with a.watch(pods[0]) as s1, again.watch(pods[1]) as s2:
+            for sub in (s1, s2):
+                await sub.wait(lambda p: True, timeout=10)
+            assert watches() == 1
+            async with other.watch(pods[2]) as s3:
+                await s3.wait(lambda p: True, timeout=10)
+                assert watches() == 2
     assert ref_for(issuer, guarded).key == ref_for(issuer, guarded).key
     assert ref_for(issuer, guarded).key != ref_for(issuer, guarded, audience="team-b").key
 
