@@ -13,7 +13,14 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 OnFinishAction = Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"]
 OnKillAction = Literal["delete_pod", "keep_pod"]
@@ -72,13 +79,19 @@ class ClusterRef(_Frozen):
     in_cluster: bool | None = None
     credentials: CredentialsRef | None = None
 
+    @model_serializer(mode="wrap")
+    def _without_unset_credentials(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``credentials`` key when there are none: the key, and the JSON in a ledger that an
+        older release (``extra="forbid"``) may read back, stay as they were."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("credentials") is None:
+            data.pop("credentials", None)
+        return data
+
     @property
     def key(self) -> str:
         """A stable identity: one shared client and watch set per key (same provider + kwargs: one)."""
-        data = self.model_dump()
-        if data.get("credentials") is None:
-            data.pop("credentials", None)  # the keys of clusters without one stay as they were
-        blob = json.dumps(data, sort_keys=True, default=str)
+        blob = json.dumps(self.model_dump(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -149,12 +149,17 @@ async def test_clusters_are_shared_per_provider_and_kwargs(issuer: TokenIssuer, 
     assert ref_for(issuer, guarded).key != ref_for(issuer, guarded, audience="team-b").key
 
 
-def test_the_key_of_a_cluster_without_credentials_is_unchanged() -> None:
-    """Jobs already in a ledger keep their cluster key across the upgrade."""
+def test_a_cluster_without_credentials_keeps_its_key_and_json() -> None:
+    """Jobs already in a ledger keep their cluster key; an older release reads new rows back."""
     ref = ClusterRef(kubernetes_conn_id="k8s", cluster_context="c")
     before = {"kubernetes_conn_id": "k8s", "config_dict": None, "cluster_context": "c", "in_cluster": None}
     expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert ref.key == expected
+    assert json.loads(ref.model_dump_json()) == before
+    with_provider = ClusterRef(
+        credentials=CredentialsRef(provider=PROVIDER, kwargs={"cluster_url": "https://c"})
+    )
+    assert ClusterRef.model_validate_json(with_provider.model_dump_json()) == with_provider
 
 
 @pytest.mark.parametrize(
