@@ -16,7 +16,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHo
 from pydantic import ValidationError
 
 from finalizer.exceptions import ConfigurationError
-from finalizer.jobs import CredentialsRef
+from finalizer.jobs import ClusterRef, CredentialsRef
 from finalizer.kube.credentials import build_provider, configuration_for
 
 
@@ -51,6 +51,19 @@ def credentials_ref(value: object, *, check_import: bool = True) -> CredentialsR
     if check_import:
         build_provider(ref)  # the class exists and takes these kwargs (credentials are not fetched)
     return ref
+
+
+def cluster_ref_for(trigger: Any, credentials: CredentialsRef | None) -> ClusterRef:
+    """The finalizer's ``ClusterRef`` of a pod or Job trigger: the subclass's provider alone when
+    it has one (so tasks of one provider identity share a client), else the trigger's connection."""
+    if credentials is not None:
+        return ClusterRef(credentials=credentials)
+    return ClusterRef(
+        kubernetes_conn_id=trigger.kubernetes_conn_id,
+        config_dict=trigger.config_dict,
+        cluster_context=trigger.cluster_context,
+        in_cluster=trigger.in_cluster,
+    )
 
 
 class CredentialsKubernetesHook(AsyncKubernetesHook):  # type: ignore[misc]

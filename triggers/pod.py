@@ -34,9 +34,9 @@ from airflow.providers.cncf.kubernetes.utils.pod_manager import OnKillAction
 from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from finalizer.exceptions import ConfigurationError, FinalizerError
-from finalizer.jobs import ClusterRef, CredentialsRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
+from finalizer.jobs import CredentialsRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
 from triggers import config_check
-from triggers.cluster_hook import CredentialsKubernetesHook
+from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for
 from triggers.events import plan_event
 from triggers.policy import FinalizationPolicy
 from triggers.runtime import delete_pod, hand_over
@@ -175,16 +175,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
                 map_index=int(ti.map_index if ti.map_index is not None else -1),
                 try_number=int(ti.try_number or 1),
             ),
-            cluster=(
-                ClusterRef(credentials=self.cluster_credentials)
-                if self.cluster_credentials is not None
-                else ClusterRef(
-                    kubernetes_conn_id=self.kubernetes_conn_id,
-                    config_dict=self.config_dict,
-                    cluster_context=self.cluster_context,
-                    in_cluster=self.in_cluster,
-                )
-            ),
+            cluster=cluster_ref_for(self, self.cluster_credentials),
             pod=PodRef(
                 namespace=self.pod_namespace,
                 name=self.pod_name,

@@ -20,12 +20,12 @@ from airflow.sdk.exceptions import TaskDeferred
 from kubernetes.client import models as k8s
 
 from finalizer.exceptions import ConfigurationError
-from finalizer.jobs import CredentialsRef
+from finalizer.jobs import ClusterRef, CredentialsRef
 from finalizer.testing import FakeKube
 from finalizer.testing.token_issuer import PROVIDER, TokenIssuer
 from finalizer.testing.worker import serialize_trigger
 from tests.triggers.token_operator import TokenPodOperator
-from triggers.cluster_hook import CredentialsKubernetesHook, credentials_ref
+from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for, credentials_ref
 from triggers.operator import FinalizingKubernetesPodOperator
 from triggers.pod import FinalizingPodTrigger
 
@@ -219,3 +219,24 @@ async def test_a_failing_provider_on_the_classic_path_is_an_error_event_naming_i
     message = events[0].payload["message"]
     assert f"credentials provider {PROVIDER} (cluster_url, issuer_url) failed" in message
     assert "503" in message
+
+
+def test_the_finalizers_cluster_is_the_provider_alone_or_the_triggers_connection() -> None:
+    """Tasks of one provider identity share a client whatever their other connection kwargs."""
+    ref = CredentialsRef(provider=PROVIDER, kwargs={"issuer_url": "http://i", "cluster_url": "https://c"})
+    trigger = deferred(cluster_url_operator(ref))
+    assert cluster_ref_for(trigger, trigger.cluster_credentials) == ClusterRef(credentials=ref)
+    plain = deferred(
+        FinalizingKubernetesPodOperator(
+            task_id="t",
+            image="alpine:3",
+            name="t",
+            namespace=NS,
+            deferrable=True,
+            kubernetes_conn_id="k8s",
+            cluster_context="ctx",
+        )
+    )
+    assert cluster_ref_for(plain, plain.cluster_credentials) == ClusterRef(
+        kubernetes_conn_id="k8s", cluster_context="ctx", in_cluster=plain.in_cluster
+    )
