@@ -173,3 +173,21 @@ async def test_log_streams_are_bounded_per_cluster(fake: FakeKube) -> None:
     logs = {r.name: r for r in fake.requests if r.verb == "log"}
     assert logs["p2"].time >= logs["p1"].time + logs["p1"].duration - 0.05, "p2 waited for p1's stream"
     assert logs["p1"].duration >= 0.3
+
+
+async def test_a_follow_stream_ends_when_the_pod_is_force_deleted(
+    fake: FakeKube, cluster: KubeCluster
+) -> None:
+    """No container stop is seen on a force delete; the stream must still end (as the kubelet's)."""
+    running_pod(fake, "p")
+    fake.set_logs(NS, "p", "base", ["one"])
+    opened = asyncio.Event()
+
+    async def follow() -> None:
+        async for _ in cluster.logs.lines(NS, "p", "base", follow=True):
+            opened.set()
+
+    reader = asyncio.create_task(follow())
+    await asyncio.wait_for(opened.wait(), 5)
+    fake.force_delete(NS, "p")
+    await asyncio.wait_for(reader, 5)

@@ -82,11 +82,17 @@ async def handle_log(request: web.Request, cluster: Cluster, namespace: str, nam
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     response.enable_chunked_encoding()
     await response.prepare(request)
+    uid = pod["metadata"]["uid"]
+
+    def gone() -> bool:  # force-deleted (no container stop): the kubelet ends the stream too
+        current = cluster.store.get(namespace, name)
+        return current is None or current["metadata"]["uid"] != uid
+
     with client_may_leave():
         await response.write(data)
         sent = len(runtime.logs.get(container, []))
         stopped = runtime.stop_event(container)
-        while not stopped.is_set():
+        while not stopped.is_set() and not gone():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), 0.05)
             current = runtime.logs.get(container, [])
