@@ -26,6 +26,13 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
+def describe_error(exc: BaseException) -> str:
+    """For the task log: pydantic's own text repeats the input (a secret kwarg's value): not that."""
+    if isinstance(exc, ValidationError):
+        return f"invalid {exc.title} ({_first_error(exc)})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def credentials_ref(value: object, *, check_import: bool = True) -> CredentialsRef | None:
     """``finalizer_cluster()``'s answer as a ``CredentialsRef``; None keeps the trigger's connection.
 

@@ -42,7 +42,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import CredentialsRef, OutcomeKind
-from triggers.cluster_hook import credentials_ref
+from triggers.cluster_hook import credentials_ref, describe_error
 from triggers.events import read_marker
 from triggers.pod import FinalizingPodTrigger
 from triggers.policy import FinalizationPolicy, finalization_switched_on, worker_outcomes
@@ -137,11 +137,10 @@ class FinalizationMixin:
             log = getattr(self, "log", None)
             if log is not None:
                 log.error(
-                    "kpo-finalizer: finalizer_cluster() of %s failed (%s: %s); this task keeps its "
+                    "kpo-finalizer: finalizer_cluster() of %s failed (%s); this task keeps its "
                     "operator's own trigger (classic path)",
                     type(self).__name__,
-                    type(exc).__name__,
-                    exc,
+                    describe_error(exc),
                 )
             return False, None
 

@@ -18,6 +18,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHo
 from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from airflow.sdk.exceptions import TaskDeferred
 from kubernetes.client import models as k8s
+from pydantic import ValidationError
 
 from finalizer.exceptions import ConfigurationError
 from finalizer.jobs import ClusterRef, CredentialsRef
@@ -145,10 +146,22 @@ def test_a_gke_like_trigger_without_a_hook_is_left_alone() -> None:
     assert type(deferred(cluster_url_operator(None))) is ClusterUrlPodTrigger
 
 
+def _secret_kwarg_error() -> ValidationError:
+    try:
+        CredentialsRef(provider="a.B", kwargs={"token": "sekrit-value"})
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("a secret-named kwarg was accepted")
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
         (RuntimeError("no cluster endpoint yet"), "RuntimeError: no cluster endpoint yet"),
+        (
+            _secret_kwarg_error(),
+            "invalid CredentialsRef (kwargs: Value error, credentials kwargs ['token'] look",
+        ),
         (42, "returned int; expected a CredentialsRef, a dict or None"),
         ({"provider": "nodots"}, "invalid ref (provider: String should match pattern"),
         ({"provider": "a.B", "kwargs": {"id_token": "x"}}, "look like secrets"),
@@ -174,6 +187,7 @@ def test_a_broken_hook_keeps_the_operators_own_trigger_with_one_error_line(
     assert "[error" in lines[0]
     assert message in lines[0]
     assert "keeps its operator's own trigger (classic path)" in lines[0]
+    assert "sekrit" not in captured.out + captured.err
 
 
 def test_credentials_ref_accepts_the_ref_its_dict_or_none() -> None:
