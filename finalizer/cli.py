@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -265,7 +266,10 @@ def _add_bench_triggerer(bsub: Any) -> None:
         "--json", dest="json_path", default="bench-triggerer.json", help="write the figures here"
     )
     trig.add_argument(
-        "--plot", dest="plot_path", default=None, help="write the PNG timeline here (matplotlib)"
+        "--plot",
+        dest="plot_path",
+        default=None,
+        help="write the PNG timeline here (default: beside the JSON, as .png; needs matplotlib)",
     )
     trig.add_argument(
         "--keep", action="store_true", help="keep the temporary home (triggerer and trigger logs)"
@@ -286,7 +290,15 @@ def _bench_triggerer(args: argparse.Namespace, argv: Sequence[str] | None) -> in
         restart=args.restart,
         keep=args.keep,
     )
-    return triggerer.main(options, json_path=args.json_path, plot_path=args.plot_path, argv=argv)
+    plot_path = png_beside(args.json_path, args.plot_path)
+    return triggerer.main(options, json_path=args.json_path, plot_path=plot_path, argv=argv)
+
+
+def png_beside(json_path: str | None, plot_path: str | None) -> str | None:
+    """The PNG a bench writes: the one asked for, else beside its JSON (``x.json`` → ``x.png``)."""
+    if plot_path is not None or not json_path:
+        return plot_path
+    return str(Path(json_path).with_suffix(".png"))
 
 
 # -- bench chaos (issue 13): the fault campaign ---------------------------------------------------

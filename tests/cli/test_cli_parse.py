@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from finalizer.cli import build_parser, main
+from finalizer.cli import build_parser, main, png_beside
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,19 @@ def test_fake_kube_serves_until_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("json_path", "plot_path", "expected"),
+    [
+        ("bench-triggerer.json", None, "bench-triggerer.png"),
+        ("out/run.json", None, "out/run.png"),
+        ("run.json", "elsewhere.png", "elsewhere.png"),
+        (None, None, None),
+        ("", None, None),
+    ],
+)
+def test_bench_triggerer_writes_its_png_beside_the_json_unless_told(
+    json_path: str | None, plot_path: str | None, expected: str | None
+) -> None:
+    assert png_beside(json_path, plot_path) == expected
