@@ -61,10 +61,14 @@ class ContainerLog:
         self.cursor = rules.Cursor(cap=cap)
         self._open = True  # the channel still takes chunks
         self._noted = False  # the truncation line was written
+        #: Lines the cursor counted as written whose put was interrupted (a cancelled follower).
+        self._unsent: list[Line] = []
 
     async def _put(self, lines: list[Line]) -> None:
         if lines and self._open:
+            self._unsent = lines
             self._open = await self._channel.put(LogChunk(tuple(rules.records(lines))), PUT_TIMEOUT)
+            self._unsent = []
 
     async def _read(self, *, follow: bool, live: bool) -> None:
         """One stream, every new line into the channel; stops early at the cap or a closed channel."""
@@ -135,6 +139,8 @@ class ContainerLog:
 
     async def catch_up(self) -> None:
         """What a broken or abandoned follow stream missed: one read from where the log stopped."""
+        if self._unsent:  # counted by the cursor, but the follower was stopped before it queued them
+            await self._put(self._unsent)
         if self._open and not self.cursor.truncated:
             try:
                 await self._read(follow=False, live=True)
