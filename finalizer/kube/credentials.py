@@ -130,11 +130,20 @@ def _ca_bytes(ca_cert: str) -> bytes:
     return decoded.strip() + b"\n"
 
 
+_CA_DIR: Path | None = None
+
+
 def ca_file(ca_cert: str) -> str:
-    """A file holding the CA (the client takes a path), one per content, reused across calls."""
+    """A file holding the CA (the client takes a path), one per content, reused across calls.
+
+    In a directory of this process only (mode 0700): nobody else can put a CA of theirs there.
+    """
+    global _CA_DIR
     data = _ca_bytes(ca_cert)
-    path = Path(tempfile.gettempdir()) / f"kpo-finalizer-ca-{hashlib.sha256(data).hexdigest()[:16]}.pem"
-    if not path.exists() or path.read_bytes() != data:
+    if _CA_DIR is None:
+        _CA_DIR = Path(tempfile.mkdtemp(prefix="kpo-finalizer-ca-"))
+    path = _CA_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}.pem"
+    if not path.exists():
         tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)

@@ -244,6 +244,7 @@ def test_the_ca_is_written_once_per_content_pem_or_base64(tmp_path: Path) -> Non
         apply_credentials(cfg, ClusterCredentials(host="https://10.0.0.1/", token="t", ca_cert=given))
         assert cfg.host == "https://10.0.0.1"
         assert Path(cfg.ssl_ca_cert).read_text() == pem + "\n"
+        assert Path(cfg.ssl_ca_cert).parent.stat().st_mode & 0o077 == 0  # this process's own
         assert cfg.api_key == {"BearerToken": "t"}
         assert cfg.api_key_prefix == {"BearerToken": "Bearer"}
     with pytest.raises(ConfigurationError, match="neither PEM nor base64 of PEM"):
