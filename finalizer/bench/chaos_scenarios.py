@@ -3,8 +3,9 @@
 - ``kills``: N times, SIGKILL the whole triggerer at a random moment while a run's pods end, then
   start a new one (which gets the triggers once the old heartbeat is stale and adopts its jobs);
 - ``takeover``: two triggerers share a run's tasks (capacity half each); one is SIGKILLed;
-- ``kube-faults``: about ``fault_rate`` of the Kubernetes requests on the pods are faulted (reset,
-  500, 503, plain-text 429 with Retry-After, 1 s latency, a DELETE applied whose answer is lost);
+- ``kube-faults``: 5x the tasks of a run; about ``fault_rate`` of the Kubernetes requests on
+  their pods are faulted (reset, 500, 503, plain-text 429 with Retry-After, 1 s latency, and a
+  DELETE applied whose answer is lost);
 - ``ledger-outage``: the ledger's path refused and black-holed, each shorter and longer than
   ``ledger_deadline``;
 - ``metadb-outage``: Airflow's metadata DB refused and black-holed while the pods end;
@@ -26,7 +27,7 @@ from finalizer.bench import chaos_runs as runs
 from finalizer.bench import chaos_tasks as tasks
 from finalizer.bench.chaos_matrix import bad_input_cases
 from finalizer.bench.chaos_runs import Context, ScenarioResult
-from finalizer.bench.chaos_world import NAMESPACE
+from finalizer.bench.chaos_world import NAMESPACE, PLAIN_TASKS
 
 
 def kills(ctx: Context) -> ScenarioResult:
@@ -95,15 +96,17 @@ FAULT_KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
 def kube_faults(ctx: Context) -> ScenarioResult:
     res = ScenarioResult("kube-faults")
     ctx.triggerers.ensure()
-    run = runs.start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", max(1, ctx.tasks)))
+    # Five times a run's tasks: enough requests that the faulted share is near fault_rate.
+    count = min(5 * ctx.tasks, PLAIN_TASKS)
+    run = runs.start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", count))
     runs.wait_followed(ctx, run)
     faults = ctx.world.kube.faults
-    share = 1 - (1 - ctx.fault_rate) ** (1 / len(FAULT_KINDS))  # independent draws: ~fault_rate in all
+    # Independent draws per rule: a DELETE meets all six (fault_rate), any other request five.
+    share = 1 - (1 - ctx.fault_rate) ** (1 / (len(FAULT_KINDS) + 1))
     path = rf"/namespaces/{NAMESPACE}/pods"
+    kinds = [kind for kind, _ in FAULT_KINDS] + ["DELETE answer lost"]
     rules = [faults.add(None, path, times=None, probability=share, **kw) for _, kw in FAULT_KINDS]
-    rules.append(
-        faults.add("DELETE", path, times=None, probability=ctx.fault_rate, reset_after_handling=True)
-    )
+    rules.append(faults.add("DELETE", path, times=None, probability=share, reset_after_handling=True))
     since = time.time()
     runs.end_pods_over(ctx, run, 3.0).join()
     ended = time.time()
@@ -112,7 +115,8 @@ def kube_faults(ctx: Context) -> ScenarioResult:
         faults.clear()
         requests = [r for r in ctx.world.kube.requests if r.namespace == NAMESPACE and r.time >= since]
         res.faults = sum(rule.fired for rule in rules)
-        res.notes.append(f"{res.faults} of {len(requests)} requests on the pods faulted")
+        by_kind = ", ".join(f"{kind} {rule.fired}" for kind, rule in zip(kinds, rules, strict=True))
+        res.notes.append(f"{res.faults} of {len(requests)} requests on the pods faulted ({by_kind})")
 
     runs.finish(ctx, res, run, ended, end_fault)
     return res
