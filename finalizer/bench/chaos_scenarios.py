@@ -101,12 +101,13 @@ def kube_faults(ctx: Context) -> ScenarioResult:
     run = runs.start(ctx, res, "r0", tasks.plain_cases("kube-faults_r0", count))
     runs.wait_followed(ctx, run)
     faults = ctx.world.kube.faults
-    # Independent draws per rule: a DELETE meets all six (fault_rate), any other request five.
-    share = 1 - (1 - ctx.fault_rate) ** (1 / (len(FAULT_KINDS) + 1))
+    # A DELETE first meets its own rule (applied, answer lost: fault_rate of the DELETEs), then
+    # like any request the five kinds, each drawn independently: about fault_rate in all.
+    share = 1 - (1 - ctx.fault_rate) ** (1 / len(FAULT_KINDS))
     path = rf"/namespaces/{NAMESPACE}/pods"
-    kinds = [kind for kind, _ in FAULT_KINDS] + ["DELETE answer lost"]
-    rules = [faults.add(None, path, times=None, probability=share, **kw) for _, kw in FAULT_KINDS]
-    rules.append(faults.add("DELETE", path, times=None, probability=share, reset_after_handling=True))
+    kinds = ["DELETE answer lost"] + [kind for kind, _ in FAULT_KINDS]
+    rules = [faults.add("DELETE", path, times=None, probability=ctx.fault_rate, reset_after_handling=True)]
+    rules += [faults.add(None, path, times=None, probability=share, **kw) for _, kw in FAULT_KINDS]
     since = time.time()
     runs.end_pods_over(ctx, run, 3.0).join()
     ended = time.time()
