@@ -84,11 +84,9 @@ class ContainerLog:
                     if self.cursor.truncated:
                         break
                     continue
-                out.append(
-                    rules.live_line(container, message)
-                    if live
-                    else (logging.INFO, rules.final_line(container, message))
-                )
+                line = rules.shown(container, message, live=live)
+                if line is not None:  # an empty line still moves the cursor, as upstream's marker
+                    out.append(line)
             await self._put(out)
             if self.cursor.truncated or not self._open:
                 return

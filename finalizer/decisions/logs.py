@@ -6,7 +6,10 @@ Upstream (cncf-kubernetes 10.25.0) writes the base container's log in two shapes
 - **after the pod ended** (``trigger_reentry`` → ``_write_logs``): every line at INFO as
   ``[base] logs: <line>``, without the kubelet's timestamp (the record has its own time);
 - **while the pod runs** (``logging_interval``, the trigger's ``_emit_container_logs``):
-  ``[base] <line>`` at the level the line's prefix names (``ERROR:``, ``[WARNING]`` …, else INFO).
+  ``[base] <line>`` at the level the line's prefix names (``ERROR:``, ``[WARNING]`` …, else INFO),
+  a ``::group::`` / ``::endgroup::`` marker unprefixed (``shown``).
+
+Empty lines are written by neither.
 
 Lines of one level are joined into records of up to 100 lines (``records``): each record is work
 for the triggerer's supervisor. Lines are read with ``timestamps=true`` so that a stream that has
@@ -73,6 +76,27 @@ def final_line(container: str, message: str) -> str:
 def live_line(container: str, message: str) -> tuple[int, str]:
     """A line written while the pod runs, as upstream's trigger writes it: (level, text)."""
     return level_of(message), f"[{container}] {message}"
+
+
+def is_group_marker(message: str) -> bool:
+    """A ``::group::`` / ``::endgroup::`` line, which the UI folds (upstream ``is_log_group_marker``)."""
+    return message.startswith(("::group::", "::endgroup::"))
+
+
+def shown(container: str, message: str, *, live: bool) -> tuple[int, str] | None:
+    """The task-log line of one container line, None for one upstream does not write.
+
+    Both upstream paths drop an empty line (``_write_logs``' ``if line:``, #36571 in the trigger).
+    While the pod runs, a group marker goes out unprefixed so the UI folds it; after the end,
+    ``_write_logs`` prefixes every line, markers too.
+    """
+    if not message:
+        return None
+    if not live:
+        return logging.INFO, final_line(container, message)
+    if is_group_marker(message):
+        return logging.INFO, message
+    return live_line(container, message)
 
 
 def truncated_line(container: str, cap: int) -> str:

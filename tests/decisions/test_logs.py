@@ -12,6 +12,7 @@ from finalizer.decisions.logs import (
     level_of,
     live_line,
     records,
+    shown,
     split_stamp,
     stamp_ns,
     truncated_line,
@@ -71,6 +72,29 @@ def test_line_shapes_are_upstreams() -> None:
     assert final_line("base", "x") == "[base] logs: x"  # operators/pod.py _write_logs
     assert live_line("base", "ERROR: x") == (logging.ERROR, "[base] ERROR: x")  # the trigger's
     assert "truncated after 100 bytes" in truncated_line("base", 100)
+
+
+SHOWN_CASES = [
+    # (id, message, live, task-log line or None): upstream's _write_logs and _emit_container_logs
+    ("final-plain", "x", False, (logging.INFO, "[base] logs: x")),
+    ("final-empty", "", False, None),
+    ("final-blank-kept", " ", False, (logging.INFO, "[base] logs:  ")),
+    ("final-level-ignored", "ERROR: x", False, (logging.INFO, "[base] logs: ERROR: x")),
+    ("final-group-prefixed", "::group::Setup", False, (logging.INFO, "[base] logs: ::group::Setup")),
+    ("live-plain", "x", True, (logging.INFO, "[base] x")),
+    ("live-empty", "", True, None),
+    ("live-level", "[WARNING] x", True, (logging.WARNING, "[base] [WARNING] x")),
+    ("live-group", "::group::Setup", True, (logging.INFO, "::group::Setup")),
+    ("live-endgroup", "::endgroup::", True, (logging.INFO, "::endgroup::")),
+    ("live-group-not-at-start", " ::group::x", True, (logging.INFO, "[base]  ::group::x")),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "live", "line"), [c[1:] for c in SHOWN_CASES], ids=[c[0] for c in SHOWN_CASES]
+)
+def test_shown_matches_upstream(message: str, live: bool, line: tuple[int, str] | None) -> None:
+    assert shown("base", message, live=live) == line
 
 
 def test_cursor_caps_by_bytes_and_says_so() -> None:
