@@ -15,13 +15,14 @@ channel that stays full past ``PUT_TIMEOUT`` (the trigger's loop is stuck) ends 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from api_client.backoff import RetryPolicy
 from finalizer.decisions import logs as rules
-from finalizer.exceptions import FinalizerError, KubeRequestError, PodNotFoundError
+from finalizer.exceptions import FinalizerError, KubeRequestError, KubeTransientError, PodNotFoundError
 from finalizer.jobs import PodRef
 from finalizer.log_channel import Line, LogChannel, LogChunk
 from finalizer.pod import PodView
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a chunk may wait for room in the channel before the log is given up.
 PUT_TIMEOUT = 60.0
-#: Pause before reopening a follow stream that failed while the container runs (seconds).
-REOPEN_DELAY = 1.0
+#: Backoff before reopening a follow stream cut by a transient error (transport, 5xx, 429).
+REOPEN_POLICY = RetryPolicy(base_delay=1.0, max_delay=30.0, deadline=None)
 
 
 def _started(base: str) -> Callable[[PodView], bool]:
@@ -61,6 +62,8 @@ class ContainerLog:
         self.cursor = rules.Cursor(cap=cap)
         self._open = True  # the channel still takes chunks
         self._noted = False  # the truncation line was written
+        #: ``follow`` gave up on a 4xx: the whole log is read once the pod ended (``ship_all``).
+        self.fell_back = False
         #: Lines the cursor counted as written whose put was interrupted (a cancelled follower).
         self._unsent: list[Line] = []
 
@@ -116,8 +119,10 @@ class ContainerLog:
         """
         base = self._pod.base_container
         whole = False  # the last stream ended by itself (with the container)
+        failures = 0  # transient failures in a row, for the backoff
         while self._open and not self.cursor.truncated:
             whole = False
+            written = self.cursor.written
             try:
                 if await sub.wait(_started(base), None) is None:
                     break  # gone before it started
@@ -125,9 +130,25 @@ class ContainerLog:
                 whole = True
             except PodNotFoundError:
                 break
-            except FinalizerError as exc:  # 400 not started after all (a restart), or a broken stream
-                log.debug("pod %s: log stream interrupted (%s); reopening", self._pod.name, exc)
-                await asyncio.sleep(REOPEN_DELAY)
+            except KubeTransientError as exc:  # a broken stream, 5xx, 429: reopen after a backoff
+                failures = 1 if self.cursor.written > written else failures + 1
+                delay = REOPEN_POLICY.delay(failures, exc.retry_after)
+                log.debug(
+                    "pod %s: log stream interrupted (%s); reopening in %.1fs", self._pod.name, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):  # the container's end cuts the wait short
+                    await sub.wait(lambda pod: base_ended(pod, base), delay)
+            except FinalizerError as exc:  # a 4xx (RBAC …): reopening cannot help
+                await self._put(
+                    [
+                        (
+                            logging.WARNING,
+                            f"[{base}] the live log stopped ({exc}); the log is read once the pod ended",
+                        )
+                    ]
+                )
+                self.fell_back = True
+                return
             if base_ended(sub.latest, base):
                 break
         if not whole and sub.latest is not None:

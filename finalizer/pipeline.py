@@ -341,6 +341,8 @@ class Pipeline:
             if base_ended(sub.latest, spec.pod.base_container):
                 try:
                     await asyncio.wait_for(asyncio.shield(logs.follower), FOLLOW_GRACE)
+                    if shipper.fell_back:
+                        await shipper.ship_all()
                     return outcome
                 except TimeoutError:
                     pass

@@ -127,3 +127,30 @@ async def test_follow_of_a_container_still_running_stops_at_once(world: World, r
     assert took < FOLLOW_GRACE / 2, took
     assert (logging.INFO, "[base] still going") in lines  # what it wrote so far, once
     assert [text for _, text in lines].count("[base] still going") == 1
+
+
+async def test_follow_gives_up_on_a_4xx_and_reads_the_whole_log_at_the_end(world: World, rig: Rig) -> None:
+    """A 403 (no pods/log RBAC) is not reopened once a second: one WARNING line, then the whole
+    log once the pod ended."""
+    spec = world.make_job(xcom="1")
+    world.kube.set_logs(NS, spec.pod.name, "base", ["one"])
+    world.kube.faults.add("GET", rf"/pods/{spec.pod.name}/log", status=403, times=1)
+    channel = LogChannel(follow=True)
+    lines: list[tuple[int, str]] = []
+    with open_channel(spec.key, channel):
+        reader = asyncio.create_task(collect(channel, lines))
+        job = asyncio.create_task(rig.run(spec))
+        await eventually(lambda: any(level == logging.WARNING for level, _ in lines), what="the warning")
+        world.kube.terminate(NS, spec.pod.name, exit_code=0)
+        outcome = await job
+        channel.end()
+        await reader
+    assert outcome.kind is OutcomeKind.SUCCESS
+    warnings = [text for level, text in lines if level == logging.WARNING]
+    assert len(warnings) == 1, lines
+    assert "the live log stopped" in warnings[0]
+    assert (logging.INFO, "[base] logs: one") in lines
+    queries = log_queries(world, spec)
+    assert len(queries) == 2, queries  # the refused follow, then one whole read after the end
+    assert "follow=True" in queries[0]
+    assert "follow=True" not in queries[1]
