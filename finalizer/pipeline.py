@@ -25,7 +25,6 @@ same real pieces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -80,10 +79,14 @@ class _Logs:
     follower: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        if self.follower is not None and not self.follower.done():
-            self.follower.cancel()
-            with contextlib.suppress(BaseException):
-                await self.follower
+        """Stop the follower and wait for it; a cancellation of *this* task still propagates
+        (``asyncio.wait`` does not swallow it), so a drain parks the job instead of going on."""
+        follower = self.follower
+        if follower is not None and not follower.done():
+            follower.cancel()
+            await asyncio.wait({follower})
+        if follower is not None and follower.done() and not follower.cancelled():
+            follower.exception()  # retrieved: the follower's own failure is not the job's
 
 
 @dataclass(frozen=True, slots=True)
