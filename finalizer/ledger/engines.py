@@ -22,6 +22,8 @@ executes it:
 from __future__ import annotations
 
 import socket
+import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -72,6 +74,26 @@ class _OperationFailed(Exception):
         self.error = error
 
 
+def _enable_wal(cursor: Any, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried within ``busy_timeout``.
+
+    Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once, without its busy handler, while another process does the same (seen in CI with four
+    first connects at once); the other settings and every later statement honour busy_timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)  # in the ledger's worker thread (connect), never on an event loop
+            delay = min(delay * 2, 0.25)
+
+
 class SQLiteRunner:
     """One sqlite3 connection, used from a worker thread; concurrent operations commit as a group.
 
@@ -99,7 +121,7 @@ class SQLiteRunner:
             cursor = dbapi_connection.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor, busy_timeout)
                 cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
 
