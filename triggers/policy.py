@@ -185,10 +185,10 @@ def _where(key: str) -> str:
     return f"[{CONFIG_SECTION}] {key} (AIRFLOW__{CONFIG_SECTION.upper()}__{key.upper()})"
 
 
-def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
-    """The ``[kpo_finalizer]`` per-task defaults that are set, parsed; errors name the option."""
-    reader = read if read is not None else airflow_option
+def _parse_defaults(reader: ConfigReader) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The per-task defaults that are set, parsed, and ``(option, message)`` for each that fails."""
     values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
     for key, parse in _PARSERS.items():
         raw = reader(key)
         if raw is None:
@@ -196,7 +196,15 @@ def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
         try:
             values[key] = parse(raw)
         except ValueError as exc:
-            raise ConfigurationError(f"{_where(key)}: {exc}") from exc
+            problems.append((key, f"{_where(key)}: {exc}"))
+    return values, problems
+
+
+def config_defaults(read: ConfigReader | None = None) -> dict[str, Any]:
+    """The ``[kpo_finalizer]`` per-task defaults that are set, parsed; errors name the option."""
+    values, problems = _parse_defaults(read if read is not None else airflow_option)
+    if problems:
+        raise ConfigurationError(problems[0][1])
     # Validate the configured values on their own so the message points at the configuration.
     FinalizationPolicy.build(values, source=f"[{CONFIG_SECTION}]")
     return values
@@ -228,15 +236,8 @@ def policy_config_problems(read: ConfigReader | None = None) -> list[tuple[str, 
         finalization_switched_on(reader)
     except ConfigurationError as exc:
         problems.append((SWITCH_OPTION, str(exc)))
-    values: dict[str, Any] = {}
-    for key, parse in _PARSERS.items():
-        raw = reader(key)
-        if raw is None:
-            continue
-        try:
-            values[key] = parse(raw)
-        except ValueError as exc:
-            problems.append((key, f"{_where(key)}: {exc}"))
+    values, bad = _parse_defaults(reader)
+    problems.extend(bad)
     try:
         FinalizationPolicy.model_validate(values)
     except ValidationError as exc:
