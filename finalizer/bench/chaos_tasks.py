@@ -18,6 +18,7 @@ from typing import Any
 
 from finalizer.bench.chaos_checks import TERMINAL, Expect, Facts, PodRequest
 from finalizer.bench.chaos_world import DAG_ID, IMAGE, NAMESPACE, World
+from finalizer.bench.triggerer_world import operator_trigger
 
 #: How a pod ends: ``drive(kube, namespace, pod_name)``.
 Drive = Callable[[Any, str, str], None]
@@ -116,27 +117,16 @@ def build_trigger(world: World, task: Task) -> Any:
 
     ``triggers`` is imported by name: ``finalizer`` must not import that layer statically.
     """
-    from airflow.sdk.exceptions import TaskDeferred
-    from kubernetes.client import models as k8s
-
-    cls = importlib.import_module("triggers.operator").FinalizingKubernetesPodOperator
-    operator = cls(
+    return operator_trigger(
+        importlib.import_module("triggers.operator").FinalizingKubernetesPodOperator,
         task_id=task.case.task_id,
-        name=task.pod,
+        pod_name=task.pod,
         namespace=NAMESPACE,
+        uid=task.uid,
+        kubeconfig_path=world.kubeconfig_path,
         image=IMAGE,
-        deferrable=True,
-        do_xcom_push=True,
-        kubernetes_conn_id=None,
-        config_file=str(world.kubeconfig_path),
         **world.special.get(task.case.task_id, {}),
     )
-    operator.pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=task.pod, namespace=NAMESPACE, uid=task.uid))
-    try:
-        operator.invoke_defer_method()
-    except TaskDeferred as deferred:
-        return deferred.trigger
-    raise RuntimeError(f"{cls.__name__}.invoke_defer_method did not defer")
 
 
 def followed(world: World, run: Run, since: float) -> bool:

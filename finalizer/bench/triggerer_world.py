@@ -141,26 +141,50 @@ def build_trigger(variant: str, slot: TaskSlot, namespace: str, kubeconfig_path:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
         return DateTimeTrigger(moment=datetime.now(UTC) + timedelta(hours=1))
+    module, cls = operator_path(variant)
+    return operator_trigger(
+        getattr(importlib.import_module(module), cls),
+        task_id=slot.ti.task_id,
+        pod_name=slot.pod_name,
+        namespace=namespace,
+        uid=slot.uid,
+        kubeconfig_path=kubeconfig_path,
+    )
+
+
+def operator_trigger(
+    cls: Any,
+    *,
+    task_id: str,
+    pod_name: str,
+    namespace: str,
+    uid: str,
+    kubeconfig_path: Path,
+    image: str = IMAGE,
+    **extra: Any,
+) -> Any:
+    """What a worker's KPO ``cls`` defers to once its pod (``uid``) exists on the fake cluster:
+    the operator's own ``invoke_defer_method`` runs and the trigger in its ``TaskDeferred`` is kept."""
     from airflow.sdk.exceptions import TaskDeferred
     from kubernetes.client import models as k8s
 
-    module, cls = operator_path(variant)
-    operator = getattr(importlib.import_module(module), cls)(
-        task_id=slot.ti.task_id,
-        name=slot.pod_name,
+    operator = cls(
+        task_id=task_id,
+        name=pod_name,
         namespace=namespace,
-        image=IMAGE,
+        image=image,
         deferrable=True,
         do_xcom_push=True,
         kubernetes_conn_id=None,
         config_file=str(kubeconfig_path),
+        **extra,
     )
-    operator.pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=slot.pod_name, namespace=namespace, uid=slot.uid))
+    operator.pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=pod_name, namespace=namespace, uid=uid))
     try:
         operator.invoke_defer_method()
     except TaskDeferred as deferred:
         return deferred.trigger
-    raise RuntimeError(f"{cls}.invoke_defer_method did not defer")
+    raise RuntimeError(f"{cls.__name__}.invoke_defer_method did not defer")
 
 
 def queue_all(run_id: str) -> None:
