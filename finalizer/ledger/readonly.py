@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -28,6 +29,8 @@ from finalizer.ledger.dialect import normalize_url, translate_errors
 from finalizer.ledger.migrations import LATEST_VERSION, schema_version
 from finalizer.ledger.schema import instances, jobs
 from finalizer.ledger.summary import FAILURE_KINDS, InstanceRow, JobRow, LedgerRows
+
+T = TypeVar("T")
 
 #: Longest reason or error text read per job (a termination message can be long).
 REASON_CHARS = 300
@@ -195,12 +198,17 @@ def _read_sqlite(url: sa.URL, display: str, timeout: float) -> LedgerRows:
     path = Path(database)
     if not path.is_file():
         raise LedgerNotFoundError(f"no ledger file at {path}")
-    # mode=ro: never create or write the file; the URI form needs the path percent-encoded.
+    return _read_only_sqlite(path, timeout, lambda conn: read_rows(conn, display))
+
+
+def _read_only_sqlite(path: Path, timeout: float, read: Callable[[sa.Connection], T]) -> T:
+    """``read`` on a connection that can neither create nor write the file (``mode=ro``)."""
+    # The URI form needs the path percent-encoded.
     ro = f"sqlite+pysqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
     engine = sa.create_engine(ro, connect_args={"timeout": timeout})
     try:
         with engine.connect() as conn:
-            return read_rows(conn, display)
+            return read(conn)
     finally:
         engine.dispose()
 
@@ -278,13 +286,7 @@ def _probe_sqlite(url: sa.URL, display: str, timeout: float) -> str:
         raise LedgerError(f"{path} is not a file")
     if not os.access(path, os.R_OK | os.W_OK):
         raise LedgerError(f"{path} is not readable and writable by this user")
-    ro = f"sqlite+pysqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
-    engine = sa.create_engine(ro, connect_args={"timeout": timeout})
-    try:
-        with engine.connect() as conn:
-            return _version_line(display, schema_version(conn))
-    finally:
-        engine.dispose()
+    return _version_line(display, _read_only_sqlite(path, timeout, schema_version))
 
 
 async def _probe_postgres(url: sa.URL, display: str, within: float) -> str:
