@@ -205,6 +205,7 @@ def _world(
         )
         env.migrate()
         env.add_dag("bench_e2e.py", DAG_SOURCE)
+        _unpause_all()
         _create_pool(tasks)
         processes_env = {**os.environ, **env.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
         airflow = AirflowStack(processes_env, env.home, port)
@@ -237,6 +238,22 @@ def _wait_healthy(port: int, airflow: Any, timeout: float = 180.0) -> None:
         return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
 
     _wait("the Airflow components to report healthy", healthy, timeout, airflow)
+
+
+def _unpause_all() -> None:
+    """The bench's DAGs run unpaused, whatever this process's Airflow read at import.
+
+    ``DagModel.is_paused`` takes its default from ``dags_are_paused_at_creation`` once, when
+    ``airflow.models.dag`` is first imported: a process that imported it under another Airflow
+    home (``bench chaos`` before ``bench e2e`` in one pytest run) writes new DAGs paused, and the
+    scheduler then runs nothing.
+    """
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(update(DagModel).values(is_paused=False))
 
 
 def _create_pool(slots: int) -> None:
