@@ -10,6 +10,7 @@ of these, re-raised ``from`` the original. Callers decide on the class, never on
     │   ├── KubeTransientError        transport, timeout, 5xx, 429: retry (honour .retry_after)
     │   └── KubeTerminalError         retrying cannot help
     │       ├── PodNotFoundError      404: the pod (or its node's view of it) is gone
+    │       ├── BatchJobNotFoundError 404: the batch/v1 Job is gone (or its name has another uid)
     │       ├── PodConflictError      409: uid precondition failed (the name now has another pod)
     │       └── KubeRequestError      any other 4xx
     ├── XComReadError                 the sidecar answered, but the payload is unusable (terminal)
@@ -66,6 +67,10 @@ class KubeTerminalError(KubeError):
 
 class PodNotFoundError(KubeTerminalError):
     """The pod is gone."""
+
+
+class BatchJobNotFoundError(KubeTerminalError):
+    """The batch/v1 Job is gone (404, or its name now holds another uid)."""
 
 
 class PodConflictError(KubeTerminalError):

@@ -24,6 +24,8 @@ from pydantic import (
 
 OnFinishAction = Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"]
 OnKillAction = Literal["delete_pod", "keep_pod"]
+#: ``propagationPolicy`` of a batch/v1 Job DELETE (upstream's ``on_kill_propagation_policy`` values).
+PropagationPolicy = Literal["Foreground", "Background", "Orphan"]
 #: Key names refused in ``CredentialsRef.kwargs`` (they would sit in clear in the trigger table).
 SECRET_WORDS = ("token", "password", "secret")
 
@@ -103,6 +105,32 @@ class PodRef(_Frozen):
     label_selector: str | None = None
 
 
+class BatchJobRef(_Frozen):
+    """A batch/v1 Job finished as one ledger job (``FinalizingJobTrigger``); its pods are its members.
+
+    The members are found by the Job's ``controller-uid`` label, not by the pod names the worker
+    saw, so pods created later (backoffLimit retries, ``completions > parallelism``) are read too.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    base_container: str = "base"
+    #: One pod's XCom is pushed as the value, not a one-item list (upstream's ``unwrap_single``).
+    unwrap_single: bool = True
+    #: Delete the Job once its task ended (upstream leaves it to ``ttlSecondsAfterFinished``).
+    delete_job: bool = False
+    #: ``propagationPolicy`` of that delete.
+    propagation_policy: PropagationPolicy = "Background"
+    #: ``propagationPolicy`` of the delete ``on_kill`` makes (upstream's default: Foreground).
+    on_kill_propagation_policy: PropagationPolicy = "Foreground"
+
+    @property
+    def selector(self) -> str:
+        """The label selector of the Job's pods (set by the Job controller on every pod)."""
+        return f"batch.kubernetes.io/controller-uid={self.uid}"
+
+
 class FinishSettings(_Frozen):
     """The per-task finalization settings (resolved from the FinalizationPolicy)."""
 
@@ -137,18 +165,50 @@ class StartupRules(_Frozen):
 
 
 class JobSpec(_Frozen):
-    """Everything the pipeline needs to finish one task try."""
+    """Everything the pipeline needs to finish one task try.
+
+    The workload is a KPO pod (``pod``), or a batch/v1 Job (``batch_job`` set): then ``pod`` holds
+    the Job's own namespace, name and uid (``batch_job_spec`` builds it), so the key, the ledger's
+    coordinates and ``status`` read the same for both kinds.
+    """
 
     ti: TaskInstanceRef
     cluster: ClusterRef
     pod: PodRef
     settings: FinishSettings = FinishSettings()
     startup: StartupRules = StartupRules()
+    batch_job: BatchJobRef | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_batch_job(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``batch_job`` key for a pod: a KPO spec's JSON stays what an older release reads."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("batch_job") is None:
+            data.pop("batch_job", None)
+        return data
 
     @property
     def key(self) -> str:
         """Ledger primary key: ti id + try number + pod uid."""
         return f"{self.ti.id}:{self.ti.try_number}:{self.pod.uid}"
+
+
+def batch_job_spec(
+    ti: TaskInstanceRef,
+    cluster: ClusterRef,
+    job: BatchJobRef,
+    settings: FinishSettings = FinishSettings(),
+    startup: StartupRules = StartupRules(),
+) -> JobSpec:
+    """The ``JobSpec`` of a batch/v1 Job: ``pod`` names the Job itself (see ``JobSpec``)."""
+    return JobSpec(
+        ti=ti,
+        cluster=cluster,
+        pod=PodRef(namespace=job.namespace, name=job.name, uid=job.uid, base_container=job.base_container),
+        settings=settings,
+        startup=startup,
+        batch_job=job,
+    )
 
 
 class Step(enum.IntEnum):

@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from api_client.backoff import Classifier
+from finalizer.batch_job import BatchJobView
 from finalizer.config import FinalizerConfig
-from finalizer.jobs import JobSpec, Outcome, PodRef, Step
+from finalizer.jobs import BatchJobRef, JobSpec, Outcome, PodRef, PropagationPolicy, Step
 from finalizer.ledger.records import JobRecord
 from finalizer.pod import PodView
 
@@ -41,6 +42,49 @@ class PodWatch(Protocol):
         timeout: float | None,  # noqa: ASYNC109 - the shared watcher's own signature
     ) -> PodView | None:
         """The first snapshot matching ``predicate``; None when the pod is gone; TimeoutError on timeout."""
+        ...
+
+
+class BatchJobWatch(Protocol):
+    """A subscription to one batch/v1 Job (name + uid) on the cluster's shared Job watch."""
+
+    @property
+    def latest(self) -> BatchJobView | None:
+        """The latest state; None while unknown and once the Job is gone."""
+        ...
+
+    @property
+    def known(self) -> bool: ...
+
+    async def wait(
+        self,
+        predicate: Callable[[BatchJobView], bool],
+        timeout: float | None,  # noqa: ASYNC109 - the shared watcher's own signature
+    ) -> BatchJobView | None:
+        """The first snapshot matching ``predicate``; None when the Job is gone; TimeoutError on timeout."""
+        ...
+
+
+class MemberWatch(Protocol):
+    """A Job's pods (its ``controller-uid`` label) on the shared pod watch: level-based, by uid."""
+
+    @property
+    def known(self) -> bool:
+        """A first LIST answered: ``members`` is the whole truth from then on."""
+        ...
+
+    @property
+    def members(self) -> Mapping[str, PodView]:
+        """Every member pod seen and not gone, by uid (latest state)."""
+        ...
+
+    @property
+    def gone(self) -> Mapping[str, PodView]:
+        """Member pods seen and then deleted, by uid (their last state)."""
+        ...
+
+    async def changed(self, timeout: float | None) -> None:  # noqa: ASYNC109 - as ``wait``
+        """Return at the next change of any member (new, updated, gone); TimeoutError on timeout."""
         ...
 
 
@@ -80,6 +124,26 @@ class ClusterOps(Protocol):
         ...
 
     async def label_checked(self, pod: PodRef) -> None: ...
+
+    # -- batch/v1 Jobs (``FinalizingJobTrigger``); a member pod is a ``PodRef`` like any pod ------
+
+    def watch_batch_job(self, job: BatchJobRef) -> AbstractAsyncContextManager[BatchJobWatch]: ...
+
+    def watch_members(self, job: BatchJobRef) -> AbstractAsyncContextManager[MemberWatch]: ...
+
+    async def read_batch_job(self, job: BatchJobRef) -> BatchJobView:
+        """This very Job (uid checked); ``BatchJobNotFoundError`` when gone."""
+        ...
+
+    async def delete_batch_job(
+        self, job: BatchJobRef, policy: PropagationPolicy, grace_period: int | None = None
+    ) -> bool:
+        """True if deleted now, False if already gone (uid precondition applied)."""
+        ...
+
+    def batch_job_dict(self, job: BatchJobView) -> dict[str, Any]:
+        """The Job as upstream's ``V1Job.to_dict()`` gives it (the ``job`` XCom), JSON-safe."""
+        ...
 
 
 class JobLedger(Protocol):

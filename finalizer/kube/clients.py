@@ -18,8 +18,9 @@ from kubernetes_asyncio.client.configuration import Configuration
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import get_websocket_url
 
+from finalizer.batch_job import BatchJobView
 from finalizer.exceptions import FinalizerUnavailableError
-from finalizer.jobs import ClusterRef, PodRef
+from finalizer.jobs import BatchJobRef, ClusterRef, PodRef, PropagationPolicy
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
 from finalizer.kube.logs import LogStreams
 from finalizer.kube.pods import PodOps
@@ -28,6 +29,7 @@ from finalizer.kube.transport import detach_environment
 from finalizer.kube.watcher import PodWatcher, Subscription
 from finalizer.kube.xcom import ExecOps
 from finalizer.pod import PodView
+from finalizer.seams import BatchJobWatch, MemberWatch
 
 
 class PodSidecar:
@@ -105,6 +107,24 @@ class KubeCluster:
 
     async def label_checked(self, pod: PodRef) -> None:
         await self.pods.label_checked(pod.namespace, pod.name, pod.uid)
+
+    # --- batch/v1 Jobs (issue 16: implemented in finalizer.kube by its own change) -------------
+    def watch_batch_job(self, job: BatchJobRef) -> contextlib.AbstractAsyncContextManager[BatchJobWatch]:
+        raise NotImplementedError("batch/v1 Job watch")
+
+    def watch_members(self, job: BatchJobRef) -> contextlib.AbstractAsyncContextManager[MemberWatch]:
+        raise NotImplementedError("batch/v1 Job member watch")
+
+    async def read_batch_job(self, job: BatchJobRef) -> BatchJobView:
+        raise NotImplementedError("batch/v1 Job read")
+
+    async def delete_batch_job(
+        self, job: BatchJobRef, policy: PropagationPolicy, grace_period: int | None = None
+    ) -> bool:
+        raise NotImplementedError("batch/v1 Job delete")
+
+    def batch_job_dict(self, job: BatchJobView) -> dict[str, Any]:
+        raise NotImplementedError("batch/v1 Job to_dict")
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
