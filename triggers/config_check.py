@@ -8,8 +8,8 @@ read at all. Both used to show only as one line in each task's log. Here they ar
 once, one ``Problem`` per bad or unknown option:
 
 - ``kpo-finalizer check-config`` prints them (and tests the ledger connection), exit 1 on any;
-- inside the triggerer ``report_once`` logs them at ERROR in the triggerer's own log, once per
-  process, and counts them in ``kpo_finalizer.config_problems``.
+- inside the triggerer ``report_once`` (in a thread, off the event loop) logs them at ERROR in
+  the triggerer's own log, once per process, and counts them in ``kpo_finalizer.config_problems``.
 
 A secret option's value (``SECRET_OPTIONS``) is never printed, nor any unknown option's value
 (a misspelt ``ledger_url`` is still a secret).
@@ -17,11 +17,13 @@ A secret option's value (``SECRET_OPTIONS``) is never printed, nor any unknown o
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import difflib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TextIO
@@ -144,6 +146,20 @@ def airflow_trigger_counter() -> Callable[[], int]:
 # -- inside the triggerer -------------------------------------------------------------------------
 
 _REPORTED = False
+_REPORT_LOCK = threading.Lock()
+
+
+async def report_once_off_loop(
+    read: ConfigReader = airflow_option, sources: Mapping[str, str] | None = None
+) -> int:
+    """``report_once`` in a worker thread: it reads Airflow's configuration (files, secrets
+    backends), which must not stall the triggerer's event loop and every trigger on it.
+
+    Only the process's first call leaves the loop; later ones return 0 at once.
+    """
+    if _REPORTED:
+        return 0
+    return await asyncio.to_thread(report_once, read, sources)
 
 
 def report_once(read: ConfigReader = airflow_option, sources: Mapping[str, str] | None = None) -> int:
@@ -151,11 +167,13 @@ def report_once(read: ConfigReader = airflow_option, sources: Mapping[str, str] 
 
     Returns the number of problems logged (0 on every later call). Never raises: a failure of
     the check itself is logged, and the finalizer's start-up reports what it finds anyway.
+    Thread-safe: triggers starting together report once.
     """
     global _REPORTED
-    if _REPORTED:
-        return 0
-    _REPORTED = True
+    with _REPORT_LOCK:
+        if _REPORTED:
+            return 0
+        _REPORTED = True
     try:
         problems = find_problems(read, sources)
     except Exception:

@@ -230,7 +230,8 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
     # -- run ----------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        config_check.report_once()  # [kpo_finalizer] problems at ERROR in the triggerer's log, once
+        # [kpo_finalizer] problems at ERROR in the triggerer's log, once; off the loop (it reads config)
+        await config_check.report_once_off_loop()
         policy, classic = self._classic_reason()
         if classic is None and policy is not None:
             try:

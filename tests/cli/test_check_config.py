@@ -8,10 +8,12 @@ triggerer the same problems are logged once at ERROR and counted (``report_once`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,6 +200,29 @@ def test_report_once_logs_every_problem_at_error_and_counts_them(
     assert "3 problem(s)" in errors[3]
     for option, count in before.items():
         assert METRICS.config_problems.value(option=option) == count + 1
+
+
+@pytest.mark.anyio
+async def test_report_once_off_loop_reads_the_config_in_a_thread_not_on_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop runs while the check reads: a read blocked until the loop releases it completes."""
+    monkeypatch.setattr(config_check, "_REPORTED", False)
+    entered, release = threading.Event(), threading.Event()
+    released_in_time: list[bool] = []
+
+    def blocking_read(option: str) -> str | None:
+        if not entered.is_set():
+            entered.set()
+            released_in_time.append(release.wait(10))  # False if the loop itself is blocked
+        return {"concurrency_per_cluster": "-4"}.get(option)
+
+    report = asyncio.create_task(config_check.report_once_off_loop(blocking_read, {}))
+    assert await asyncio.wait_for(asyncio.to_thread(entered.wait, 10), 15)
+    release.set()  # runs only because the read left the loop
+    assert await asyncio.wait_for(report, 15) == 1
+    assert released_in_time == [True]
+    assert await config_check.report_once_off_loop(blocking_read, {}) == 0  # once per process
 
 
 def test_check_config_without_airflow_says_where_to_run_it() -> None:
