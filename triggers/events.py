@@ -75,24 +75,60 @@ def plan_event(
     """Map an outcome to the event to yield. ``to_worker``: the policy sends every end to the worker."""
     if outcome.kind in _END and not to_worker:
         return EventPlan(_END[outcome.kind])
-    marker = {
-        "outcome": outcome.kind.value,
-        "reason": outcome.reason,
-        "exit_code": outcome.exit_code,
-        "finalized": True,
-    }
-    message = outcome.reason or f"kpo-finalizer outcome: {outcome.kind.value}"
     return EventPlan(
         "reentry",
         classic_payload(
             status=outcome.event_status,
             name=name,
             namespace=namespace,
-            message=message,
+            message=_message(outcome),
             trigger_kwargs=trigger_kwargs,
-            marker=marker,
+            marker=_marker(outcome),
         ),
     )
+
+
+def plan_job_event(
+    outcome: Outcome,
+    *,
+    name: str,
+    namespace: str,
+    pod_names: list[str],
+    pod_namespace: str,
+    to_worker: bool = False,
+) -> EventPlan:
+    """``plan_event`` for a batch/v1 Job: the re-entry payload has ``KubernetesJobTrigger``'s keys.
+
+    Its ``status`` is upstream's (``success`` / ``error``); ``job`` and ``xcom_result`` are None:
+    the finalizer pushed both already, and the operator's ``execute_complete`` reads the marker.
+    """
+    if outcome.kind in _END and not to_worker:
+        return EventPlan(_END[outcome.kind])
+    payload: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "pod_names": list(pod_names),
+        "pod_namespace": pod_namespace,
+        "status": "success" if outcome.kind is OutcomeKind.SUCCESS else "error",
+        "message": _message(outcome),
+        "job": None,
+        "xcom_result": None,
+        MARKER_KEY: _marker(outcome),
+    }
+    return EventPlan("reentry", payload)
+
+
+def _marker(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "outcome": outcome.kind.value,
+        "reason": outcome.reason,
+        "exit_code": outcome.exit_code,
+        "finalized": True,
+    }
+
+
+def _message(outcome: Outcome) -> str:
+    return outcome.reason or f"kpo-finalizer outcome: {outcome.kind.value}"
 
 
 def read_marker(event: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -144,6 +144,16 @@ class FinalizationMixin:
                 )
             return False, None
 
+    def _finalizer_worker_outcomes(self) -> dict[str, str]:
+        """The outcomes only a worker can end (this task's callbacks and emails)."""
+        return worker_outcomes(
+            on_success_callback=bool(getattr(self, "on_success_callback", None)),
+            on_skipped_callback=bool(getattr(self, "on_skipped_callback", None)),
+            email=bool(getattr(self, "email", None)),
+            email_on_failure=bool(getattr(self, "email_on_failure", False)),
+            email_on_retry=bool(getattr(self, "email_on_retry", False)),
+        )
+
     def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
         # enabled = false (the rollback switch): new tasks keep the provider's trigger, so nothing
         # new depends on this package; tasks already deferred to ours still finish in the triggerer.
@@ -175,13 +185,7 @@ class FinalizationMixin:
                 xcom_mapped_length=self._finalizer_mapped_length(),
                 has_callbacks=bool(getattr(self, "callbacks", None)),
                 finalization=self.finalization,
-                worker_outcomes=worker_outcomes(
-                    on_success_callback=bool(getattr(self, "on_success_callback", None)),
-                    on_skipped_callback=bool(getattr(self, "on_skipped_callback", None)),
-                    email=bool(getattr(self, "email", None)),
-                    email_on_failure=bool(getattr(self, "email_on_failure", False)),
-                    email_on_retry=bool(getattr(self, "email_on_retry", False)),
-                ),
+                worker_outcomes=self._finalizer_worker_outcomes(),
                 cluster_credentials=credentials,
             )
         return super().defer(  # type: ignore[misc]

@@ -23,7 +23,6 @@ left DEFERRED.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from functools import cached_property
@@ -31,27 +30,19 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from airflow.providers.cncf.kubernetes.utils.pod_manager import OnKillAction
-from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
-from finalizer.exceptions import ConfigurationError, FinalizerError
-from finalizer.jobs import CredentialsRef, JobSpec, PodRef, StartupRules, TaskInstanceRef
-from triggers import config_check
+from finalizer.jobs import CredentialsRef, JobSpec, Outcome, PodRef, StartupRules
 from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for
-from triggers.events import plan_event
+from triggers.events import EventPlan, plan_event
+from triggers.finalizing import FinalizingTrigger, task_instance_ref
 from triggers.policy import FinalizationPolicy
-from triggers.runtime import delete_pod, hand_over
-from triggers.task_log import finalize_with_log
+from triggers.runtime import delete_pod
 
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
 
-#: Bound on each step of on_kill (task-state query, pod delete), seconds.
-ON_KILL_STEP_TIMEOUT = 60.0
 
-#: on_kill work in flight (strong references: the loop keeps only weak ones to tasks).
-_KILLS: set[asyncio.Task[None]] = set()
-
-
-class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
+class FinalizingPodTrigger(FinalizingTrigger, KubernetesPodTrigger):  # type: ignore[misc]
     """Watch a KPO pod and finish its task in the triggerer. Same kwargs as ``KubernetesPodTrigger``."""
 
     def __init__(
@@ -167,14 +158,7 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
         """The finalizer job for this trigger's task-instance try (needs ``task_instance``)."""
         ti = self.task_instance
         return JobSpec(
-            ti=TaskInstanceRef(
-                id=str(ti.id),
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                map_index=int(ti.map_index if ti.map_index is not None else -1),
-                try_number=int(ti.try_number or 1),
-            ),
+            ti=task_instance_ref(ti),
             cluster=cluster_ref_for(self, self.cluster_credentials),
             pod=PodRef(
                 namespace=self.pod_namespace,
@@ -211,149 +195,41 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             ),
         )
 
-    def _classic_reason(self) -> tuple[FinalizationPolicy | None, str | None]:
-        """Resolve the policy; say why this task must take the classic path, if it must."""
-        try:
-            policy = self.finalization.resolve()
-        except ConfigurationError as exc:
-            return None, f"the finalization policy is invalid ({exc})"
-        if not policy.is_enabled:
-            return policy, "finalization is disabled by the policy"
-        if self.has_callbacks:
-            return policy, "the operator has KPO callbacks, which need the pod in the worker"
-        if not self.pod_uid:
-            return policy, "the trigger was created without the pod uid"
-        if getattr(self, "task_instance", None) is None:
-            return policy, "the trigger has no task instance"
-        return policy, None
-
-    # -- run ----------------------------------------------------------------------------------
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        # [kpo_finalizer] problems at ERROR in the triggerer's log, once; off the loop (it reads config)
-        await config_check.report_once_off_loop()
-        policy, classic = self._classic_reason()
-        if classic is None and policy is not None:
-            try:
-                job = self.job_spec(policy)
-            except (ConfigurationError, ValueError, TypeError) as exc:
-                classic = f"the finalization job could not be built ({exc})"
-        if classic is not None or policy is None:
-            self.log.info("kpo-finalizer: classic path for pod %s/%s: %s", *self._where(), classic)
-            async for event in super().run():
-                yield event
-            return
-
-        self._job = job
-        # DEBUG: Airflow already logs each trigger's start, and every line crosses the busy
-        # supervisor; the outcome line says how the finalizer ended the task.
-        self.log.debug(
-            "kpo-finalizer: finishing pod %s/%s (uid %s) in the triggerer", *self._where(), self.pod_uid
-        )
-        try:
-            outcome = await finalize_with_log(
-                job, self.log, get_logs=bool(self.get_logs), follow=self.logging_interval is not None
-            )
-        except Exception as exc:
-            # FinalizerError: the finalizer cannot run or lost the job. Anything else is a bug,
-            # logged with its traceback; either way the classic path loses nothing.
-            self.log.error(
-                "kpo-finalizer could not finish pod %s/%s (%s: %s); handing the task to the worker "
-                "(classic path)",
-                *self._where(),
-                type(exc).__name__,
-                exc,
-                exc_info=not isinstance(exc, FinalizerError),
-            )
-            # The pod is the worker's now: no finalizer may adopt and act on this job (issue 13).
-            await hand_over(job, f"the trigger took the classic path: {type(exc).__name__}: {exc}")
-            async for event in super().run():
-                yield event
-            return
-
-        plan = plan_event(
-            outcome,
-            name=self.pod_name,
-            namespace=self.pod_namespace,
-            trigger_kwargs=self.trigger_kwargs,
-            to_worker=bool(policy.fallback_to_worker) or outcome.kind.value in self.worker_outcomes,
-        )
-        if plan.action == "reentry" and outcome.kind.value in self.worker_outcomes:
-            self.log.info(
-                "kpo-finalizer: the worker ends the task: %s", self.worker_outcomes[outcome.kind.value]
-            )
-        self._log_outcome(plan.action, outcome.kind.value, outcome.reason, outcome.log_tail)
-        self._fired_event = True
-        if plan.action == "success":
-            yield TaskSuccessEvent()
-        elif plan.action == "failed":
-            yield TaskFailedEvent()
-        elif plan.action == "skipped":
-            yield TaskSkippedEvent()
-        else:
-            yield TriggerEvent(plan.payload)
+    # -- the shared run and exits (``FinalizingTrigger``) ----------------------------------------
 
     def _where(self) -> tuple[str, str]:
         return self.pod_namespace, self.pod_name
 
-    def _log_outcome(self, action: str, kind: str, reason: str, log_tail: str | None) -> None:
-        """The reason goes to the trigger log, which Airflow shows in the task log."""
-        if action == "success":
-            self.log.info("kpo-finalizer: task succeeded: %s", reason)
-        elif action == "skipped":
-            self.log.info("kpo-finalizer: task skipped: %s", reason)
-        elif action == "failed":
-            self.log.error("kpo-finalizer: task failed: %s", reason)
-        else:  # configured (fallback_to_worker, worker_outcomes, fail-fast): expected, so INFO
-            self.log.info("kpo-finalizer: outcome %s handed to the worker: %s", kind, reason)
-        if log_tail:  # on success only with get_logs (the pipeline reads it only then)
-            self.log.info("kpo-finalizer: last lines of the base container's log:\n%s", log_tail)
+    def _uid(self) -> str | None:
+        return self.pod_uid
 
-    # -- exits ----------------------------------------------------------------------------------
+    def _classic_extra(self) -> str | None:
+        if self.has_callbacks:
+            return "the operator has KPO callbacks, which need the pod in the worker"
+        return None
 
-    async def on_kill(self) -> None:
-        """A user action (mark success/failed, clear): apply ``on_kill_action`` — if really killed.
+    def _get_logs(self) -> tuple[bool, bool]:
+        return bool(self.get_logs), self.logging_interval is not None
 
-        A triggerer that lost its triggers also cancels its stale copies through ``on_kill``, so
-        the pod is deleted only when Airflow says the task is no longer DEFERRED.
-
-        The work runs in its own task, shielded: Airflow 3.3.2's supervisor repeats the cancel
-        request on every sync (about once a second) until the trigger has finished, which would
-        otherwise interrupt the state check or the delete half-way.
-        """
-        if self._fired_event:
-            self.log.debug("on_kill: an event was already fired; nothing to do")
-            return
-        if self.on_kill_action == OnKillAction.KEEP_POD:
-            self.log.info("on_kill: on_kill_action is keep_pod; pod %s/%s kept", *self._where())
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._kill_if_user_action(), name="kpo-finalizer-on-kill"
+    def _end_plan(self, outcome: Outcome, to_worker: bool) -> EventPlan:
+        return plan_event(
+            outcome,
+            name=self.pod_name,
+            namespace=self.pod_namespace,
+            trigger_kwargs=self.trigger_kwargs,
+            to_worker=to_worker,
         )
-        _KILLS.add(task)
-        task.add_done_callback(_KILLS.discard)
-        await asyncio.shield(task)
 
-    async def _kill_if_user_action(self) -> None:
-        try:
-            state = await asyncio.wait_for(self.get_task_state(), ON_KILL_STEP_TIMEOUT)
-        except Exception:
-            self.log.warning("on_kill: could not read the task state; pod kept to be safe", exc_info=True)
-            return
-        if state == "deferred":
-            self.log.info(
-                "on_kill: the task is still DEFERRED (a triggerer restart or reassignment, not a user "
-                "action); pod %s/%s kept",
-                *self._where(),
-            )
-            return
-        self.log.info("on_kill: task is %s; deleting pod %s/%s", state, *self._where())
-        try:
-            how = await asyncio.wait_for(self._delete_pod(), ON_KILL_STEP_TIMEOUT)
-        except Exception:
-            self.log.exception("on_kill: could not delete pod %s/%s", *self._where())
-        else:
-            self.log.info("on_kill: pod %s/%s deleted %s", *self._where(), how)
+    def _classic_run(self) -> AsyncIterator[TriggerEvent]:
+        return KubernetesPodTrigger.run(self)  # type: ignore[no-any-return]
+
+    def _kill_kept(self) -> str | None:
+        if self.on_kill_action == OnKillAction.KEEP_POD:
+            return "on_kill_action is keep_pod; pod {}/{} kept".format(*self._where())
+        return None
+
+    async def _delete_on_kill(self) -> str:
+        return await self._delete_pod()
 
     async def _delete_pod(self) -> str:
         """This very pod (uid precondition) through the finalizer; by name where none runs."""
@@ -365,10 +241,3 @@ class FinalizingPodTrigger(KubernetesPodTrigger):  # type: ignore[misc]
             grace_period_seconds=self.termination_grace_period,
         )
         return "(by name)"
-
-    async def cleanup(self) -> None:
-        """Every exit (shutdown, reassignment, done): never delete a pod here.
-
-        Only the waiting ends (the cancelled ``submit``); the job goes on in the finalizer or is
-        parked durable in the ledger, so a restarted or reassigned trigger picks it up.
-        """
