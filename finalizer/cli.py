@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument(
         "--scenarios",
         default="idle,contention",
-        help="comma-separated: idle, contention, paused (the DAG paused while its pods run; "
-        "default idle,contention)",
+        help="comma-separated: idle, contention, paused (the DAG paused while its pods run), "
+        "jobs, jobs-contention (KubernetesJobOperator, parallelism 1 and 3; default idle,contention)",
     )
     e2e.add_argument("--json", dest="json_path", default="bench-e2e.json", help="write the figures here")
     e2e.add_argument("--keep", action="store_true", help="keep the temporary home (component logs)")

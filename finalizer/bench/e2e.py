@@ -34,7 +34,8 @@ from finalizer.bench.report import command_line, latency_summary, machine, rende
 
 NAMESPACE = "bench"
 VARIANTS = ("classic", "finalizing")
-SCENARIOS = ("idle", "contention", "paused")
+#: ``jobs`` and ``jobs-contention``: Kubernetes Jobs (``finalizer.bench.e2e_jobs``).
+SCENARIOS = ("idle", "contention", "paused", "jobs", "jobs-contention")
 POOL = "kpo_bench_pool"
 TERMINAL = {"success", "failed", "skipped", "up_for_retry", "upstream_failed"}
 
@@ -105,12 +106,17 @@ class PodSampler:
     def __init__(self, kube: Any, interval: float = 0.1) -> None:
         self.kube = kube
         self.interval = interval
-        self.base_end: dict[tuple[str, str], float] = {}  # (dag_id, task_id) -> time.time()
-        self.gone: dict[tuple[str, str], float] = {}
-        self._known: dict[str, tuple[str, str]] = {}  # uid -> (dag_id, task_id)
+        self.base_end: dict[tuple[str, ...], float] = {}  # key(meta) -> time.time()
+        self.gone: dict[tuple[str, ...], float] = {}
+        self._known: dict[str, tuple[str, ...]] = {}  # uid -> key(meta)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pod-sampler", daemon=True)
         self._store = getattr(getattr(kube, "cluster", None), "store", None)
+
+    def key(self, meta: dict[str, Any]) -> tuple[str, ...]:
+        """What a stamp is kept by: the task (``(dag_id, task_id)``); a Job's pods add their name."""
+        labels = meta.get("labels") or {}
+        return (labels.get("dag_id", ""), labels.get("task_id", ""))
 
     def __enter__(self) -> PodSampler:
         if self._store is not None:
@@ -128,8 +134,7 @@ class PodSampler:
         meta = pod["metadata"]
         if meta.get("namespace") != NAMESPACE:
             return
-        labels = meta.get("labels") or {}
-        key = (labels.get("dag_id", ""), labels.get("task_id", ""))
+        key = self.key(meta)
         now = time.time()
         if type_ == "DELETED":
             self.gone.setdefault(key, now)
@@ -142,8 +147,7 @@ class PodSampler:
             seen: set[str] = set()
             for pod in self.kube.list_pods(NAMESPACE):
                 meta = pod["metadata"]
-                labels = meta.get("labels") or {}
-                key = (labels.get("dag_id", ""), labels.get("task_id", ""))
+                key = self.key(meta)
                 self._known[meta["uid"]] = key
                 seen.add(meta["uid"])
                 if _base_ended(pod):
@@ -285,29 +289,40 @@ def _wait(what: str, predicate: Any, timeout: float, stack: Any) -> None:
         time.sleep(0.5)
 
 
+def drive(
+    world: dict[str, Any], dag_id: str, tasks: int, *, contended: bool, timeout: float
+) -> tuple[Any, dict[str, tuple[str | None, Any]]]:
+    """Run ``dag_id`` until every task is terminal; its run and the tasks' states.
+
+    ``contended``: once all ``tasks`` are deferred, the higher-priority fillers queue for the pool.
+    """
+    env, stack = world["env"], world["stack"]
+    run = env.create_run(dag_id)
+    if contended:
+        _wait(
+            f"{dag_id}: every task deferred",
+            lambda: sum(s == "deferred" for s, _ in _states(env, dag_id, run.run_id).values()) == tasks,
+            timeout,
+            stack,
+        )
+        env.create_run("bench_fillers")
+    _wait(
+        f"{dag_id}: every task terminal",
+        lambda: all(s in TERMINAL for s, _ in _states(env, dag_id, run.run_id).values()),
+        timeout,
+        stack,
+    )
+    time.sleep(0.5)  # one more sample: pods deleted at the very end
+    return run, _states(env, dag_id, run.run_id)
+
+
 def _run_variant(
     world: dict[str, Any], variant: str, scenario: str, tasks: int, timeout: float
 ) -> dict[str, Any]:
     env, stack, kube = world["env"], world["stack"], world["kube"]
     dag_id = f"bench_{variant}_{scenario}"
     with PodSampler(kube) as sampler:
-        run = env.create_run(dag_id)
-        if scenario == "contention":
-            _wait(
-                f"{dag_id}: every task deferred",
-                lambda: sum(s == "deferred" for s, _ in _states(env, dag_id, run.run_id).values()) == tasks,
-                timeout,
-                stack,
-            )
-            env.create_run("bench_fillers")
-        _wait(
-            f"{dag_id}: every task terminal",
-            lambda: all(s in TERMINAL for s, _ in _states(env, dag_id, run.run_id).values()),
-            timeout,
-            stack,
-        )
-        time.sleep(0.5)  # one more sample: pods deleted at the very end
-        states = _states(env, dag_id, run.run_id)
+        run, states = drive(world, dag_id, tasks, contended=scenario == "contention", timeout=timeout)
     scheduler_log = stack.processes["scheduler"].logs()
     rows = []
     for task_id, (state, (end_date, ti_id)) in sorted(states.items()):
@@ -376,7 +391,7 @@ def run(
     variants: tuple[str, ...] = VARIANTS,
     paused_bound: float | None = None,
 ) -> dict[str, Any]:
-    from finalizer.bench import e2e_paused
+    from finalizer.bench import e2e_jobs, e2e_paused
 
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown or not scenarios:
@@ -384,15 +399,28 @@ def run(
     bad = sorted(set(variants) - set(VARIANTS))
     if bad or not variants:
         raise ValueError(f"unknown variant(s) {bad or list(variants)}; choose from {list(VARIANTS)}")
-    run_seconds = {"idle": 5.0, "contention": 12.0, "paused": 15.0, **(run_seconds or {})}
+    run_seconds = {
+        "idle": 5.0,
+        "contention": 12.0,
+        "paused": 15.0,
+        "jobs": 5.0,
+        "jobs-contention": 12.0,
+        **(run_seconds or {}),
+    }
     bound = e2e_paused.DEFAULT_BOUND if paused_bound is None else paused_bound
     results = []
     with _world(tasks, run_seconds, filler_seconds, keep) as world:
+        if set(scenarios) & set(e2e_jobs.SCENARIOS):
+            e2e_jobs.prepare(world)
         for scenario in scenarios:
             for variant in variants:
                 print(f"running {scenario} / {variant} ({tasks} tasks)…", flush=True)
                 if scenario == "paused":
                     results.append(e2e_paused.run_paused(world, variant, tasks, bound=bound, timeout=timeout))
+                elif scenario in e2e_jobs.SCENARIOS:
+                    results.append(
+                        e2e_jobs.run_jobs(world, variant, scenario, tasks, timeout + filler_seconds)
+                    )
                 else:
                     results.append(_run_variant(world, variant, scenario, tasks, timeout + filler_seconds))
         db = world["db"]
@@ -408,13 +436,18 @@ def run(
 
 
 def render(result: dict[str, Any]) -> str:
+    from finalizer.bench.e2e_jobs import SCENARIOS as JOBS
+    from finalizer.bench.e2e_jobs_figures import render_jobs
     from finalizer.bench.e2e_paused import render_paused
 
     paused = [r for r in result["results"] if r["scenario"] == "paused"]
-    others = [r for r in result["results"] if r["scenario"] != "paused"]
+    jobs = [r for r in result["results"] if r["scenario"] in JOBS]
+    others = [r for r in result["results"] if r["scenario"] != "paused" and r["scenario"] not in JOBS]
     tables = [_render_classic(others)] if others else []
     if paused:
         tables.append(render_paused(paused))
+    if jobs:
+        tables.append(render_jobs(jobs))
     return "\n\n".join(tables)
 
 
