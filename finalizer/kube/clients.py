@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes_asyncio.client.configuration import Configuration
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import get_websocket_url
@@ -21,15 +21,16 @@ from kubernetes_asyncio.stream.ws_client import get_websocket_url
 from finalizer.batch_job import BatchJobView
 from finalizer.exceptions import FinalizerUnavailableError
 from finalizer.jobs import BatchJobRef, ClusterRef, PodRef, PropagationPolicy
+from finalizer.kube.batch_jobs import BatchJobOps, job_to_dict
 from finalizer.kube.config import KubeSettings, install_credential_refresh, load_configuration
 from finalizer.kube.logs import LogStreams
 from finalizer.kube.pods import PodOps
 from finalizer.kube.sidecar import SidecarSession
 from finalizer.kube.transport import detach_environment
-from finalizer.kube.watcher import PodWatcher, Subscription
+from finalizer.kube.watcher import JobWatcher, PodWatcher
 from finalizer.kube.xcom import ExecOps
 from finalizer.pod import PodView
-from finalizer.seams import BatchJobWatch, MemberWatch
+from finalizer.seams import BatchJobWatch, MemberWatch, PodWatch
 
 
 class PodSidecar:
@@ -49,8 +50,9 @@ class PodSidecar:
 class KubeCluster:
     """Everything the finalizer does to one cluster, over one shared client.
 
-    Methods taking a ``PodRef`` match ``finalizer.seams.ClusterOps``; the lower-level
-    pieces are ``pods`` (unary calls), ``exec`` (XCom read, sidecar stop) and ``watcher``.
+    Methods taking a ``PodRef`` or a ``BatchJobRef`` match ``finalizer.seams.ClusterOps``; the
+    lower-level pieces are ``pods`` and ``jobs`` (unary calls), ``exec`` (XCom read, sidecar stop),
+    ``watcher`` (pods, and a Job's pods by owner) and ``job_watcher`` (batch/v1 Jobs).
     """
 
     def __init__(self, configuration: Configuration, settings: KubeSettings | None = None) -> None:
@@ -60,6 +62,7 @@ class KubeCluster:
         self.api = ApiClient(configuration)
         detach_environment(self.api.rest_client, configuration.host, proxy_per_request=True)
         self.core = CoreV1Api(self.api)
+        self.batch = BatchV1Api(self.api)
         self._ws_api: WsApiClient | None = None
         self._ws_core: CoreV1Api | None = None
         #: Unary calls and exec sessions in flight (the long-lived watches are not counted).
@@ -68,6 +71,8 @@ class KubeCluster:
         self.logs = LogStreams(self.core, self.settings)
         self.exec = ExecOps(self._exec_core, self.settings, self.limiter, self.pods.read_pod)
         self.watcher = PodWatcher(self.core, self.pods, self.settings, self.limiter)
+        self.jobs = BatchJobOps(self.batch, self.settings, self.limiter)
+        self.job_watcher = JobWatcher(self.batch, self.jobs, self.settings, self.limiter)
         self._closed = False
 
     def _exec_core(self) -> CoreV1Api:
@@ -80,7 +85,7 @@ class KubeCluster:
         return self._ws_core
 
     # --- finalizer.seams.ClusterOps -------------------------------------------------------------
-    def watch(self, pod: PodRef) -> contextlib.AbstractAsyncContextManager[Subscription]:
+    def watch(self, pod: PodRef) -> contextlib.AbstractAsyncContextManager[PodWatch]:
         return self.watcher.subscribe(pod.namespace, pod.name, pod.uid, pod.label_selector)
 
     async def read_pod(self, pod: PodRef) -> PodView:
@@ -108,23 +113,25 @@ class KubeCluster:
     async def label_checked(self, pod: PodRef) -> None:
         await self.pods.label_checked(pod.namespace, pod.name, pod.uid)
 
-    # --- batch/v1 Jobs (issue 16: implemented in finalizer.kube by its own change) -------------
+    # --- batch/v1 Jobs (FinalizingJobTrigger) -----------------------------------------------------
     def watch_batch_job(self, job: BatchJobRef) -> contextlib.AbstractAsyncContextManager[BatchJobWatch]:
-        raise NotImplementedError("batch/v1 Job watch")
+        """The Job on its namespace's shared Job watch (by name + uid)."""
+        return self.job_watcher.subscribe(job.namespace, job.name, job.uid)
 
     def watch_members(self, job: BatchJobRef) -> contextlib.AbstractAsyncContextManager[MemberWatch]:
-        raise NotImplementedError("batch/v1 Job member watch")
+        """The Job's pods, by controller-uid label, on the namespace's shared pod watch."""
+        return self.watcher.members(job.namespace, job.uid)
 
     async def read_batch_job(self, job: BatchJobRef) -> BatchJobView:
-        raise NotImplementedError("batch/v1 Job read")
+        return await self.jobs.read_job_by_uid(job.namespace, job.name, job.uid)
 
     async def delete_batch_job(
         self, job: BatchJobRef, policy: PropagationPolicy, grace_period: int | None = None
     ) -> bool:
-        raise NotImplementedError("batch/v1 Job delete")
+        return await self.jobs.delete_job(job.namespace, job.name, job.uid, policy, grace_period)
 
     def batch_job_dict(self, job: BatchJobView) -> dict[str, Any]:
-        raise NotImplementedError("batch/v1 Job to_dict")
+        return job_to_dict(self.api, job)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -133,7 +140,10 @@ class KubeCluster:
             return
         self._closed = True
         try:
-            await self.watcher.aclose()
+            try:
+                await self.watcher.aclose()
+            finally:
+                await self.job_watcher.aclose()
         finally:
             try:
                 await self.api.close()

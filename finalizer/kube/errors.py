@@ -6,7 +6,7 @@ kubernetes_asyncio raises ``ApiException`` (preloaded calls only), aiohttp raise
 above this module sees only :mod:`finalizer.exceptions`, so callers decide on classes::
 
     transport error, timeout, 5xx, 429   -> KubeTransientError(retry_after=Retry-After)
-    404                                  -> PodNotFoundError
+    404                                  -> PodNotFoundError (BatchJobNotFoundError for Jobs: ``not_found``)
     409                                  -> PodConflictError
     any other 4xx                        -> KubeRequestError
 
@@ -29,6 +29,7 @@ from finalizer.exceptions import (
     FinalizerError,
     KubeError,
     KubeRequestError,
+    KubeTerminalError,
     KubeTransientError,
     PodConflictError,
     PodNotFoundError,
@@ -59,28 +60,37 @@ def error_for_status(
     headers: Mapping[str, str] | None = None,
     *,
     what: str = "Kubernetes API call",
+    not_found: type[KubeTerminalError] = PodNotFoundError,
 ) -> KubeError:
-    """The finalizer exception for an HTTP error answer (pure: table-tested)."""
+    """The finalizer exception for an HTTP error answer (pure: table-tested).
+
+    ``not_found`` is the 404 class: the object the call was about (a pod, or a batch/v1 Job).
+    """
     detail = status_message(body)
     message = f"{what} failed: HTTP {status}" + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
     if status == 429 or status >= 500 or status == 0:
         return KubeTransientError(message, status=status, retry_after=retry_after)
     if status == 404:
-        return PodNotFoundError(message, status=status)
+        return not_found(message, status=status)
     if status == 409:
         return PodConflictError(message, status=status)
     return KubeRequestError(message, status=status)
 
 
-def translate(exc: BaseException, *, what: str = "Kubernetes API call") -> FinalizerError | None:
+def translate(
+    exc: BaseException,
+    *,
+    what: str = "Kubernetes API call",
+    not_found: type[KubeTerminalError] = PodNotFoundError,
+) -> FinalizerError | None:
     """Map a foreign exception to ours; None when it is not a Kubernetes-side error."""
     if isinstance(exc, FinalizerError):
         return exc
     if isinstance(exc, ApiException):
-        return error_for_status(int(exc.status or 0), exc.body, exc.headers, what=what)
+        return error_for_status(int(exc.status or 0), exc.body, exc.headers, what=what, not_found=not_found)
     if isinstance(exc, aiohttp.ClientResponseError):  # includes WSServerHandshakeError
-        return error_for_status(exc.status, exc.message, exc.headers, what=what)
+        return error_for_status(exc.status, exc.message, exc.headers, what=what, not_found=not_found)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return KubeTransientError(f"{what} timed out")
     if isinstance(exc, aiohttp.ClientError | ConnectionError):
@@ -89,14 +99,16 @@ def translate(exc: BaseException, *, what: str = "Kubernetes API call") -> Final
 
 
 @contextlib.contextmanager
-def kube_errors(what: str = "Kubernetes API call") -> Iterator[None]:
+def kube_errors(
+    what: str = "Kubernetes API call", not_found: type[KubeTerminalError] = PodNotFoundError
+) -> Iterator[None]:
     """Re-raise Kubernetes-side errors raised inside the block as finalizer exceptions."""
     try:
         yield
     except FinalizerError:
         raise
     except Exception as exc:
-        translated = translate(exc, what=what)
+        translated = translate(exc, what=what, not_found=not_found)
         if translated is None:
             raise
         raise translated from exc

@@ -8,24 +8,19 @@ Every call goes out with ``_preload_content=False`` (raw JSON, no ``V1Pod``), a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio.client import CoreV1Api
 
 from finalizer.exceptions import PodNotFoundError
 from finalizer.kube.config import KubeSettings
-from finalizer.kube.errors import kube_errors
-from finalizer.kube.responses import parse_object, raise_for_response, read_body
+from finalizer.kube.responses import RawCall, bounded_call, parse_object
 from finalizer.pod import JSON, PodView
 
 #: The provider's label for a kept pod, so a retried KPO does not re-attach to it.
 ALREADY_CHECKED_LABEL = "already_checked"
 #: Largest pod JSON we accept from a GET (a pod is at most ~1.5 MiB in etcd).
 MAX_POD_BYTES = 4 * 1024 * 1024
-
-RawCall = Callable[..., Awaitable[Any]]
 
 
 def termination_message(pod: PodView, container: str = "base") -> str | None:
@@ -48,13 +43,16 @@ class PodOps:
         self, what: str, call: RawCall, *args: Any, max_bytes: int, truncate: bool = False, **kwargs: Any
     ) -> bytes:
         """One bounded call; the body as bytes, at most ``max_bytes`` of it."""
-        async with self._limiter:
-            with kube_errors(what):
-                response: aiohttp.ClientResponse = await call(
-                    *args, _preload_content=False, _request_timeout=self._settings.request_timeout, **kwargs
-                )
-                await raise_for_response(response, what=what)
-                return await read_body(response, max_bytes, what=what, truncate=truncate)
+        return await bounded_call(
+            self._limiter,
+            self._settings.request_timeout,
+            what,
+            call,
+            *args,
+            max_bytes=max_bytes,
+            truncate=truncate,
+            **kwargs,
+        )
 
     async def _json(self, what: str, call: RawCall, *args: Any, **kwargs: Any) -> JSON:
         body = await self._raw(what, call, *args, max_bytes=MAX_POD_BYTES, **kwargs)

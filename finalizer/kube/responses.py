@@ -8,15 +8,19 @@ is not a JSON object (a proxy's page, a cut stream) is a transient error, like a
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
-from finalizer.exceptions import KubeTransientError
-from finalizer.kube.errors import error_for_status
+from finalizer.exceptions import KubeTerminalError, KubeTransientError, PodNotFoundError
+from finalizer.kube.errors import error_for_status, kube_errors
 
 MAX_ERROR_BODY = 64 * 1024
+
+RawCall = Callable[..., Awaitable[Any]]
 
 
 async def read_body(
@@ -45,7 +49,12 @@ async def read_body(
     return body
 
 
-async def raise_for_response(response: aiohttp.ClientResponse, *, what: str) -> None:
+async def raise_for_response(
+    response: aiohttp.ClientResponse,
+    *,
+    what: str,
+    not_found: type[KubeTerminalError] = PodNotFoundError,
+) -> None:
     """Raise the finalizer error for a non-2xx answer (the response is then released)."""
     if 200 <= response.status <= 299:
         return
@@ -53,7 +62,7 @@ async def raise_for_response(response: aiohttp.ClientResponse, *, what: str) -> 
         body = await read_body(response, MAX_ERROR_BODY, what=what, truncate=True)
     except (aiohttp.ClientError, TimeoutError):
         body = b""
-    raise error_for_status(response.status, body, response.headers, what=what)
+    raise error_for_status(response.status, body, response.headers, what=what, not_found=not_found)
 
 
 def parse_object(body: bytes, *, what: str, expected: str = "an object") -> dict[str, Any]:
@@ -65,3 +74,24 @@ def parse_object(body: bytes, *, what: str, expected: str = "an object") -> dict
     if not isinstance(data, dict):
         raise KubeTransientError(f"{what}: the API sent {type(data).__name__}, expected {expected}")
     return data
+
+
+async def bounded_call(
+    limiter: asyncio.Semaphore,
+    request_timeout: Any,
+    what: str,
+    call: RawCall,
+    *args: Any,
+    max_bytes: int,
+    truncate: bool = False,
+    not_found: type[KubeTerminalError] = PodNotFoundError,
+    **kwargs: Any,
+) -> bytes:
+    """One raw unary call in a slot of ``limiter``: the body as bytes, at most ``max_bytes`` of it."""
+    async with limiter:
+        with kube_errors(what, not_found):
+            response: aiohttp.ClientResponse = await call(
+                *args, _preload_content=False, _request_timeout=request_timeout, **kwargs
+            )
+            await raise_for_response(response, what=what, not_found=not_found)
+            return await read_body(response, max_bytes, what=what, truncate=truncate)
