@@ -5,9 +5,11 @@ trigger its own DAG operator builds:
 - ``execution_timeout``: the task fails at the operator's deadline and its pod is deleted, as the
   provider's trigger (status ``timeout``) and ``trigger_reentry`` do, well before Airflow's own
   defer timeout;
-- a user marks the task success or failed, or clears it, while its pod is being finalized (the
-  XCom read held by fake-kube latency): the user's state stands, the finalizer finishes its steps
-  without ending the task, and the pod is deleted (``on_kill_action``), as on the classic path;
+- a user marks the task success or failed through Airflow's Public API (the UI's PATCH), or
+  clears it, while its pod is being finalized (a read held by fake-kube latency): the user's state
+  stands against the opposite outcome the pod would give, on_kill deletes the pod
+  (``on_kill_action``), and the finalizer finishes its steps without ending the task, as on the
+  classic path; a pod still running when marked success is deleted by on_kill alone;
 - a pool with ``include_deferred``: the deferred task holds its slot through the finalization and
   gives it back when it ends (on the classic path it gives it back when its trigger fires).
 """
@@ -27,6 +29,7 @@ from finalizer.testing.fake_kube import FakeKube
 from finalizer.testing.logs import trigger_logs
 from finalizer.testing.polling import current_ti, wait_for, wait_for_ti_state
 from finalizer.testing.triggerer_process import TriggererProcess
+from tests.support.public_api import public_api, set_state
 from tests.triggers import behaviour, e2e
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.airflow]
@@ -83,13 +86,6 @@ async def test_execution_timeout_fails_the_task_at_the_deadline_and_deletes_the_
     wait_for(lambda: _pod_gone(fake_kube, pod), 30, what="the timed-out pod deleted")
 
 
-def _mark(state: str) -> Any:
-    def act(env: AirflowEnv, ti: TIInfo) -> None:
-        env.set_ti_state(current_ti(ti).id, state)  # what "mark success/failed" does to the row
-
-    return act
-
-
 def _clear(env: AirflowEnv, ti: TIInfo) -> None:
     """Airflow's own clear (the UI's and the API's): a new try, state None, trigger dropped."""
     from airflow.models.taskinstance import TaskInstance, clear_task_instances
@@ -101,41 +97,92 @@ def _clear(env: AirflowEnv, ti: TIInfo) -> None:
         clear_task_instances([row], session)
 
 
+def _killed_by_on_kill(env: AirflowEnv, ti: TIInfo, state: str) -> bool:
+    """The trigger's on_kill saw the user's state and deleted the pod (``on_kill_action``)."""
+    return f"on_kill: task is {state}; deleting pod" in trigger_logs(env, ti)
+
+
+async def _finalizing(
+    env: AirflowEnv, app: Any, kube: FakeKube, task_id: str, *, exit_code: int, held: str
+) -> tuple[TIInfo, e2e.PodHandle]:
+    """A deferred TI whose pod ended with ``exit_code``; the finalizer's ``held`` read (a path
+    regex under the pod) is held by the fake, so a user action lands mid-finalization."""
+    ti, pod = await _defer_and_follow(env, app, kube, task_id)
+    kube.set_logs(e2e.NAMESPACE, pod.name, "base", [f"{task_id}: working", f"{task_id}: exit {exit_code}"])
+    hold = kube.faults.add(
+        "GET", rf"/pods/{pod.name}/{held}", status=None, latency=HELD_READ_SECONDS, times=1
+    )
+    kube.terminate(e2e.NAMESPACE, pod.name, exit_code=exit_code)
+    wait_for(lambda: hold.fired >= 1, 60, 0.02, f"the finalizer's {held} read to reach the fake")
+    assert current_ti(ti).state == "deferred"  # the action lands mid-finalization
+    return ti, pod
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("task_id", "action", "expected"),
+    ("task_id", "exit_code", "held", "state"),
     [
-        ("mark_success", _mark("success"), "success"),
-        ("mark_failed", _mark("failed"), "failed"),
-        ("clear", _clear, None),
+        # The pod failed: left alone, the finalizer would end the task FAILED (its log read held).
+        ("mark_success", 1, "log", "success"),
+        # The pod succeeded: left alone, the finalizer would end the task SUCCESS (XCom read held).
+        ("mark_failed", 0, "exec", "failed"),
     ],
-    ids=["mark-success", "mark-failed", "clear"],
+    ids=["mark-success-on-a-failing-pod", "mark-failed-on-a-succeeding-pod"],
 )
-async def test_user_action_while_the_pod_is_being_finalized_stands(
+async def test_mark_via_the_public_api_while_the_pod_is_being_finalized_stands(
     env: AirflowEnv,
     triggerer: TriggererProcess,
     app: Any,
     fake_kube: FakeKube,
     task_id: str,
-    action: Any,
-    expected: str | None,
+    exit_code: int,
+    held: str,
+    state: str,
 ) -> None:
-    ti, pod = await _defer_and_follow(env, app, fake_kube, task_id)
-    held = fake_kube.faults.add(
-        "GET", rf"/pods/{pod.name}/exec", status=None, latency=HELD_READ_SECONDS, times=1
-    )
-    fake_kube.terminate(e2e.NAMESPACE, pod.name, exit_code=0)
-    wait_for(lambda: held.fired >= 1, 60, 0.02, "the finalizer's XCom read to reach the fake")
-    assert current_ti(ti).state == "deferred"  # the action lands mid-finalization
-    action(env, ti)
+    async with public_api() as api:  # started first: its app's cold start takes seconds
+        ti, pod = await _finalizing(env, app, fake_kube, task_id, exit_code=exit_code, held=held)
+        answer = await set_state(api, ti, state)  # the UI's "Mark as ..." (PATCH /api/v2/...)
+    assert [t["state"] for t in answer["task_instances"]] == [state]
+    # on_kill saw the user's state and applied on_kill_action (delete_pod) while the read was held.
+    wait_for(lambda: _killed_by_on_kill(env, ti, state), 60, 0.1, "on_kill to delete the pod")
     wait_for(lambda: _pod_gone(fake_kube, pod), 60, 0.1, "the pod deleted")
     # The finalizer went on to its last step, and did not end the task the user acted on.
     wait_for(
         lambda: behaviour.ledger_step(_ledger(env), ti) == Step.DONE, 60, 0.1, "the finalizer's job to finish"
     )
+    assert current_ti(ti).state == state, trigger_logs(env, ti)[-3000:]
+
+
+@pytest.mark.anyio
+async def test_mark_success_via_the_public_api_while_the_pod_runs_deletes_it_per_on_kill(
+    env: AirflowEnv, triggerer: TriggererProcess, app: Any, fake_kube: FakeKube
+) -> None:
+    """A pod that would run for ever: only on_kill (``on_kill_action=delete_pod``) removes it."""
+    async with public_api() as api:
+        ti, pod = await _defer_and_follow(env, app, fake_kube, "mark_success")
+        await set_state(api, ti, "success")
+    wait_for(lambda: _pod_gone(fake_kube, pod), 60, 0.1, "on_kill to delete the running pod")
+    assert _killed_by_on_kill(env, ti, "success"), trigger_logs(env, ti)[-3000:]
+    # The finalizer then sees its pod gone and ends its job, without touching the user's state.
+    wait_for(
+        lambda: behaviour.ledger_step(_ledger(env), ti) == Step.DONE, 60, 0.1, "the finalizer's job to finish"
+    )
+    assert current_ti(ti).state == "success", trigger_logs(env, ti)[-3000:]
+
+
+@pytest.mark.anyio
+async def test_clear_while_the_pod_is_being_finalized_stands(
+    env: AirflowEnv, triggerer: TriggererProcess, app: Any, fake_kube: FakeKube
+) -> None:
+    ti, pod = await _finalizing(env, app, fake_kube, "clear", exit_code=0, held="exec")
+    _clear(env, ti)
+    wait_for(lambda: _pod_gone(fake_kube, pod), 60, 0.1, "the pod deleted")
+    wait_for(
+        lambda: behaviour.ledger_step(_ledger(env), ti) == Step.DONE, 60, 0.1, "the finalizer's job to finish"
+    )
     # Either on_kill ran (the triggerer passed the cancel on first), or the trigger's end event
-    # came first and Airflow dropped it (it ends only a DEFERRED task): the user's state stands.
-    assert current_ti(ti).state == expected, trigger_logs(env, ti)[-3000:]
+    # came first and Airflow dropped it (it ends only a DEFERRED task): the cleared state stands.
+    assert current_ti(ti).state is None, trigger_logs(env, ti)[-3000:]
 
 
 def _pool_slots() -> tuple[int, int]:
