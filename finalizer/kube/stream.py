@@ -45,6 +45,8 @@ MAX_LIST_BYTES = 512 * 1024 * 1024
 #: Every ``"name":"…"`` string of a raw event line (metadata, containers, volumes, env…).
 _NAME_FIELD = re.compile(rb'"name"\s*:\s*"([^"\\]*)"')
 _RV_FIELD = re.compile(rb'"resourceVersion"\s*:\s*"([^"\\]*)"')
+#: Every controller-uid label value (``members.OWNER_LABELS``; a ``/`` may come escaped as ``\/``).
+_OWNER_FIELD = re.compile(rb'"(?:batch\.kubernetes\.io(?:/|\\/))?controller-uid"\s*:\s*"([^"\\]*)"')
 
 
 def unwanted_event(
@@ -54,17 +56,22 @@ def unwanted_event(
 
     Safe by construction: a wanted object's line holds ``"name":"<its name>"`` verbatim
     (names are DNS-1123 names, which JSON never escapes), so when no ``"name"`` string in
-    the line is wanted, the event is not for us; a member pod's line holds its Job's uid
-    verbatim (its controller-uid label; uids are plain ASCII), so a line holding a wanted
-    owner uid is kept. BOOKMARK/ERROR lines, lines without a name and lines whose
-    resourceVersion is ambiguous are left to the full parse.
+    the line is wanted, the event is not for us; a member pod's line holds its controller-uid
+    label with its Job's uid verbatim (uids are plain ASCII), so a line whose label value is a
+    wanted owner is kept (a set lookup: the cost does not grow with the number of Jobs).
+    BOOKMARK/ERROR lines, lines without a name and lines whose resourceVersion is ambiguous
+    are left to the full parse.
     """
     if b'"BOOKMARK"' in line or b'"ERROR"' in line:
         return False, None
     names = _NAME_FIELD.findall(line)
     if not names or any(name.decode("ascii", "replace") in wanted for name in names):
         return False, None
-    if any(owner.encode("ascii", "replace") in line for owner in owners):
+    if (
+        owners
+        and b"controller-uid" in line  # a plain search first: most pods are no Job's
+        and any(uid.decode("ascii", "replace") in owners for uid in _OWNER_FIELD.findall(line))
+    ):
         return False, None
     versions = _RV_FIELD.findall(line)
     if len(versions) != 1:

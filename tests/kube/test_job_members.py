@@ -151,29 +151,25 @@ async def test_forbidden_list_fails_the_member_watch_until_it_recovers(
         await until(members, lambda m: len(m.members) == 1)
 
 
+def _member_line(labels: str) -> bytes:
+    return (
+        '{"type":"MODIFIED","object":{"metadata":{"name":"j-abcde","resourceVersion":"7",'
+        f'"labels":{{{labels}}},"ownerReferences":[{{"uid":"u-3"}}]}}}}}}\n'
+    ).encode()
+
+
 @pytest.mark.parametrize(
     ("line", "owners", "expected"),
     [
-        (
-            b'{"type":"MODIFIED","object":{"metadata":{"name":"j-abcde","resourceVersion":"7",'
-            b'"labels":{"batch.kubernetes.io/controller-uid":"u-1"}}}}',
-            {"u-1"},
-            (False, None),
-        ),
-        (
-            b'{"type":"MODIFIED","object":{"metadata":{"name":"j-abcde","resourceVersion":"7",'
-            b'"labels":{"batch.kubernetes.io/controller-uid":"u-2"}}}}',
-            {"u-1"},
-            (True, "7"),
-        ),
-        (
-            b'{"type":"MODIFIED","object":{"metadata":{"name":"j-abcde","resourceVersion":"7"}}}',
-            (),
-            (True, "7"),
-        ),
+        (_member_line('"batch.kubernetes.io/controller-uid":"u-1"'), {"u-1"}, (False, None)),
+        (_member_line('"batch.kubernetes.io\\/controller-uid":"u-1"'), {"u-1"}, (False, None)),
+        (_member_line('"controller-uid":"u-1"'), {"u-1"}, (False, None)),  # legacy label only
+        (_member_line('"batch.kubernetes.io/controller-uid":"u-2"'), {"u-1"}, (True, "7")),
+        (_member_line('"app":"u-1"'), {"u-1"}, (True, "7")),  # the uid elsewhere is not a membership
+        (_member_line('"batch.kubernetes.io/controller-uid":"u-1"'), {}, (True, "7")),
     ],
 )
-def test_prefilter_keeps_a_wanted_owner_uid(
-    line: bytes, owners: set[str], expected: tuple[bool, str | None]
+def test_prefilter_keeps_a_wanted_owner(
+    line: bytes, owners: dict[str, list[object]], expected: tuple[bool, str | None]
 ) -> None:
     assert unwanted_event(line, {"some-pod": []}, owners) == expected
