@@ -73,7 +73,8 @@ class MemberSubscription:
         """Return once anything changed since the previous return (or the subscription's start).
 
         A change made while the caller looked at ``members`` is not lost: the next call returns
-        at once. Raises ``TimeoutError``, and the watch's terminal error (e.g. 403) while it lasts.
+        at once. One consumer per subscription (each ``watch_members`` context is its own).
+        Raises ``TimeoutError``, and the watch's terminal error (e.g. 403) while it lasts.
         """
         async with asyncio.timeout(timeout):
             while self._version == self._seen:
