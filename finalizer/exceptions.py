@@ -23,6 +23,7 @@ of these, re-raised ``from`` the original. Callers decide on the class, never on
     │   └── JobLostError              a compare-and-set on (owner, epoch) matched no row: stop acting
     │       └── JobHandedOverError    the task was handed to the worker path: its pod is the worker's
     └── FinalizerUnavailableError     the dedicated loop is dead, draining or never started
+        └── FinalizerPartsMissingError  its modules cannot be imported: no restart can help
 """
 
 from __future__ import annotations
@@ -119,3 +120,7 @@ class JobHandedOverError(JobLostError):
 
 class FinalizerUnavailableError(FinalizerError):
     """The finalizer loop is not running."""
+
+
+class FinalizerPartsMissingError(FinalizerUnavailableError):
+    """Parts of kpo-finalizer cannot be imported: restarting it cannot help."""

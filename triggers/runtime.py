@@ -16,75 +16,31 @@ The first ``get`` in a runner also starts a read-only warm-up of the supervisor 
 (``triggers.warmup``), alongside the finalizer's start-up: Airflow builds its in-process Execution
 API on the first supervisor request, and that cost should not land on the first finished pod.
 
-**Recovery.** A finalizer whose foundation failed (the ledger unreachable past ``ledger_deadline``,
-its loop thread gone) tears itself down at once and never comes back ("crash, don't hang"). The
-runtime is then *down*: every trigger takes the classic path at once, with the reason, and the
-guard (the keeper) starts a new finalizer with backoff (1 s doubling, at most
-``max(1, min(60, ledger_deadline))`` s) until one starts; pending hand-overs are written before it
-adopts anything. Each change of state is one ERROR line in the triggerer's own log and the
-``available`` gauge (1/0); each recovery counts in ``restarts``. A configuration error or missing
-parts is permanent: no restarts (they cannot help), the triggerer serves its other triggers on.
+**Recovery** is the keeper's (``triggers.keeper``): a finalizer whose foundation failed is
+replaced with backoff; while down, triggers are refused at once and take the classic path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from finalizer.exceptions import ConfigurationError, FinalizerUnavailableError
+from finalizer.exceptions import ConfigurationError, FinalizerPartsMissingError, FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, TaskInstanceRef
-from triggers import warmup
+from triggers import keeper, warmup
+from triggers.keeper import Down, Keeper
 from triggers.log_queue import OffThreadLogs, process_wide
 from triggers.settings import read_options
 
 if TYPE_CHECKING:  # imported when the first trigger starts it: DAG parsing in workers stays light
+    from finalizer.config import FinalizerConfig
     from finalizer.handover import PendingHandovers
     from finalizer.service import Finalizer
 
 log = logging.getLogger(__name__)
-
-#: How often the keeper looks at the finalizer's health, seconds.
-KEEPER_TICK = 0.5
-#: The first wait before a restart attempt, seconds (doubling up to the cap).
-FIRST_BACKOFF = 1.0
-
-
-@dataclass
-class Down:
-    """Why the finalizer is not running, since when, and when the keeper tries again."""
-
-    reason: str
-    since: float
-    permanent: bool
-    backoff: float
-    next_attempt: float
-    attempts: int = 0
-
-    def describe(self) -> str:
-        if self.permanent:
-            return f"the kpo-finalizer is down ({self.reason}) and cannot recover without a triggerer restart"
-        return (
-            f"the kpo-finalizer is down for {time.monotonic() - self.since:.0f}s ({self.reason}); "
-            f"it restarts by itself once it can ({self.attempts} attempt(s) so far)"
-        )
-
-
-def _permanent(exc: BaseException) -> bool:
-    """Restarting cannot fix bad settings or missing parts."""
-    return isinstance(exc, ConfigurationError) or (
-        isinstance(exc, FinalizerUnavailableError) and "parts are missing" in str(exc)
-    )
-
-
-def _log(level: int, message: str, *args: object) -> None:
-    """To the triggerer's own log, even when called from a trigger (see ``log_queue.process_wide``)."""
-    process_wide().run(functools.partial(log.log, level, message, *args, stacklevel=2))
 
 
 class _Runtime:
@@ -100,10 +56,17 @@ class _Runtime:
         self.arrivals = warmup.Arrivals()
         self.logs: OffThreadLogs | None = None
         self.probe_for = probe_for
-        self.down: Down | None = None
-        self.restarts = 0
+        self.keeper = Keeper()
         self._handovers: PendingHandovers | None = None
-        self._max_backoff = 60.0
+
+    @property
+    def down(self) -> Down | None:
+        """Why the finalizer is not running (``triggers.keeper``), or None while it is up."""
+        return self.keeper.down
+
+    @property
+    def restarts(self) -> int:
+        return self.keeper.restarts
 
     @property
     def handovers(self) -> PendingHandovers:
@@ -130,7 +93,7 @@ class _Runtime:
                 self.logs.stop()
                 self.logs = None
             self.guard, self.lock, self.error, self.warmup = None, None, None, None
-            self.down = None
+            self.keeper.down = None
             self.loop = loop
         if ti is not None:
             if self.warmup is None:
@@ -144,10 +107,10 @@ class _Runtime:
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
-            if self.finalizer is None and self.down is None:
+            if self.finalizer is None and self.keeper.down is None:
                 try:
                     self.finalizer = await self._start()
-                    _available(True)
+                    keeper.available(True)
                 except Exception as exc:
                     self._went_down(exc)
                     raise self._refusal() from exc
@@ -160,113 +123,69 @@ class _Runtime:
             raise self._refusal()
         return self._alive(self.finalizer)
 
-    # -- down and up again ------------------------------------------------------------------
+    # -- down and up again (the keeper) ---------------------------------------------------------
 
     def _alive(self, finalizer: Finalizer) -> Finalizer:
         """``finalizer`` if it still runs; else the runtime goes down and the caller is refused."""
-        reason = _dead(finalizer)
+        reason = keeper.dead(finalizer)
         if reason is None:
             return finalizer
         self._went_down(reason)
         raise self._refusal()
 
     def _refusal(self) -> FinalizerUnavailableError:
+        down = self.keeper.down
         return FinalizerUnavailableError(
-            self.down.describe() if self.down is not None else "the kpo-finalizer is not running"
+            down.describe() if down is not None else "the kpo-finalizer is not running"
         )
 
     def _went_down(self, why: BaseException | str) -> None:
-        """The change to *down*: one ERROR line, the gauge at 0, the first attempt planned."""
         self.finalizer = None
-        if self.down is not None:
-            return
-        reason = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
-        permanent = not isinstance(why, str) and _permanent(why)
-        now = time.monotonic()
-        self.down = Down(reason, now, permanent, FIRST_BACKOFF, now + FIRST_BACKOFF)
-        _available(False)
-        _log(
-            logging.ERROR,
-            "kpo-finalizer is DOWN (%s): tasks whose pods finish now take the classic path (a worker "
-            "ends them); %s",
-            reason,
-            "it cannot recover without a triggerer restart"
-            if permanent
-            else f"restart attempts with backoff up to {self._max_backoff:g}s",
-        )
-
-    def _came_up(self, finalizer: Finalizer) -> None:
-        """The change back to *up*: one ERROR line (the pair of the DOWN one), gauge 1, restarts + 1."""
-        down, self.down = self.down, None
-        self.finalizer = finalizer
-        self.restarts += 1
-        _available(True)
-        _metrics().restarts.inc()
-        _log(
-            logging.ERROR,
-            "kpo-finalizer is UP again after %.1fs down (restart %d, attempt %d): tasks are finished "
-            "in the triggerer again",
-            time.monotonic() - down.since if down is not None else 0.0,
-            self.restarts,
-            down.attempts if down is not None else 0,
-        )
+        self.keeper.went_down(why)
 
     async def _restart_if_due(self) -> None:
-        down = self.down
-        if down is None or down.permanent or time.monotonic() < down.next_attempt:
+        if not self.keeper.due():
             return
-        down.attempts += 1
         try:
             finalizer = await self._start()
         except Exception as exc:
-            if _permanent(exc):
-                down.permanent, down.reason = True, f"{type(exc).__name__}: {exc}"
-                _log(
-                    logging.ERROR, "kpo-finalizer cannot recover (%s): no more restart attempts", down.reason
-                )
-                return
-            down.backoff = min(self._max_backoff, down.backoff * 2)
-            down.next_attempt = time.monotonic() + down.backoff
-            _log(
-                logging.WARNING,
-                "kpo-finalizer restart attempt %d failed (%s: %s); next in %.0fs",
-                down.attempts,
-                type(exc).__name__,
-                exc,
-                down.backoff,
-            )
+            self.keeper.attempt_failed(exc)
             return
-        self._came_up(finalizer)
+        self.finalizer = finalizer
+        self.keeper.came_up()
 
     async def _start(self) -> Finalizer:
         """Everything but the loop capture runs in a worker thread: the imports (SQLAlchemy, the
         drivers), reading the configuration, the ledger's connect and migrations would otherwise
-        block the runner's loop while it is busy starting its first triggers."""
+        block the runner's loop while it is busy starting its first triggers. The configuration is
+        read first, so that a failed first start already backs off by its own cap."""
         loop = asyncio.get_running_loop()
+        config = await loop.run_in_executor(None, process_wide().run, _read_config)
+        self.keeper.cap = keeper.backoff_cap(config)
         finalizer, logs, ledger = await loop.run_in_executor(
-            None, process_wide().run, self._start_blocking, loop, self.logs, self.handovers
+            None, process_wide().run, self._start_blocking, config, loop, self.logs, self.handovers
         )
         self.logs = logs
-        self._max_backoff = max(1.0, min(60.0, finalizer.config.ledger_deadline))
         process_wide().run(log.info, "kpo-finalizer started in the trigger runner (ledger %s)", ledger)
         return finalizer
 
     @staticmethod
     def _start_blocking(
-        loop: asyncio.AbstractEventLoop, logs: OffThreadLogs | None, handovers: PendingHandovers
+        config: FinalizerConfig,
+        loop: asyncio.AbstractEventLoop,
+        logs: OffThreadLogs | None,
+        handovers: PendingHandovers,
     ) -> tuple[Finalizer, OffThreadLogs, str]:
         """``logs``: this loop's log routing when a restart reuses it; else one is started."""
         try:
             from sqlalchemy.engine import make_url
 
             from api_client.supervisor import SupervisorXComStore
-            from finalizer.config import FinalizerConfig
             from finalizer.service import Finalizer
             from finalizer.wiring import default_wiring
             from triggers.task_state import supervisor_task_state
         except ImportError as exc:
-            raise FinalizerUnavailableError(f"kpo-finalizer parts are missing: {exc}") from exc
-        config = FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
+            raise FinalizerPartsMissingError(f"kpo-finalizer parts are missing: {exc}") from exc
         # The XCom sink inside the triggerer is the supervisor channel, bound to the runner's loop.
         store = SupervisorXComStore(loop=loop, max_in_flight=config.supervisor_calls_in_flight)
         # The finalizer's thread must never block on a log write to a busy supervisor.
@@ -286,15 +205,15 @@ class _Runtime:
         return finalizer, logs, ledger
 
     async def _guard(self) -> None:
-        """The keeper of this runner loop: notices a finalizer that went down and restarts it
-        with backoff; when the loop shuts down, drains whichever finalizer runs then."""
+        """The keeper's tick on this runner loop: notices a finalizer that went down and restarts
+        it with backoff; when the loop shuts down, drains whichever finalizer runs then."""
         loop = self.loop
         try:
             while True:
-                await asyncio.sleep(KEEPER_TICK)
+                await asyncio.sleep(keeper.KEEPER_TICK)
                 if self.loop is not loop:
                     return  # a newer loop took over (tests); it has its own keeper
-                if self.finalizer is not None and (reason := _dead(self.finalizer)) is not None:
+                if self.finalizer is not None and (reason := keeper.dead(self.finalizer)) is not None:
                     self._went_down(reason)
                 await self._restart_if_due()
         finally:
@@ -318,25 +237,13 @@ class _Runtime:
             log.info("kpo-finalizer drained")
 
 
-def _dead(finalizer: Finalizer) -> str | None:
-    """Why ``finalizer`` no longer runs (it failed, or its loop thread ended), or None."""
-    failure = finalizer.failure
-    if failure is not None:
-        return f"{type(failure).__name__}: {failure}"
-    health = finalizer.health()
-    if not health.running and not health.draining:
-        return "its loop thread stopped"
-    return None
-
-
-def _metrics() -> Any:
-    from finalizer.metrics import METRICS
-
-    return METRICS
-
-
-def _available(up: bool) -> None:
-    _metrics().available.set(1 if up else 0)
+def _read_config() -> FinalizerConfig:
+    """Airflow's ``[kpo_finalizer]`` section as a ``FinalizerConfig`` (raises ``ConfigurationError``)."""
+    try:
+        from finalizer.config import FinalizerConfig
+    except ImportError as exc:
+        raise FinalizerPartsMissingError(f"kpo-finalizer parts are missing: {exc}") from exc
+    return FinalizerConfig.from_mapping(read_options(FinalizerConfig.model_fields))
 
 
 _RUNTIME = _Runtime()
@@ -374,7 +281,7 @@ async def hand_over(job: JobSpec, reason: str) -> bool:
     except Exception as exc:  # the classic path goes on whatever happens here
         runtime.handovers.add(job.key, reason)
         log.warning("kpo-finalizer: hand-over of %s kept pending (%s: %s)", job.key, type(exc).__name__, exc)
-    _metrics().handovers.inc(recorded="yes" if recorded else "pending")
+    keeper.metrics().handovers.inc(recorded="yes" if recorded else "pending")
     return recorded
 
 

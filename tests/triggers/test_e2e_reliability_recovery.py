@@ -170,3 +170,28 @@ async def test_bad_settings_are_permanent_no_restart_attempts_and_no_wait(
         assert len(_lines(caplog, "DOWN")) == 1
     finally:
         await _end_of_loop(runtime)
+
+
+async def test_a_first_start_that_fails_is_retried_at_once_with_the_configured_cap(
+    proxy: tuple[TcpProxy, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed before the fix: a first start that failed never read the configuration, so the
+    keeper backed off towards 60 s (1, 2, 4, 8 … s) although ledger_deadline is 2 s."""
+    tcp, url = proxy
+    _settings(monkeypatch, url)
+    await tcp.set_mode("refuse")  # the ledger is restarting when the first trigger arrives
+    runtime = _Runtime(probe_for=_no_probe)
+    try:
+        with pytest.raises(FinalizerUnavailableError):
+            await runtime.get(TI)
+        down = runtime.down
+        assert down is not None
+        assert runtime.keeper.cap == 1.0  # max(1, min(60, ledger_deadline 2, stale_threshold 1.5 / 2))
+        assert down.backoff <= 0.5  # the first attempt comes quickly
+        await eventually(lambda: down.attempts >= 3, within=30, what="three quick restart attempts")
+        assert down.backoff == 1.0  # doubled up to the cap, not beyond
+        await tcp.set_mode("pass")
+        await eventually(lambda: runtime.finalizer is not None, within=30, what="the finalizer starts")
+        assert (await runtime.get(TI)).health().running
+    finally:
+        await _end_of_loop(runtime)
