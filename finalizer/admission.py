@@ -6,9 +6,16 @@
   we follow it (poll) and never run it ourselves: instances do not take over each other's live
   work. A DONE job answers with its recorded outcome.
 - **Adoption.** Jobs whose owner's heartbeat is older than ``stale_threshold`` are taken over,
-  never one handed to the worker path: pending hand-overs are written first (a round is skipped
-  while they cannot be), and where ``task_state`` is wired Airflow is asked that the task is
-  still DEFERRED before the job runs (the mark may never have reached the ledger).
+  never one handed to the worker path. The rule that makes this hold (docs/reliability.md):
+  an instance adopts nothing until the ledger has been reachable to it for a full
+  ``stale_threshold`` (at its start and after each of its ledger failures). Every owner writes its
+  pending hand-overs before each heartbeat (``upkeep.heartbeat``), so within that window every
+  live owner that reaches the ledger has written its marks, and an owner still stale after it is
+  dead (its classic triggers died with it; Airflow re-runs them, through us again). Pending
+  hand-overs are written first in each round (a round is skipped while they cannot be). Before an
+  adopted job acts, its try is checked: a newer try of the task in the ledger, or Airflow not
+  saying DEFERRED, marks it handed over and leaves its pod alone; while Airflow cannot be asked,
+  the claim is kept (no release, no re-adoption churn) and Airflow is asked again with backoff.
 - **Queue bound.** At most ``queue_bound`` jobs are tracked (waiting for their pod or running);
   further submissions wait for room, before they are even written to the ledger.
 
@@ -19,6 +26,7 @@ nothing about this table.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -39,8 +47,14 @@ from finalizer.ledger.records import JobRecord
 from finalizer.limiter import ClusterLimiter
 from finalizer.retry import ledger_call
 from finalizer.seams import ServiceLedger, TaskState
+from finalizer.upkeep import Reachability
 
 log = logging.getLogger(__name__)
+
+#: The first wait before Airflow is asked again about an adopted job, seconds (doubling).
+ASK_BACKOFF = 1.0
+#: The longest wait between two questions to Airflow about one adopted job, seconds.
+ASK_BACKOFF_MAX = 30.0
 
 #: Runs one claimed job to its outcome (``Pipeline.run``).
 RunJob = Callable[[JobSpec, JobRecord], Awaitable[Outcome]]
@@ -86,6 +100,7 @@ class Admission:
         ended: Callable[[], FinalizerError],
         handovers: PendingHandovers | None = None,
         task_state: TaskState | None = None,
+        reach: Reachability | None = None,
     ) -> None:
         self._config = config
         self._ledger = ledger
@@ -97,6 +112,9 @@ class Admission:
         self._ended = ended
         self._handovers = handovers if handovers is not None else PendingHandovers()
         self._task_state = task_state
+        #: The ledger's reachability to us: no adoption before a full ``stale_threshold`` of it.
+        self.reach = reach if reach is not None else Reachability()
+        self._quiet_logged = False
         self._capacity = anyio.CapacityLimiter(config.queue_bound)
         self._jobs: dict[str, TrackedJob] = {}
         self.draining = False
@@ -139,32 +157,50 @@ class Admission:
         while not self.draining:
             room = self._config.queue_bound - len(self._jobs)
             if room > 0:
-                try:
-                    # Hand-overs first: a job given to the worker must be marked before we adopt.
-                    await handover.flush(self._handovers, self._ledger)
-                    records = await self._ledger.adopt_stale(
-                        self._owner, threshold=self._config.stale_threshold, limit=room
-                    )
-                except LedgerError as exc:
-                    log.warning("kpo-finalizer adoption failed (%s); will retry", type(exc).__name__)
-                    records = []
+                records = await self._adoption_round(room)
                 adopted = 0
                 for rec in records:
                     if rec.spec.key in self._jobs:
                         continue
-                    if not await self._still_deferred(rec):
-                        continue
                     log.debug("kpo-finalizer %s adopted job %s at %s", self._owner, rec.key, rec.step.name)
-                    self._tg.start_soon(self._run_job, self._track(rec.spec), rec)
+                    self._tg.start_soon(self._run_job, self._track(rec.spec), rec, True)
                     adopted += 1
                 if adopted:
                     log.info("kpo-finalizer %s adopted %d stale job(s)", self._owner, adopted)
             await anyio.sleep(self._config.adopt_interval)
 
-    async def _run_job(self, job: TrackedJob, rec: JobRecord | None) -> None:
+    async def _adoption_round(self, room: int) -> list[JobRecord]:
+        try:
+            # Hand-overs first: a job given to the worker must be marked before we adopt.
+            await handover.flush(self._handovers, self._ledger)
+            steady = self.reach.steady_for()
+            if steady < self._config.stale_threshold:
+                if not self._quiet_logged:
+                    log.info(
+                        "kpo-finalizer %s adopts nothing until the ledger has answered it for %gs "
+                        "(stale_threshold): every live owner writes its hand-overs in that time",
+                        self._owner,
+                        self._config.stale_threshold,
+                    )
+                    self._quiet_logged = True
+                return []
+            self._quiet_logged = False
+            records = await self._ledger.adopt_stale(
+                self._owner, threshold=self._config.stale_threshold, limit=room
+            )
+        except LedgerError as exc:
+            self.reach.failed()
+            log.warning("kpo-finalizer adoption failed (%s); will retry", type(exc).__name__)
+            return []
+        self.reach.ok()
+        return list(records)
+
+    async def _run_job(self, job: TrackedJob, rec: JobRecord | None, adopted: bool = False) -> None:
         spec = job.spec
         try:
             with job.scope:
+                if adopted and rec is not None and not await self._confirm(job, rec):
+                    return
                 async with self._capacity:
                     if rec is None:
                         rec = await self._claim(spec)
@@ -182,34 +218,59 @@ class Admission:
             if self._jobs.get(spec.key) is job:
                 del self._jobs[spec.key]
 
-    async def _still_deferred(self, rec: JobRecord) -> bool:
-        """Before acting on an adopted job: is its task still DEFERRED (Airflow says)? If not, it
-        went to a worker without its hand-over reaching the ledger: mark it now and leave it.
-        Airflow unreachable: release the job (adoptable again) and ask again next round."""
+    async def _confirm(self, job: TrackedJob, rec: JobRecord) -> bool:
+        """Before an adopted job acts: is THIS try still DEFERRED? If not, it went to a worker (or a
+        newer try runs) without a mark in the ledger: mark it now, leave its pod, end the job.
+
+        The try: Airflow's state carries none, so a newer try of the same task in the ledger says
+        this one is over. Airflow unreachable: keep the claim (we heartbeat, so nobody else adopts
+        it, and a trigger of it elsewhere follows us) and ask again with backoff."""
         if self._task_state is None:
             return True
-        try:
-            with anyio.fail_after(self._config.call_timeout):
-                state = await self._task_state(rec.spec)
-        except Exception as exc:
-            log.warning(
-                "kpo-finalizer could not ask Airflow about adopted job %s (%s: %s); released, "
-                "asked again next round",
-                rec.key,
-                type(exc).__name__,
-                exc,
-            )
-            await self._quietly(self._ledger.release(rec))
-            return False
-        if state == "deferred":
-            return True
+        newer = await ledger_call(
+            f"job {rec.key}: looking for a newer try",
+            lambda: self._ledger.newer_try(rec.spec),
+            self._config.ledger_policy(),
+        )
+        if newer is not None:
+            state: str | None = f"superseded by try {newer}"
+        else:
+            state = await self._ask_airflow(rec)
+            if state == "deferred":
+                return True
         reason = (
-            f"an adopter found the task {state or 'unknown to Airflow'}, not DEFERRED: it belongs to "
-            "the worker, its pod is not touched"
+            f"an adopter found the task {state or 'unknown to Airflow'}, not DEFERRED for try "
+            f"{rec.spec.ti.try_number}: it belongs to the worker, its pod is not touched"
         )
         log.warning("kpo-finalizer job %s: %s", rec.key, reason)
         await self._quietly(self._ledger.hand_over(rec.key, reason))
+        job.finish(error=JobHandedOverError(f"job {rec.key} was handed to the worker path: {reason}"))
         return False
+
+    async def _ask_airflow(self, rec: JobRecord) -> str | None:
+        """Airflow's state of the job's TI, asked until it answers (backoff ``ASK_BACKOFF`` doubling)."""
+        assert self._task_state is not None
+        wait, failures, since = ASK_BACKOFF, 0, time.monotonic()
+        while True:
+            try:
+                with anyio.fail_after(self._config.call_timeout):
+                    return await self._task_state(rec.spec)
+            except Exception as exc:
+                failures += 1
+                # One WARNING per job, then DEBUG: an outage of Airflow must not flood the log.
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "kpo-finalizer could not ask Airflow about adopted job %s (%s: %s; %d attempt(s) "
+                    "in %.0fs); the claim is kept, asked again in %.0fs",
+                    rec.key,
+                    type(exc).__name__,
+                    exc,
+                    failures,
+                    time.monotonic() - since,
+                    wait,
+                )
+            await anyio.sleep(wait)
+            wait = min(ASK_BACKOFF_MAX, wait * 2)
 
     @staticmethod
     async def _quietly(write: Awaitable[object]) -> None:

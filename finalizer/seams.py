@@ -207,6 +207,10 @@ class ServiceLedger(JobLedger, Protocol):
         """Give the job up: no owner, adoptable at once."""
         ...
 
+    async def newer_try(self, spec: JobSpec) -> int | None:
+        """A try of the same task instance above ``spec``'s that the ledger holds, or None."""
+        ...
+
 
 #: Airflow's view of a job's task instance: its state (``"deferred"``, ``"scheduled"``, …), None
 #: when Airflow does not know it. Raises when Airflow cannot be asked.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import socket
@@ -263,6 +264,8 @@ class Finalizer:
                 slots=self._limiter,
                 on_step=self._on_step,
             )
+            # The ledger just answered: the adopter's quiet window (admission) starts now.
+            reach = upkeep.Reachability()
             async with anyio.create_task_group() as tg:
                 self._admission = Admission(
                     self.config,
@@ -274,8 +277,15 @@ class Finalizer:
                     ended=self._ended,
                     handovers=self.handovers,
                     task_state=foundation.task_state,
+                    reach=reach,
                 )
-                tg.start_soon(upkeep.heartbeat, foundation.ledger, instance_id, self.config, self._fail)
+                tg.start_soon(
+                    functools.partial(upkeep.heartbeat, handovers=self.handovers, reach=reach),
+                    foundation.ledger,
+                    instance_id,
+                    self.config,
+                    self._fail,
+                )
                 tg.start_soon(upkeep.measure_lag, self.config.lag_tick_interval, self._lag)
                 if self.config.adopt_interval > 0:
                     tg.start_soon(self._admission.adopt_forever)

@@ -14,8 +14,10 @@ from datetime import timedelta
 
 import anyio
 
+from finalizer import handover
 from finalizer.config import FinalizerConfig
 from finalizer.exceptions import LedgerError, LedgerUnavailableError
+from finalizer.handover import PendingHandovers
 from finalizer.seams import ServiceLedger
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,28 @@ class Lag:
     worst: float = 0.0
 
 
+class Reachability:
+    """Since when the ledger has answered this instance without a failure in between.
+
+    The adopter's rule (``Admission``) reads it: it adopts only once the ledger has been reachable
+    to it for a full ``stale_threshold``. The heartbeat and the adoption rounds report to it.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = time.monotonic()  # the instance's start: the ledger just answered
+
+    def ok(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def failed(self) -> None:
+        self._since = None
+
+    def steady_for(self) -> float:
+        """Seconds of unbroken reachability (0 right after a failure)."""
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+
 async def measure_lag(interval: float, lag: Lag) -> None:
     """A periodic tick: how late it wakes up is how long the loop was blocked."""
     while True:
@@ -60,9 +84,19 @@ async def measure_lag(interval: float, lag: Lag) -> None:
 
 
 async def heartbeat(
-    ledger: ServiceLedger, instance_id: str, config: FinalizerConfig, fail: Callable[[BaseException], None]
+    ledger: ServiceLedger,
+    instance_id: str,
+    config: FinalizerConfig,
+    fail: Callable[[BaseException], None],
+    *,
+    handovers: PendingHandovers | None = None,
+    reach: Reachability | None = None,
 ) -> None:
-    """Keep our instance row fresh; past ``ledger_deadline`` without one, fail loudly (raises)."""
+    """Keep our instance row fresh; past ``ledger_deadline`` without one, fail loudly (raises).
+
+    Pending hand-overs are written BEFORE each heartbeat: a heartbeat this instance wrote proves
+    that every hand-over it had pending then is in the ledger (the adopter's rule relies on it).
+    """
     interval, deadline = config.heartbeat_interval, config.ledger_deadline
     last_ok = time.monotonic()
     while True:
@@ -70,9 +104,15 @@ async def heartbeat(
         left = deadline - (time.monotonic() - last_ok)
         try:
             with anyio.fail_after(max(left, 0.01)):
+                if handovers is not None:
+                    await handover.flush(handovers, ledger)
                 await ledger.heartbeat(instance_id)
             last_ok = time.monotonic()
+            if reach is not None:
+                reach.ok()
         except (LedgerError, TimeoutError, OSError) as exc:
+            if reach is not None:
+                reach.failed()
             if time.monotonic() - last_ok >= deadline:
                 failure = LedgerUnavailableError(
                     f"no ledger heartbeat for {deadline:g}s (ledger_deadline): {exc!r}"

@@ -30,7 +30,7 @@ from finalizer.ledger.engines import Runner, make_runner
 from finalizer.ledger.migrations import migrate, schema_version
 from finalizer.ledger.queries import Queries, clock_params
 from finalizer.ledger.records import InstanceRecord, JobRecord, instance_from_row, job_from_row
-from finalizer.ledger.schema import STEP_COLUMNS
+from finalizer.ledger.schema import STEP_COLUMNS, jobs
 
 T = TypeVar("T")
 
@@ -309,6 +309,24 @@ class Ledger:
         if released is None:
             raise JobLostError(f"job {rec.key} is no longer ours: nothing to release")
         return released
+
+    async def newer_try(self, spec: JobSpec) -> int | None:
+        """The highest try number above ``spec``'s that the ledger holds for the same task instance
+        (dag, task, run, map index), or None: a newer try means ``spec``'s try is over (adopters)."""
+        c = jobs.c
+        statement = sa.select(sa.func.max(c.try_number)).where(
+            c.dag_id == spec.ti.dag_id,
+            c.task_id == spec.ti.task_id,
+            c.run_id == spec.ti.run_id,
+            c.map_index == spec.ti.map_index,
+            c.try_number > spec.ti.try_number,
+        )
+
+        def op(conn: sa.Connection) -> int | None:
+            found = conn.execute(statement).scalar()
+            return None if found is None else int(found)
+
+        return await self._run("newer_try", op)
 
     async def get(self, key: str) -> JobRecord | None:
         """The job with this key, or None."""
