@@ -1,9 +1,10 @@
 """``bench e2e --scenarios paused``, our half: a paused DAG's finalized tasks end and free their pods.
 
 A full Airflow (api-server, scheduler with LocalExecutor, dag-processor, triggerer; PostgreSQL
-when reachable) and the fake cluster, as the bench runs it, with the finalizing variant only (the
-classic half, tasks waiting in SCHEDULED with their pods alive, is what the bench shows beside
-it). Plus the table, the PNG (or the message without matplotlib) and the argument checks.
+when reachable) and the fake cluster, as the bench runs it, both variants: ours ends while
+paused; the classic half waits in SCHEDULED with its pods alive, and after unpausing both are
+checked (state, XCom, pod) as the bench's verdict does. Plus the verdict as a table, the table,
+the PNG (or the message without matplotlib) and the argument checks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from finalizer.bench import e2e
+from finalizer.bench import e2e, e2e_paused
 from finalizer.bench.e2e_plot import plot
 
 pytestmark = [pytest.mark.airflow]
@@ -25,10 +26,17 @@ TASKS = 2
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_paused_dag_finalized_tasks_end_and_their_pods_are_deleted(tmp_path: Path) -> None:
-    result = e2e.run(
-        TASKS, ["paused"], variants=("finalizing",), run_seconds={"paused": 4.0}, paused_bound=30.0
-    )
-    (ours,) = result["results"]
+    result = e2e.run(TASKS, ["paused"], run_seconds={"paused": 4.0}, paused_bound=30.0)
+    classic, ours = result["results"]
+    # The classic half: waiting while paused, then drained by the worker once unpaused, every
+    # task checked after it (state, XCom, pod), as the bench's exit code does.
+    assert classic["variant"] == "classic"
+    assert classic["success"] == 0, classic["states_at_bound"]
+    assert classic["pods_alive_at_bound"] == TASKS
+    assert classic["states_after_drain"] == {"success": TASKS}
+    assert classic["xcom_correct_after_drain"] == TASKS
+    assert classic["pods_left_after_drain"] == 0
+    assert e2e_paused.as_expected(classic)
     assert ours["scenario"] == "paused"
     assert ours["variant"] == "finalizing"
     # Ended while the DAG was paused, every XCom correct, every pod deleted before the bound.
@@ -41,6 +49,9 @@ def test_paused_dag_finalized_tasks_end_and_their_pods_are_deleted(tmp_path: Pat
         assert row["pod_after_base_end"] < 30.0
         assert row["latency"] is not None
     assert ours["watched_s"] < 30.0 + 4.0 + 0.3 * TASKS + 30  # settled, not held to the bound
+    assert ours["states_after_drain"] == {"success": TASKS}
+    assert ours["pods_left_after_drain"] == 0
+    assert e2e_paused.as_expected(ours)
     table = e2e.render(result)
     assert "variant (DAG paused)" in table
     assert "finalizing" in table
@@ -77,6 +88,10 @@ def _synthetic() -> dict[str, Any]:
             "pod_after_base_end_p50": 0.2 if deleted else None,
             "pod_after_base_end_max": 0.2 if deleted else None,
             "drained_after_unpause_s": 9.5 if not deleted else 0.1,
+            "states_after_drain": {"success": 2},
+            "success_after_drain": 2,
+            "xcom_correct_after_drain": 2,
+            "pods_left_after_drain": 0,
             "rows": rows(deleted),
         }
 
@@ -93,6 +108,39 @@ def test_paused_table_counts_the_pods_alive_at_the_bound() -> None:
     finalizing = next(line for line in lines if line.startswith("finalizing"))
     assert "success 2" in finalizing
     assert "0/2" in finalizing
+
+
+def _verdict(variant: str, **changed: Any) -> bool:
+    (result,) = [r for r in _synthetic()["results"] if r["variant"] == variant]
+    return e2e_paused.as_expected({**result, **changed})
+
+
+@pytest.mark.parametrize(
+    ("variant", "changed", "expected"),
+    [
+        ("classic", {}, True),  # waited while paused (shown, not a failure), drained clean
+        ("classic", {"success_after_drain": 1}, False),
+        ("classic", {"xcom_correct_after_drain": 1}, False),
+        ("classic", {"pods_left_after_drain": 1}, False),
+        ("finalizing", {}, True),
+        ("finalizing", {"success": 1}, False),  # it must end while paused
+        ("finalizing", {"xcom_correct": 1}, False),
+        ("finalizing", {"pods_alive_at_bound": 1}, False),
+        ("finalizing", {"success_after_drain": 1}, False),
+        ("finalizing", {"pods_left_after_drain": 1}, False),
+    ],
+)
+def test_the_paused_verdict_checks_both_variants_after_the_drain(
+    variant: str, changed: dict[str, Any], expected: bool
+) -> None:
+    assert _verdict(variant, **changed) is expected
+
+
+def test_the_paused_table_shows_the_end_after_the_drain() -> None:
+    table = e2e.render(_synthetic())
+    assert "after drain (ok, XCom ok, pods left)" in table.splitlines()[0]
+    classic = next(line for line in table.splitlines() if line.startswith("classic"))
+    assert "2/2, 2/2, 0" in classic
 
 
 def test_png_beside_the_json_or_a_clear_no(tmp_path: Path) -> None:
