@@ -10,7 +10,9 @@ Two ways, as upstream shows the log:
 
 Either way the cap (``[kpo_finalizer] log_max_bytes``) ends the log with one "truncated" line.
 Lines are parsed and formatted here, on the finalizer's loop; the trigger only writes them. A
-channel that stays full past ``PUT_TIMEOUT`` (the trigger's loop is stuck) ends the log early.
+channel that stays full past its ``put_timeout`` (the trigger's loop is stuck) stops the sending:
+the rest of the log is still read, only counted, and the task log ends with one line saying how
+many bytes were not shown (also ``kpo_finalizer.log_bytes_unshown``).
 """
 
 from __future__ import annotations
@@ -25,15 +27,23 @@ from finalizer.decisions import logs as rules
 from finalizer.exceptions import FinalizerError, KubeRequestError, KubeTransientError, PodNotFoundError
 from finalizer.jobs import PodRef
 from finalizer.log_channel import Line, LogChannel, LogChunk
+from finalizer.metrics import METRICS
 from finalizer.pod import PodView
 from finalizer.seams import ClusterOps, PodWatch
 
 log = logging.getLogger(__name__)
 
-#: Seconds a chunk may wait for room in the channel before the log is given up.
-PUT_TIMEOUT = 60.0
 #: Backoff before reopening a follow stream cut by a transient error (transport, 5xx, 429).
 REOPEN_POLICY = RetryPolicy(base_delay=1.0, max_delay=30.0, deadline=None)
+
+
+def unshown_line(container: str, unshown: int, timeout: float) -> str:
+    """What the task log says where a stuck trigger's loop made the finalizer stop sending."""
+    return (
+        f"[{container}] {unshown} bytes of the container log were not shown because the task log "
+        f"took none of it for {timeout:.0f} s (the triggerer's event loop was blocked or overloaded); "
+        "the rest is in the container's log on the cluster while the pod exists"
+    )
 
 
 def _started(base: str) -> Callable[[PodView], bool]:
@@ -61,17 +71,35 @@ class ContainerLog:
         self._channel = channel
         self.cursor = rules.Cursor(cap=cap)
         self._open = True  # the channel still takes chunks
-        self._noted = False  # the truncation line was written
+        self._stalled = False  # the channel stayed full: the rest is counted, not sent
+        self._shown = 0  # cursor bytes in the chunks the channel took
+        self._noted = False  # the closing line(s) were written
         #: ``follow`` gave up on a 4xx: the whole log is read once the pod ended (``ship_all``).
         self.fell_back = False
         #: Lines the cursor counted as written whose put was interrupted (a cancelled follower).
         self._unsent: list[Line] = []
 
     async def _put(self, lines: list[Line]) -> None:
-        if lines and self._open:
-            self._unsent = lines
-            self._open = await self._channel.put(LogChunk(tuple(rules.records(lines))), PUT_TIMEOUT)
-            self._unsent = []
+        if not lines or not self._open:
+            return
+        self._unsent = lines
+        chunk = LogChunk(tuple(rules.records(lines)))
+        self._open = await self._channel.put(chunk, self._channel.put_timeout)
+        self._unsent = []
+        if self._open:
+            self._shown = self.cursor.written
+        elif not self._channel.abandoned:  # no room in time: the trigger's loop is stuck
+            self._stalled = True
+            log.warning(
+                "pod %s: the task log took no log chunk for %.0fs; the rest of the log is counted, not shown",
+                self._pod.name,
+                self._channel.put_timeout,
+            )
+
+    def _reading(self) -> bool:
+        """Reading goes on while the channel takes chunks, or to count what a stuck one misses."""
+        stalled = self._stalled and not self._channel.abandoned
+        return (self._open or stalled) and not self.cursor.truncated
 
     async def _read(self, *, follow: bool, live: bool) -> None:
         """One stream, every new line into the channel; stops early at the cap or a closed channel."""
@@ -91,15 +119,27 @@ class ContainerLog:
                 if line is not None:  # an empty line still moves the cursor, as upstream's marker
                     out.append(line)
             await self._put(out)
-            if self.cursor.truncated or not self._open:
+            if not self._reading():
                 return
 
     async def _finish(self) -> None:
-        if self.cursor.truncated and not self._noted:
-            self._noted = True
-            await self._put(
-                [(logging.WARNING, rules.truncated_line(self._pod.base_container, self.cursor.cap))]
-            )
+        if self._noted:
+            return
+        base = self._pod.base_container
+        closing: list[Line] = []
+        if self._stalled:
+            unshown = self.cursor.written - self._shown
+            METRICS.log_bytes_unshown.inc(unshown)
+            closing.append((logging.WARNING, unshown_line(base, unshown, self._channel.put_timeout)))
+        if self.cursor.truncated:
+            closing.append((logging.WARNING, rules.truncated_line(base, self.cursor.cap)))
+        if not closing:
+            return
+        self._noted = True
+        if self._stalled:  # past the bound, once: the trigger writes it after what it has
+            self._channel.put_last(LogChunk(tuple(closing)))
+        else:
+            await self._put(closing)
 
     async def ship_all(self) -> None:
         """The whole log of an ended container (what ``follow`` did not write yet)."""
@@ -120,7 +160,7 @@ class ContainerLog:
         base = self._pod.base_container
         whole = False  # the last stream ended by itself (with the container)
         failures = 0  # transient failures in a row, for the backoff
-        while self._open and not self.cursor.truncated:
+        while self._reading():
             whole = False
             written = self.cursor.written
             try:
@@ -160,7 +200,7 @@ class ContainerLog:
         """What a broken or abandoned follow stream missed: one read from where the log stopped."""
         if self._unsent:  # counted by the cursor, but the follower was stopped before it queued them
             await self._put(self._unsent)
-        if self._open and not self.cursor.truncated:
+        if self._reading():
             try:
                 await self._read(follow=False, live=True)
             except (PodNotFoundError, KubeRequestError):

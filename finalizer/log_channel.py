@@ -24,6 +24,9 @@ from dataclasses import dataclass
 #: One line for the task log: (logging level, text).
 Line = tuple[int, str]
 
+#: Default seconds a chunk may wait for room before the producer stops sending.
+PUT_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class LogChunk:
@@ -50,9 +53,18 @@ class LogChannel:
     until None, or ``abandon``s (then every ``put`` returns False at once and the rest is dropped).
     """
 
-    def __init__(self, *, want_logs: bool = True, follow: bool = False, max_chunks: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        want_logs: bool = True,
+        follow: bool = False,
+        max_chunks: int = 4,
+        put_timeout: float = PUT_TIMEOUT,
+    ) -> None:
         self.want_logs = want_logs
         self.follow = follow
+        #: Seconds the producer waits for room before it stops sending (the consumer is stuck).
+        self.put_timeout = put_timeout
         self._max = max(1, max_chunks)
         self._lock = threading.Lock()
         self._chunks: deque[LogChunk] = deque()
@@ -86,6 +98,17 @@ class LogChannel:
                     await waker.event.wait()
         except TimeoutError:
             return False
+        self._wake(reader)
+        return True
+
+    def put_last(self, chunk: LogChunk) -> bool:
+        """Queue one final ``chunk`` even when full (a note that the rest was not sent), without
+        waiting; False when the consumer is gone or the channel ended."""
+        with self._lock:
+            if self._abandoned or self._ended:
+                return False
+            self._chunks.append(chunk)
+            reader, self._reader = self._reader, None
         self._wake(reader)
         return True
 

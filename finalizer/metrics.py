@@ -296,6 +296,9 @@ class FinalizerMetrics:
         self.config_problems = r.counter(
             "config_problems", "Bad [kpo_finalizer] options at start.", ["option"]
         )
+        self.log_bytes_unshown = r.counter(
+            "log_bytes_unshown", "Container log bytes not written to a task log that did not keep up."
+        )
 
     def finalized(self, outcome: str) -> None:
         self.finalizations.inc(outcome=outcome)

@@ -154,3 +154,33 @@ async def test_follow_gives_up_on_a_4xx_and_reads_the_whole_log_at_the_end(world
     assert len(queries) == 2, queries  # the refused follow, then one whole read after the end
     assert "follow=True" in queries[0]
     assert "follow=True" not in queries[1]
+
+
+async def test_a_channel_that_stays_full_ends_the_log_with_how_many_bytes_were_not_shown(
+    world: World, rig: Rig
+) -> None:
+    """The trigger's loop is stuck (nobody takes a chunk within ``put_timeout``): the job is not
+    held, the rest of the log is counted, and the task log says how much it did not show."""
+    from finalizer.metrics import METRICS
+
+    spec = world.make_job(xcom="1")
+    log_lines = [f"line {i:05d} " + "x" * 50 for i in range(3000)]  # ~190 KB: several batches
+    total = sum(len(line) + 1 for line in log_lines)
+    world.kube.set_logs(NS, spec.pod.name, "base", log_lines)
+    world.kube.terminate(NS, spec.pod.name, exit_code=0)
+    channel = LogChannel(max_chunks=1, put_timeout=0.2)
+    before = METRICS.log_bytes_unshown.value()
+    with open_channel(spec.key, channel):
+        outcome = await rig.run(spec)  # nobody reads while the job runs: the channel stays full
+        channel.end()
+        lines: list[tuple[int, str]] = []
+        await collect(channel, lines)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    shown = [text for _, record in lines for text in record.split("\n") if text.startswith("[base] logs: ")]
+    assert 0 < len(shown) < len(log_lines)
+    assert shown == [f"[base] logs: {line}" for line in log_lines[: len(shown)]]  # a prefix, in order
+    unshown = total - sum(len(text.removeprefix("[base] logs: ")) + 1 for text in shown)
+    level, last = lines[-1]
+    assert level == logging.WARNING
+    assert last.startswith(f"[base] {unshown} bytes of the container log were not shown because")
+    assert METRICS.log_bytes_unshown.value() == before + unshown
