@@ -83,14 +83,22 @@ async def test_a_full_channel_holds_the_producer(other: OtherLoop) -> None:
     """Back-pressure: with nobody reading, at most ``max_chunks`` wait; the producer waits too."""
     channel = LogChannel(max_chunks=3)
     put: list[int] = []
+    fourth = threading.Event()
 
     async def produce() -> None:
         for i in range(10):
+            if i == 3:
+                fourth.set()
             await channel.put(chunk(i), timeout=10)
             put.append(i)
 
+    async def barrier() -> None:
+        """Runs on the producer's loop: after its fourth put either waits for room, or (no bound)
+        has put all ten, since a put with room never yields to the loop."""
+
     done = other.run(produce())
-    await asyncio.sleep(0.2)  # give the producer time to overrun the bound if it could
+    assert await asyncio.to_thread(fourth.wait, 10)
+    await asyncio.wrap_future(other.run(barrier()))
     assert put == [0, 1, 2]
     assert not done.done()
     first = await channel.get()
