@@ -85,6 +85,9 @@ def finalizing_trigger_from(
 class FinalizationMixin:
     """Add ``finalization=`` to a ``KubernetesPodOperator`` subclass (list the mixin first)."""
 
+    #: The provider's trigger this mixin swaps, for log lines.
+    _classic_trigger = "KubernetesPodTrigger"
+
     def __init__(
         self, *args: Any, finalization: FinalizationPolicy | dict[str, Any] | None = None, **kwargs: Any
     ):
@@ -115,7 +118,7 @@ class FinalizationMixin:
         except ConfigurationError as exc:
             log = getattr(self, "log", None)
             if log is not None:
-                log.error("kpo-finalizer: %s; this task defers to the classic KubernetesPodTrigger", exc)
+                log.error("kpo-finalizer: %s; this task defers to the classic %s", exc, self._classic_trigger)
             return False
 
     def finalizer_cluster(self) -> CredentialsRef | dict[str, Any] | None:
