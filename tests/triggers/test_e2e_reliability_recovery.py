@@ -16,17 +16,19 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import sqlalchemy as sa
 
-from finalizer.exceptions import FinalizerUnavailableError
-from finalizer.jobs import TaskInstanceRef
+from finalizer.exceptions import FinalizerUnavailableError, LedgerUnavailableError
+from finalizer.jobs import ClusterRef, JobSpec, PodRef, TaskInstanceRef
 from finalizer.metrics import METRICS
 from finalizer.testing.tcp_proxy import TcpProxy
 from tests.support.polling import eventually
 from triggers import warmup
+from triggers.keeper import KEEPER_TICK
 from triggers.runtime import _Runtime
 
 pytestmark = pytest.mark.anyio
 
 TI = TaskInstanceRef(id="0190aaaa-0000-7000-8000-0000000000e1", dag_id="d", task_id="r", run_id="r")
+JOB = JobSpec(ti=TI, cluster=ClusterRef(), pod=PodRef(namespace="ns", name="p", uid="u"))
 DEADLINE = 2.0
 
 
@@ -95,6 +97,10 @@ async def test_after_an_outage_past_the_deadline_the_finalizer_starts_again(
         await eventually(lambda: runtime.down is not None, within=10 * DEADLINE, what="the runtime is down")
         assert first.failure is not None
         assert METRICS.available.value() == 0
+        # The failed instance is not half-alive: it is torn down and refuses work at once.
+        assert not first.health().running
+        with pytest.raises(LedgerUnavailableError):
+            first.submit_future(JOB)
         # While down a trigger is refused at once, with the reason (it then goes the classic way).
         started = time.monotonic()
         with pytest.raises(FinalizerUnavailableError, match=r"is down for \d+s \(.*Ledger"):
@@ -193,5 +199,34 @@ async def test_a_first_start_that_fails_is_retried_at_once_with_the_configured_c
         await tcp.set_mode("pass")
         await eventually(lambda: runtime.finalizer is not None, within=30, what="the finalizer starts")
         assert (await runtime.get(TI)).health().running
+    finally:
+        await _end_of_loop(runtime)
+
+
+async def test_a_finalizer_that_cannot_come_back_refuses_at_once_and_is_not_retried(
+    proxy: tuple[TcpProxy, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Crash, don't hang, inside a triggerer: bad settings cannot be fixed by a restart. Every
+    trigger is refused at once with the reason (it takes the classic path), the gauge says 0, one
+    ERROR line says so, and no restart is attempted; nothing is left running."""
+    _, url = proxy
+    _settings(monkeypatch, url, LEDGER_DEADLINE="-1")
+    caplog.set_level(logging.INFO, logger="triggers.runtime")
+    runtime = _Runtime(probe_for=_no_probe)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(FinalizerUnavailableError, match="cannot recover without a triggerer restart"):
+                await runtime.get(TI)
+            assert time.monotonic() - started < 2.0
+            await asyncio.sleep(2 * KEEPER_TICK)  # the stimulus: keeper ticks pass
+        down = runtime.down
+        assert down is not None
+        assert down.permanent
+        assert down.attempts == 0
+        assert runtime.finalizer is None
+        assert METRICS.available.value() == 0
+        assert [r.levelno for r in _lines(caplog, "DOWN")] == [logging.ERROR]
+        assert "ConfigurationError" in _lines(caplog, "DOWN")[0].getMessage()
     finally:
         await _end_of_loop(runtime)
