@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 
 from finalizer.exceptions import KubeRequestError
 from finalizer.jobs import BatchJobRef, PodRef
-from finalizer.kube import KubeCluster
+from finalizer.kube import KubeCluster, cluster_from_kubeconfig
 from finalizer.kube.stream import unwanted_event
 from finalizer.seams import MemberWatch
 from finalizer.testing import FakeKube
 from finalizer.testing.fake_kube.jobs import job_manifest
-from tests.support.kube import NS, running_pod
+from tests.support.kube import FAST, NS, running_pod
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
@@ -78,6 +79,29 @@ async def test_deleted_member_is_gone_and_its_replacement_joins(fake: FakeKube, 
         assert first_uid not in members.members
         [replacement] = members.members.values()
         assert replacement.uid != first_uid
+
+
+async def test_member_deleted_while_the_watch_was_down_is_gone_after_the_relist(fake: FakeKube) -> None:
+    fake.job_backoff_seconds = 3600.0  # no replacement pod during the test
+    ref = create(fake, "j", parallelism=2, completions=2)
+    async with (
+        cluster_from_kubeconfig(
+            fake.kubeconfig, dataclasses.replace(FAST, watch_timeout_seconds=1)
+        ) as cluster,
+        cluster.watch_members(ref) as members,
+    ):
+        await until(members, lambda m: len(m.members) == 2)
+        doomed, kept = sorted(members.members.values(), key=lambda p: p.name)
+        fake.faults.add("GET", r"/pods\?.*watch=True", reset=True, times=None)
+        await eventually(lambda: any(r.verb == "watch" and r.status == 0 for r in fake.requests), 5)
+        fake.force_delete(NS, doomed.name)
+        fake.compact()
+        fake.faults.clear()
+        await until(members, lambda m: doomed.uid in m.gone)
+        assert list(members.members) == [kept.uid]
+        stats = cluster.watcher.stats()[NS]
+        assert stats.expired >= 1
+        assert stats.lists == 2
 
 
 async def test_late_member_subscriber_lists_by_label(fake: FakeKube, cluster: KubeCluster) -> None:
