@@ -121,7 +121,8 @@ def strings_for_datetimes(value: Any) -> Any:
 async def test_job_dict_is_upstreams_to_dict_with_rfc3339_strings(
     fake: FakeKube, cluster: KubeCluster
 ) -> None:
-    """A completed Indexed Job and a failed one: our dict == the sync client's, datetimes as text."""
+    """A completed Indexed Job and a failed one: our dict == the sync client's (the operator's
+    non-deferrable path) and the async client's (its trigger's), datetimes as text."""
     fake.auto_kubelet(start_delay=0.01, run_seconds=0.02)
     fake.job_backoff_seconds = 0.0
     refs = [
@@ -143,6 +144,12 @@ async def test_job_dict_is_upstreams_to_dict_with_rfc3339_strings(
         assert "api_version" in ours
         assert "apiVersion" not in ours
         json.dumps(ours, allow_nan=False)  # JSON-safe
+    # Upstream's deferrable path: KubernetesJobTrigger's AsyncKubernetesHook reads the status with
+    # kubernetes_asyncio (read_namespaced_job_status, preloaded) and sends ``job.to_dict()``.
+    for ref in refs:
+        typed = await cluster.batch.read_namespaced_job_status(ref.name, NS)
+        ours = cluster.batch_job_dict(await cluster.read_batch_job(ref))
+        assert ours == strings_for_datetimes(typed.to_dict())
     ok = cluster.batch_job_dict(await cluster.read_batch_job(refs[0]))
     assert ok["spec"]["completion_mode"] == "Indexed"
     assert [c["type"] for c in ok["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
