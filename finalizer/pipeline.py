@@ -33,24 +33,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api_client.backoff import Classifier
+from finalizer.batch_pipeline import BatchPipeline
 from finalizer.config import FinalizerConfig
 from finalizer.container_log import ContainerLog, base_ended
-from finalizer.decisions import cleanup, marker, triage, xcom_push
+from finalizer.decisions import marker, triage, xcom_push
 from finalizer.decisions.outcome import failed, gone, needs_xcom, succeeds
-from finalizer.exceptions import (
-    FinalizerError,
-    KubeRequestError,
-    PodConflictError,
-    PodNotFoundError,
-    XComInvalidJSONError,
-    XComReadError,
-    XComTooLargeError,
-)
+from finalizer.exceptions import FinalizerError
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger.records import JobRecord
 from finalizer.log_channel import channel_for
 from finalizer.metrics import METRICS, FinalizerMetrics
-from finalizer.pod import XCOM_SIDECAR_NAME, PodView
+from finalizer.pod import PodView
+from finalizer.pod_steps import PodSteps
 from finalizer.progress import Progress, StepHook, StepReached
 from finalizer.retry import StepCalls
 from finalizer.seams import ClusterOps, JobLedger, PodWatch, SidecarOps, Slots, XComSink
@@ -123,6 +117,10 @@ class Pipeline:
         self._on_step = on_step
         self._metrics = metrics
         self._io = StepCalls.for_config(config, classify, metrics)
+        self._steps = PodSteps(config, self._io, xcoms)
+        self._batch = BatchPipeline(
+            config=config, steps=self._steps, io=self._io, metrics=metrics, gate=self._gate
+        )
         self._ledger_policy = config.ledger_policy()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -141,6 +139,8 @@ class Pipeline:
             return rec.outcome
         cluster = await self._cluster_for(spec)
         job = self._progress(spec, rec)
+        if spec.batch_job is not None:  # a batch/v1 Job and its member pods
+            return await self._batch.run(spec, cluster, job)
         # One subscription on the shared watch for the whole job: completion, then the pod's
         # current state for cleanup without another GET.
         async with cluster.watch(spec.pod) as sub:
@@ -211,7 +211,7 @@ class Pipeline:
                 if marker.needed(outcome, return_value_pushed=True):
                     # Not a success: record it before its XCom, so that a stored return_value
                     # without a marker can only mean the success path (decisions/marker.py).
-                    marked = await self._write_marker(spec, outcome)
+                    marked = await self._steps.write_marker(spec, outcome)
                 outcome, pushed = await self._push_xcom(spec, job.rec, outcome)
                 await job.reach(Step.XCOM_PUSHED)
             if job.step < Step.DIAGNOSTICS_CAPTURED:
@@ -222,7 +222,7 @@ class Pipeline:
                 await job.reach(Step.SIDECAR_STOPPED)
         if job.step < Step.POD_CLEANED:
             if marker.needed(outcome, return_value_pushed=pushed):
-                await self._write_marker(spec, outcome, unless=marked)
+                await self._steps.write_marker(spec, outcome, unless=marked)
             await self._cleanup(spec, cluster, sub, outcome)
             await job.reach(Step.POD_CLEANED)
         return await self._done(job, outcome)
@@ -272,35 +272,17 @@ class Pipeline:
 
     async def _when_gone(self, spec: JobSpec, why: str, outcome: Outcome | None = None) -> Outcome:
         """The pod is gone: the record of whoever finished it, if any, decides (``decisions.marker``)."""
-        value = await self._io(
-            "read outcome marker", "push_xcom", lambda: self._xcoms.get(spec, marker.MARKER_KEY)
-        )
-        recorded = marker.decode_marker(value, spec)
-        if recorded is not None:
-            log.debug("job %s: pod gone, outcome %s taken from the marker XCom", spec.key, recorded.kind)
-        elif spec.settings.do_xcom_push:
-            stored = await self._io(
-                "read return value", "push_xcom", lambda: self._xcoms.get(spec, xcom_push.RETURN_KEY)
-            )
-            if stored is not None:
-                recorded = marker.from_return_value(spec)
-                log.debug("job %s: pod gone, success shown by its stored return_value XCom", spec.key)
-        return gone(spec, why, outcome, recorded)
+        return gone(spec, why, outcome, await self._steps.recorded(spec))
 
     async def _read_xcom(self, spec: JobSpec, sidecar: SidecarOps, outcome: Outcome) -> _Read:
         if not needs_xcom(spec, outcome):
             return _Read()
-        cap = min(spec.settings.xcom_max_bytes, self._config.xcom_max_bytes)
-        try:
-            present, value = await self._io("read XCom", "read_xcom", lambda: sidecar.read_xcom(cap))
-        except PodNotFoundError:
+        got = await self._steps.read_xcom(sidecar, spec.settings)
+        if got.gone:
             return _Read(outcome=await self._when_gone(spec, "was deleted or evicted", outcome), final=True)
-        except (XComTooLargeError, XComInvalidJSONError) as exc:
-            return _Read(outcome=failed(outcome, f"the XCom was read and rejected: {exc}"))
-        except XComReadError as exc:
-            return _Read(outcome=failed(outcome, f"the XCom could not be read: {exc}"))
-        # An empty return.json and a JSON null both push nothing (the task returned None).
-        return _Read(read=True, value=value if present else None)
+        if got.problem is not None:
+            return _Read(outcome=failed(outcome, got.problem))
+        return _Read(read=True, value=got.value)
 
     async def _push_xcom(self, spec: JobSpec, rec: JobRecord, outcome: Outcome) -> tuple[Outcome, bool]:
         """Push the planned XComs; also says whether the return value was among them."""
@@ -315,12 +297,7 @@ class Pipeline:
             pushes = xcom_push.plan_pushes(rec.xcom_value, spec.settings, succeeded=succeeds(outcome))
         except xcom_push.PushRefused as exc:
             return failed(outcome, str(exc)), False
-        for push in pushes:
-
-            async def one(p: xcom_push.Push = push) -> None:
-                await self._xcoms.set(spec, p.key, p.value, mapped_length=p.mapped_length)
-
-            await self._io(f"push XCom {push.key!r}", "push_xcom", one)
+        await self._steps.push(spec, pushes)
         return outcome, any(push.key == xcom_push.RETURN_KEY for push in pushes)
 
     async def _diagnostics(
@@ -374,22 +351,7 @@ class Pipeline:
         """Let the pod reach a terminal phase; failure is only a warning (as upstream)."""
         if not spec.settings.do_xcom_push or outcome.kind is OutcomeKind.FALLBACK:
             return
-        try:
-            await self._io("stop sidecar", "stop_sidecar", sidecar.stop)
-        except FinalizerError as exc:
-            log.warning("job %s: could not stop %s (%s)", spec.key, XCOM_SIDECAR_NAME, exc)
-
-    async def _write_marker(
-        self, spec: JobSpec, outcome: Outcome, unless: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Write the marker of ``outcome``; not again when ``unless`` (written earlier) says the same."""
-        value = marker.encode_marker(spec, outcome)
-        if value == unless or not self._config.outcome_marker:
-            return value
-        await self._io(
-            "write outcome marker", "push_xcom", lambda: self._xcoms.set(spec, marker.MARKER_KEY, value)
-        )
-        return value
+        await self._steps.stop_sidecar(spec.key, sidecar)
 
     async def _cleanup(self, spec: JobSpec, cluster: ClusterOps, sub: PodWatch, outcome: Outcome) -> None:
         """``on_finish_action`` on the pod as it is now: delete (uid precondition) or keep + label.
@@ -397,39 +359,5 @@ class Pipeline:
         The watch's latest state is current enough for the decision (phase, exit code); a GET only
         when the watch has not seen the pod yet (a resumed job, before the first LIST answered).
         """
-        if sub.known:
-            pod = sub.latest
-        else:
-            try:
-                pod = await self._io("read pod", "read_pod", lambda: cluster.read_pod(spec.pod))
-            except PodNotFoundError:
-                pod = None
-        if pod is None:
-            log.debug("job %s: pod already gone", spec.key)
-            return
-        action = cleanup.decide(
-            spec.settings.on_finish_action,
-            pod,
-            outcome,
-            grace_period_seconds=spec.settings.termination_grace_period,
-        )
-        try:
-            if action.labels:
-                try:
-                    await self._io("label pod", "cleanup", lambda: cluster.label_checked(spec.pod))
-                except KubeRequestError as exc:
-                    # 422 on our uid-guarded patch: another pod holds the name now, ours is gone.
-                    log.debug("job %s: pod not labelled (%s)", spec.key, exc)
-                    return
-            if isinstance(action, cleanup.Delete):
-                deleted = await self._io(
-                    "delete pod",
-                    "cleanup",
-                    lambda: cluster.delete_pod(spec.pod, action.grace_period_seconds),
-                )
-                log.debug("job %s: %s%s", spec.key, action.reason, "" if deleted else " (already gone)")
-            else:
-                log.debug("job %s: %s", spec.key, action.reason)
-        except (PodNotFoundError, PodConflictError):
-            # 409: the name now belongs to another pod, so ours is gone.
-            log.debug("job %s: pod already gone", spec.key)
+        pod = sub.latest if sub.known else await self._steps.current(cluster, spec.pod)
+        await self._steps.cleanup(spec.key, cluster, spec.pod, pod, spec.settings, outcome)

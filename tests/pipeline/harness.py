@@ -21,15 +21,28 @@ from typing import Any
 from api_client.client import ExecutionAPIClient
 from api_client.store import XComRef
 from finalizer.config import FinalizerConfig, StepRetry
-from finalizer.jobs import ClusterRef, FinishSettings, JobSpec, PodRef, StartupRules, TaskInstanceRef
+from finalizer.jobs import (
+    BatchJobRef,
+    ClusterRef,
+    FinishSettings,
+    JobSpec,
+    Outcome,
+    PodRef,
+    StartupRules,
+    TaskInstanceRef,
+    batch_job_spec,
+)
 from finalizer.kube.clients import KubeClients
 from finalizer.ledger import Ledger
+from finalizer.ledger.records import JobRecord
 from finalizer.pipeline import Pipeline, StepHook
 from finalizer.retry import classify
 from finalizer.seams import ClusterOps, Foundation, Wiring
 from finalizer.testing.airflow_env import AirflowEnv, RunInfo
 from finalizer.testing.fake_kube import FakeKube
+from finalizer.testing.fake_kube.jobs import job_manifest
 from finalizer.wiring import StoreSink
+from tests.support.polling import eventually
 
 DAG_ID = "kpof_pipeline"
 TASK_ID = "kpo"
@@ -178,8 +191,6 @@ class World:
         **settings: Any,
     ) -> JobSpec:
         """A fresh TI (new DAG run) and a running pod (XCom written if given) → its JobSpec."""
-        run = self.env.create_run(DAG_ID)
-        ti = run.ti(TASK_ID)
         name = f"kpo-{uuid.uuid4().hex[:8]}"
         pod = self.kube.create_pod(NS, name=name, with_xcom_sidecar=sidecar)
         if start:
@@ -187,13 +198,7 @@ class World:
         if xcom is not None:
             self.kube.write_xcom(NS, name, xcom)
         spec = JobSpec(
-            ti=TaskInstanceRef(
-                id=ti.id,
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                try_number=max(1, ti.try_number),
-            ),
+            ti=self._ti(),
             cluster=ClusterRef(config_dict=self.kube.kubeconfig),
             pod=PodRef(namespace=NS, name=name, uid=pod["metadata"]["uid"]),
             settings=FinishSettings(**settings),
@@ -201,6 +206,43 @@ class World:
         )
         self.jobs.append(spec)
         return spec
+
+    def _ti(self) -> TaskInstanceRef:
+        ti = self.env.create_run(DAG_ID).ti(TASK_ID)
+        return TaskInstanceRef(
+            id=ti.id, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, try_number=max(1, ti.try_number)
+        )
+
+    def make_batch_job(
+        self,
+        manifest: dict[str, Any] | None = None,
+        *,
+        job: dict[str, Any] | None = None,
+        startup: StartupRules | None = None,
+        **settings: Any,
+    ) -> JobSpec:
+        """A fresh TI and a batch/v1 Job on the fake cluster (``job_manifest`` kwargs) → its JobSpec.
+
+        ``job``: ``BatchJobRef`` fields (``unwrap_single``, ``delete_job``, …)."""
+        name = f"job-{uuid.uuid4().hex[:8]}"
+        created = self.kube.create_job(NS, job_manifest(name, **(manifest or {})))
+        ref = BatchJobRef(namespace=NS, name=name, uid=created["metadata"]["uid"], **(job or {}))
+        spec = batch_job_spec(
+            self._ti(),
+            ClusterRef(config_dict=self.kube.kubeconfig),
+            ref,
+            FinishSettings(**settings),
+            startup or StartupRules(),
+        )
+        self.jobs.append(spec)
+        return spec
+
+    def member_names(self, spec: JobSpec) -> list[str]:
+        """Names of the pods the sidecar was exec'ed into for this Job (each member read or stopped)."""
+        prefix = f"{spec.pod.name}-"
+        return sorted(
+            {c.name for c in self.kube.exec_commands(spec.pod.namespace) if c.name.startswith(prefix)}
+        )
 
     def xcom(self, spec: JobSpec, key: str = "return_value") -> Any:
         """The XCom as Airflow stores it; KeyError when absent."""
@@ -224,14 +266,15 @@ class World:
             1 for r in self.kube.requests if r.verb == "delete" and r.name == spec.pod.name and r.status < 300
         )
 
-    def xcom_reads(self, spec: JobSpec) -> int:
-        """Times the sidecar ran the XCom read (as a command or as a line on a shell's stdin)."""
-        commands = self.kube.exec_commands(spec.pod.namespace, spec.pod.name)
+    def xcom_reads(self, spec: JobSpec, pod: str | None = None) -> int:
+        """Times the sidecar ran the XCom read (as a command or as a line on a shell's stdin);
+        ``pod``: of that pod (a Job's member), else of the spec's pod."""
+        commands = self.kube.exec_commands(spec.pod.namespace, pod or spec.pod.name)
         return sum(1 for c in commands if "return.json" in c.text)
 
-    def sidecar_stops(self, spec: JobSpec) -> int:
+    def sidecar_stops(self, spec: JobSpec, pod: str | None = None) -> int:
         """Times the sidecar ran the provider's stop (its ``kill``; the fallback only after a failed one)."""
-        commands = self.kube.exec_commands(spec.pod.namespace, spec.pod.name)
+        commands = self.kube.exec_commands(spec.pod.namespace, pod or spec.pod.name)
         return sum(1 for c in commands if "pgrep" in c.text)
 
     def exec_sessions(self, spec: JobSpec) -> int:
@@ -309,3 +352,22 @@ class Rig:
         assert self.ledger is not None
         rec = await self.ledger.submit(spec, self.owner)
         return await self.pipeline(on_step).run(spec, rec)
+
+
+async def resume(world: World, spec: JobSpec, *, wait_stale: bool = False) -> Outcome:
+    """The job resumed by a fresh instance (new owner) on the same ledger, once it can adopt it
+    (``wait_stale``: after the dead owner's heartbeat went stale)."""
+    async with AsyncExitStack() as stack:
+        fresh = await Rig(world, stack).open()
+        assert fresh.ledger is not None
+        ledger = fresh.ledger
+
+        async def adopted() -> Any:
+            rec = await ledger.submit(spec, fresh.owner)
+            if rec.owner == fresh.owner:
+                return rec
+            assert wait_stale, f"job not adopted: owner {rec.owner}"
+            return None  # the old owner's heartbeat must go stale first
+
+        adoptee: JobRecord = await eventually(adopted, interval=0.1, what="the dead owner going stale")
+        return await fresh.pipeline().run(spec, adoptee)

@@ -20,8 +20,7 @@ import pytest
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger import Ledger
 from finalizer.wiring import StoreSink
-from tests.pipeline.harness import NS, Rig, World
-from tests.support.polling import eventually
+from tests.pipeline.harness import NS, Rig, World, resume
 
 BOUNDARIES = [
     Step.REGISTERED,
@@ -51,23 +50,6 @@ async def _cancel_at(rig: Rig, spec: JobSpec, step: Step) -> None:
     assert scope.cancelled_caught, f"the job never reached {step.name}"
 
 
-async def _resume(world: World, spec: JobSpec, *, wait_stale: bool = False) -> Outcome:
-    async with AsyncExitStack() as stack:
-        fresh = await Rig(world, stack).open()
-        assert fresh.ledger is not None
-        ledger = fresh.ledger
-
-        async def adopted() -> Any:
-            rec = await ledger.submit(spec, fresh.owner)
-            if rec.owner == fresh.owner:
-                return rec
-            assert wait_stale, f"job not adopted: owner {rec.owner}"
-            return None  # the old owner's heartbeat must go stale first
-
-        rec = await eventually(adopted, interval=0.1, what="the dead owner going stale")
-        return await fresh.pipeline().run(spec, rec)
-
-
 def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None:
     assert outcome.kind is OutcomeKind.SUCCESS
     assert outcome.exit_code == 0
@@ -86,7 +68,7 @@ async def test_cancelled_at_each_boundary_resumes_to_the_same_end(world: World, 
     await _cancel_at(rig, spec, step)
     assert rig.ledger is not None
     await rig.ledger.unregister(rig.owner)  # the crashed instance is gone
-    outcome = await _resume(world, spec)
+    outcome = await resume(world, spec)
     _assert_finished_once(world, spec, outcome)
     assert outcome.termination_message == "done"
 
@@ -99,7 +81,7 @@ async def test_pod_gone_after_the_payload_was_persisted_still_succeeds(world: Wo
     world.kube.force_delete(NS, spec.pod.name)  # e.g. evicted right after the read
     assert rig.ledger is not None
     await rig.ledger.unregister(rig.owner)
-    outcome = await _resume(world, spec)
+    outcome = await resume(world, spec)
     assert outcome.kind is OutcomeKind.SUCCESS
     assert world.xcom(spec) == VALUE  # pushed from the ledger's copy
     assert world.deletes(spec) == 0
@@ -134,7 +116,7 @@ async def test_killed_process_resumes_to_the_same_end(world: World, tmp_path: Pa
     assert result.returncode == -9, result.stderr.decode()[-2000:]
     rec_step = await _recorded_step(world, spec)
     assert rec_step == KILLED_AT[step]
-    outcome = await _resume(world, spec, wait_stale=True)
+    outcome = await resume(world, spec, wait_stale=True)
     _assert_finished_once(world, spec, outcome)
 
 

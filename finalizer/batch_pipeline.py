@@ -1,0 +1,345 @@
+"""A batch/v1 Job's finalization: the same steps and ledger as a KPO pod, over many member pods.
+
+    per member, as its base container ends: read XCom ─► persist it (CAS) ─► stop sidecar
+    Job terminal, every member read ─► outcome ─► [marker] ─► push job + return_value
+    ─► members' logs ─► stop any sidecar left ─► [marker] ─► cleanup pods, delete Job if asked ─► done
+
+The members are the Job's pods by its controller-uid (``MemberWatch``), so retries and pods made
+after the trigger started are read too; a member's sidecar must be stopped before the controller
+counts it, so the Job can only end after the reads. Each member read is its own compare-and-set
+durability point: the reads so far sit in the job's ledger payload (``{"members": {uid: …}}``,
+written at ``REGISTERED``), so a resumed job reads no member twice. ``XCOM_PERSISTED`` adds the
+outcome and the final Job (the ``job`` XCom); every step after it is idempotent, as for a pod.
+The rules (which members, order, outcome, pushes, Job delete) are ``decisions.batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from finalizer.batch_job import BatchJobView
+from finalizer.config import FinalizerConfig
+from finalizer.container_log import ContainerLog
+from finalizer.decisions import batch, marker, xcom_push
+from finalizer.decisions.batch import MemberRead
+from finalizer.decisions.outcome import failed, succeeds
+from finalizer.exceptions import PodNotFoundError
+from finalizer.jobs import BatchJobRef, JobSpec, Outcome, PodRef, Step
+from finalizer.log_channel import channel_for
+from finalizer.metrics import FinalizerMetrics
+from finalizer.pod import PodView
+from finalizer.pod_steps import PodSteps
+from finalizer.progress import Progress
+from finalizer.retry import StepCalls
+from finalizer.seams import BatchJobWatch, ClusterOps, MemberWatch
+
+log = logging.getLogger(__name__)
+
+#: Member pods read (and stopped) at the same time, per Job.
+MEMBER_READS = 4
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _terminal_or_gone(job: BatchJobView) -> bool:
+    return job.terminal is not None
+
+
+@dataclass(slots=True)
+class _Members:
+    """This run's view of the members: reads (from the ledger, then new), and the work under way."""
+
+    reads: dict[str, MemberRead]
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)
+    vanished: set[str] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def payload(self) -> dict[str, Any]:
+        return {"members": {uid: r.to_json() for uid, r in self.reads.items()}}
+
+
+def _stored(value: Any) -> tuple[dict[str, MemberRead], dict[str, Any]]:
+    """The ledger payload of a batch job: its member reads, and the rest (``job``, ``terminal``)."""
+    if not isinstance(value, dict):
+        return {}, {}
+    members = value.get("members") or {}
+    reads = {uid: MemberRead.from_json(uid, data) for uid, data in members.items() if isinstance(data, dict)}
+    return reads, {k: v for k, v in value.items() if k != "members"}
+
+
+def member_ref(ref: BatchJobRef, pod: PodView) -> PodRef:
+    return PodRef(
+        namespace=pod.namespace or ref.namespace,
+        name=pod.name,
+        uid=pod.uid,
+        base_container=ref.base_container,
+    )
+
+
+class BatchPipeline:
+    """Runs batch jobs for ``Pipeline`` (which dispatches here on ``spec.batch_job``)."""
+
+    def __init__(
+        self,
+        *,
+        config: FinalizerConfig,
+        steps: PodSteps,
+        io: StepCalls,
+        metrics: FinalizerMetrics,
+        gate: Callable[[JobSpec], AbstractAsyncContextManager[Any]],
+    ) -> None:
+        self._config = config
+        self._steps = steps
+        self._io = io
+        self._metrics = metrics
+        self._gate = gate
+
+    async def run(self, spec: JobSpec, cluster: ClusterOps, job: Progress) -> Outcome:
+        ref = spec.batch_job
+        assert ref is not None
+        reads, extra = _stored(job.rec.xcom_value)
+        state = _Members(reads)
+        async with cluster.watch_batch_job(ref) as jw, cluster.watch_members(ref) as mw:
+            outcome = job.rec.outcome
+            if job.step < Step.COMPLETION_SEEN or outcome is None:
+                try:
+                    outcome, view, terminal = await self._collect(spec, ref, cluster, job, jw, mw, state)
+                finally:
+                    await _cancel(state.tasks.values())
+                seen_at = _now()
+                if view is None and (recorded := await self._steps.recorded(spec)) is not None:
+                    return await self._done(job, recorded)  # an earlier run finished this try
+                extra = {
+                    "job": cluster.batch_job_dict(view) if view is not None else None,
+                    "terminal": terminal,
+                    "indexed": view is not None and view.indexed,
+                }
+                async with self._gate(spec):
+                    await job.reach(Step.COMPLETION_SEEN, seen_at)
+                    await job.commit(Step.XCOM_PERSISTED, outcome=outcome, xcom={**state.payload(), **extra})
+                    outcome = await self._finish(spec, ref, cluster, job, mw, state, outcome, extra)
+                    self._metrics.completed_to_done(view.completion_time if view is not None else None)
+                    return outcome
+            async with self._gate(spec):
+                return await self._finish(spec, ref, cluster, job, mw, state, outcome, extra)
+
+    async def _done(self, job: Progress, outcome: Outcome) -> Outcome:
+        await job.commit(Step.DONE, outcome=outcome)
+        self._metrics.finalized(outcome.kind.value)
+        return outcome
+
+    # -- until the Job is terminal and every ended member is read ---------------------------------
+
+    async def _collect(
+        self,
+        spec: JobSpec,
+        ref: BatchJobRef,
+        cluster: ClusterOps,
+        job: Progress,
+        jw: BatchJobWatch,
+        mw: MemberWatch,
+        state: _Members,
+    ) -> tuple[Outcome, BatchJobView | None, bool]:
+        """Read members as they end; returns the outcome, the final Job (None: gone), terminal."""
+        base, push = ref.base_container, spec.settings.do_xcom_push
+        deadline = spec.startup.execution_deadline
+        bound = asyncio.Semaphore(MEMBER_READS)
+        job_wait: asyncio.Task[BatchJobView | None] | None = None
+        member_wait: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if job_wait is None:
+                    job_wait = asyncio.ensure_future(jw.wait(_terminal_or_gone, None))
+                if member_wait is None:
+                    member_wait = asyncio.ensure_future(mw.changed(None))
+                if jw.known and mw.known:
+                    view = jw.latest
+                    if view is None:
+                        return batch.outcome(spec, None, state.reads.values()), None, False
+                    if push and (missing := batch.without_sidecar(mw.members)) is not None:
+                        return batch.outcome(spec, view, (), missing_sidecar=missing.name), view, False
+                    if push:
+                        self._start_members(spec, ref, cluster, job, mw, state, bound)
+                    if view.terminal is not None and not state.tasks:
+                        lost = batch.lost(_gone(mw, state), state.reads, base) if push else []
+                        return batch.outcome(spec, view, state.reads.values(), lost_members=lost), view, True
+                left = None if deadline is None else (deadline - _now()).total_seconds()
+                if left is not None and left <= 0:
+                    past = batch.outcome(spec, jw.latest, state.reads.values(), past_deadline=True)
+                    return past, jw.latest, False
+                waits: set[asyncio.Future[Any]] = {member_wait, *state.tasks.values()}
+                if not job_wait.done():
+                    waits.add(job_wait)
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                for uid, task in list(state.tasks.items()):
+                    if task.done():
+                        del state.tasks[uid]
+                        task.result()  # a member's JobLostError (or a bug) ends the job
+                if member_wait.done():
+                    member_wait.result()
+                    member_wait = None
+                if job_wait.done() and (error := job_wait.exception()) is not None:
+                    raise error  # the Job watch cannot serve it (e.g. 403)
+        finally:
+            await _cancel(t for t in (job_wait, member_wait) if t is not None)
+
+    def _start_members(
+        self,
+        spec: JobSpec,
+        ref: BatchJobRef,
+        cluster: ClusterOps,
+        job: Progress,
+        mw: MemberWatch,
+        state: _Members,
+        bound: asyncio.Semaphore,
+    ) -> None:
+        """A task per ended member not read yet, or read but with its sidecar still running."""
+        base = ref.base_container
+        for uid, pod in mw.members.items():
+            if uid in state.tasks or uid in state.vanished or not batch.ended(pod, base):
+                continue
+            if uid in state.reads and (uid in state.stopped or not pod.has_running_sidecar()):
+                continue
+            state.tasks[uid] = asyncio.ensure_future(self._member(spec, ref, cluster, job, pod, state, bound))
+
+    async def _member(
+        self,
+        spec: JobSpec,
+        ref: BatchJobRef,
+        cluster: ClusterOps,
+        job: Progress,
+        pod: PodView,
+        state: _Members,
+        bound: asyncio.Semaphore,
+    ) -> None:
+        """Read one member's XCom, persist it, stop its sidecar: one exec session."""
+        uid = pod.uid
+        async with bound:
+            try:
+                async with cluster.sidecar(member_ref(ref, pod)) as sidecar:
+                    if uid not in state.reads:
+                        got = await self._steps.read_xcom(sidecar, spec.settings)
+                        if got.gone:
+                            state.vanished.add(uid)
+                            return
+                        read = MemberRead(
+                            uid=uid,
+                            name=pod.name,
+                            index=batch.completion_index(pod),
+                            exit_code=batch.base_exit(pod, ref.base_container),
+                            value=got.value,
+                            problem=got.problem,
+                        )
+                        async with state.lock:  # one write at a time, each holding every read so far
+                            state.reads[uid] = read
+                            await job.commit(Step.REGISTERED, xcom=state.payload())
+                    await self._steps.stop_sidecar(spec.key, sidecar)
+                    state.stopped.add(uid)
+            except PodNotFoundError:
+                state.vanished.add(uid)
+
+    # -- after the outcome ------------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        spec: JobSpec,
+        ref: BatchJobRef,
+        cluster: ClusterOps,
+        job: Progress,
+        mw: MemberWatch,
+        state: _Members,
+        outcome: Outcome,
+        extra: dict[str, Any],
+    ) -> Outcome:
+        settings = spec.settings
+        indexed = bool(extra.get("indexed"))
+        reads = batch.ordered(state.reads.values(), indexed=indexed)
+        marked: dict[str, Any] | None = None
+        pushed = False  # unknown on a resume past the push: then the marker is written
+        if job.step < Step.XCOM_PUSHED:
+            if marker.needed(outcome, return_value_pushed=True):
+                marked = await self._steps.write_marker(spec, outcome)
+            pushes = [xcom_push.Push(batch.JOB_KEY, extra["job"])] if extra.get("job") is not None else []
+            if settings.do_xcom_push and succeeds(outcome):
+                value = batch.return_value(reads, indexed=indexed, unwrap_single=ref.unwrap_single)
+                try:
+                    pushes += xcom_push.plan_pushes(value, settings)
+                except xcom_push.PushRefused as exc:
+                    outcome = failed(outcome, str(exc))
+            await self._steps.push(spec, pushes)
+            pushed = any(p.key == xcom_push.RETURN_KEY for p in pushes)
+            await job.reach(Step.XCOM_PUSHED)
+        if job.step < Step.DIAGNOSTICS_CAPTURED:
+            channel = channel_for(spec.key)
+            if channel is not None and channel.want_logs:
+                for read in reads:  # each member's log in member order, as upstream's execute_complete
+                    shown = PodRef(
+                        namespace=ref.namespace,
+                        name=read.name,
+                        uid=read.uid,
+                        base_container=ref.base_container,
+                    )
+                    await ContainerLog(cluster, shown, channel, self._config.log_max_bytes).ship_all()
+            await job.reach(Step.DIAGNOSTICS_CAPTURED)
+        members = await _current(mw)
+        if job.step < Step.SIDECAR_STOPPED:
+            if settings.do_xcom_push:  # a resumed job's member may still be up (crash before its stop)
+                for pod in members.values():
+                    if pod.has_running_sidecar():
+                        async with cluster.sidecar(member_ref(ref, pod)) as sidecar:
+                            await self._steps.stop_sidecar(spec.key, sidecar)
+            await job.reach(Step.SIDECAR_STOPPED)
+        if job.step < Step.POD_CLEANED:
+            if marker.needed(outcome, return_value_pushed=pushed):
+                await self._steps.write_marker(spec, outcome, unless=marked)
+            for uid, pod in sorted(members.items(), key=lambda item: item[1].name):
+                own = batch.member_outcome(outcome, state.reads.get(uid), pod, ref.base_container)
+                await self._steps.cleanup(spec.key, cluster, member_ref(ref, pod), pod, settings, own)
+            policy = batch.job_delete(ref, terminal=bool(extra.get("terminal", True)))
+            if policy is not None:
+                deleted = await self._io(
+                    "delete Job",
+                    "cleanup",
+                    lambda: cluster.delete_batch_job(ref, policy, settings.termination_grace_period),
+                )
+                log.debug("job %s: Job deleted (%s)%s", spec.key, policy, "" if deleted else ", already gone")
+            await job.reach(Step.POD_CLEANED)
+        return await self._done(job, outcome)
+
+
+async def _current(mw: MemberWatch) -> dict[str, PodView]:
+    """The members as they are now, once the member watch's first LIST answered."""
+    while not mw.known:
+        with contextlib.suppress(TimeoutError):
+            await mw.changed(1.0)
+    return dict(mw.members)
+
+
+def _gone(mw: MemberWatch, state: _Members) -> dict[str, PodView]:
+    """Members seen deleted, and those whose read found them gone before the watch said so."""
+    gone = dict(mw.gone)
+    gone.update({uid: mw.members[uid] for uid in state.vanished if uid in mw.members})
+    return gone
+
+
+async def _cancel(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them; their own errors are not the job's any more, but a
+    cancellation of *this* task still propagates (``asyncio.wait`` does not swallow it)."""
+    pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled():
+            task.exception()  # retrieved

@@ -1,0 +1,304 @@
+"""A batch/v1 Job finalized end to end: the fake's Job controller, real Execution API, real ledger.
+
+Each case makes a Job on the fake cluster, runs the pipeline for its ``batch_job_spec`` and
+plays the kubelet for the member pods (``Kubelet`` below: start, write the XCom, end the base
+container) so each pod can hold its own XCom; then reads back Airflow's XComs, the fake's pods,
+Jobs and exec commands, and the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.ledger import Ledger
+from tests.pipeline.harness import NS, Rig, World, resume
+from tests.support.polling import eventually
+
+pytestmark = pytest.mark.anyio
+
+MARKER = "__kpo_finalizer_outcome"
+#: What one member pod does: (its XCom or None, the base container's exit code), by creation order.
+Plan = Callable[[int, dict[str, Any]], tuple[str | None, int]]
+
+
+def xcom_per_pod(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+    return json.dumps({"pod": pod["metadata"]["name"]}), 0
+
+
+class Kubelet:
+    """Runs a Job's pods as the controller creates them (the fake's auto-kubelet gives every pod
+    the same XCom); a stand-in for the node, so it looks at the pods every 20 ms."""
+
+    def __init__(self, world: World, spec: JobSpec, plan: Plan = xcom_per_pod) -> None:
+        self.world, self.spec, self.plan = world, spec, plan
+        self.ran: list[str] = []
+
+    def step(self) -> None:
+        kube = self.world.kube
+        for pod in sorted(kube.job_pods(NS, self.spec.pod.name), key=lambda p: p["metadata"]["name"]):
+            name = pod["metadata"]["name"]
+            if name in self.ran or pod["metadata"].get("deletionTimestamp"):
+                continue
+            xcom, code = self.plan(len(self.ran), pod)
+            self.ran.append(name)
+            kube.start(NS, name)
+            if xcom is not None:
+                kube.write_xcom(NS, name, xcom)
+            kube.terminate(NS, name, exit_code=code)
+
+    async def run_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self.step()
+            await anyio.sleep(0.02)
+
+
+async def finalize(
+    rig: Rig, world: World, spec: JobSpec, plan: Plan = xcom_per_pod, **hooks: Any
+) -> tuple[Outcome, Kubelet]:
+    """Run the pipeline for ``spec`` while the kubelet runs its pods; returns the outcome."""
+    kubelet = Kubelet(world, spec, plan)
+    task = asyncio.ensure_future(rig.run(spec, **hooks))
+    with anyio.fail_after(60):
+        await kubelet.run_until(task.done)
+    return await task, kubelet
+
+
+def assert_read_once(world: World, spec: JobSpec, names: list[str]) -> None:
+    for name in names:
+        assert world.xcom_reads(spec, name) == 1, f"{name}: the XCom is read once"
+        assert world.sidecar_stops(spec, name) == 1, f"{name}: the sidecar is stopped once"
+
+
+async def test_parallelism_three_pushes_each_pods_xcom_in_name_order(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 3, "completions": 3})
+    outcome, kubelet = await finalize(rig, world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    names = sorted(kubelet.ran)
+    assert len(names) == 3
+    assert world.xcom(spec) == [{"pod": n} for n in names]
+    job = world.xcom(spec, "job")
+    assert job["metadata"]["name"] == spec.pod.name
+    assert job["metadata"]["uid"] == spec.pod.uid
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
+    assert_read_once(world, spec, names)
+    assert world.kube.job_pods(NS, spec.pod.name) == [] or all(
+        p["metadata"].get("deletionTimestamp") for p in world.kube.job_pods(NS, spec.pod.name)
+    ), "on_finish_action=delete_pod deletes every member"
+    assert world.kube.get_job(NS, spec.pod.name) is not None, "the Job is left to its TTL by default"
+    assert not world.has_xcom(spec, MARKER)
+    assert rig.ledger is not None
+    rec = await rig.ledger.get(spec.key)
+    assert rec is not None
+    assert rec.step is Step.DONE
+    assert sorted(m["name"] for m in rec.xcom_value["members"].values()) == names
+
+
+async def test_parallelism_one_unwraps_the_single_value(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 1})
+    outcome, kubelet = await finalize(rig, world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    assert world.xcom(spec) == {"pod": kubelet.ran[0]}
+
+
+async def test_parallelism_one_keeps_the_list_without_unwrap_single(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 1}, job={"unwrap_single": False})
+    outcome, kubelet = await finalize(rig, world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    assert world.xcom(spec) == [{"pod": kubelet.ran[0]}]
+
+
+async def test_indexed_job_pushes_in_completion_index_order(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 3, "completions": 3, "completion_mode": "Indexed"})
+
+    def by_index(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+        return json.dumps(int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])), 0
+
+    outcome, _ = await finalize(rig, world, spec, by_index)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    assert world.xcom(spec) == [0, 1, 2]
+
+
+async def test_backoff_limit_exceeded_fails_after_reading_and_stopping_every_try(
+    world: World, rig: Rig
+) -> None:
+    world.kube.job_backoff_seconds = 0.05
+    spec = world.make_batch_job({"parallelism": 1, "backoff_limit": 1})
+
+    def fails(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+        return json.dumps({"try": seq}), 1
+
+    outcome, kubelet = await finalize(rig, world, spec, fails)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == "Job failed with error: BackoffLimitExceeded"
+    assert len(kubelet.ran) == 2, "the retry pod was read too: its sidecar held the Job open otherwise"
+    assert_read_once(world, spec, kubelet.ran)
+    assert not world.has_xcom(spec), "a failed Job pushes no XCom list"
+    assert world.xcom(spec, "job")["metadata"]["name"] == spec.pod.name
+    assert world.xcom(spec, MARKER)["outcome"]["kind"] == "failed"
+
+
+async def test_member_without_sidecar_fails_at_once_and_deletes_the_job(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 1, "with_xcom_sidecar": False})
+    with anyio.fail_after(30):
+        outcome = await rig.run(spec)  # its pods never even start: nothing waits for them
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "has no airflow-xcom-sidecar container" in outcome.reason
+    assert world.kube.get_job(NS, spec.pod.name) is None, "a Job that cannot be finished is not left running"
+
+
+async def test_job_deleted_midway_fails_naming_the_job(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    task = asyncio.ensure_future(rig.run(spec))
+    await eventually(lambda: len(world.kube.job_pods(NS, spec.pod.name)) == 2, what="both pods created")
+    world.kube.delete_job(NS, spec.pod.name, "Background")
+    with anyio.fail_after(30):
+        outcome = await task
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == f"Job {NS}/{spec.pod.name} was deleted before it finished"
+    assert not world.has_xcom(spec)
+    assert world.xcom(spec, MARKER)["outcome"]["kind"] == "failed"
+
+
+async def test_keep_pod_keeps_and_labels_every_member(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2}, on_finish_action="keep_pod")
+    outcome, kubelet = await finalize(rig, world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    pods = {p["metadata"]["name"]: p for p in world.kube.job_pods(NS, spec.pod.name)}
+    assert sorted(pods) == sorted(kubelet.ran)
+    for pod in pods.values():
+        assert pod["metadata"]["labels"].get("already_checked") == "True"
+        assert not pod["metadata"].get("deletionTimestamp")
+
+
+@pytest.mark.parametrize("policy", ["Orphan", "Background"])
+async def test_delete_job_with_its_propagation_policy(world: World, rig: Rig, policy: str) -> None:
+    spec = world.make_batch_job(
+        {"parallelism": 1},
+        job={"delete_job": True, "propagation_policy": policy},
+        on_finish_action="keep_pod",
+    )
+    outcome, kubelet = await finalize(rig, world, spec)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    assert world.kube.get_job(NS, spec.pod.name) is None
+    deletes = [r for r in world.kube.requests if r.verb == "delete" and r.name == spec.pod.name]
+    assert [r.status < 300 for r in deletes] == [True]
+    kept = world.kube.get_pod(NS, kubelet.ran[0])
+    if policy == "Orphan":
+        assert kept is not None, "Orphan: the kept pod outlives its Job"
+        assert not kept["metadata"].get("ownerReferences")
+        assert kept["metadata"]["labels"].get("already_checked") == "True"
+    else:
+        assert kept is None or kept["metadata"].get("deletionTimestamp"), "Background: the GC takes the pod"
+
+
+#: Every boundary a batch job's step hook sees; REGISTERED is the first member's read, persisted.
+BOUNDARIES = [
+    Step.REGISTERED,
+    Step.COMPLETION_SEEN,
+    Step.XCOM_PERSISTED,
+    Step.XCOM_PUSHED,
+    Step.DIAGNOSTICS_CAPTURED,
+    Step.SIDECAR_STOPPED,
+    Step.POD_CLEANED,
+]
+
+
+async def persisted(world: World, spec: JobSpec) -> tuple[Step, set[str]]:
+    """The job's recorded step and the members whose read the ledger holds."""
+    ledger = await Ledger.connect(world.ledger_url)
+    try:
+        rec = await ledger.get(spec.key)
+    finally:
+        await ledger.aclose()
+    assert rec is not None
+    members = (rec.xcom_value or {}).get("members") or {}
+    return rec.step, {m["name"] for m in members.values()}
+
+
+def assert_finished_once(
+    world: World, spec: JobSpec, outcome: Outcome, kubelet: Kubelet, read_before: set[str]
+) -> None:
+    """One push of the whole list; a member whose read was persisted is never read again (one
+    read in flight at the crash, not persisted yet, is read once more), every sidecar stopped once."""
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    names = sorted(kubelet.ran)
+    assert len(names) == 2
+    assert world.xcom(spec) == [{"pod": n} for n in names]
+    for name in names:
+        reads = world.xcom_reads(spec, name)
+        assert reads == 1 if name in read_before else reads in (1, 2), f"{name}: read {reads} times"
+        assert world.sidecar_stops(spec, name) == 1, f"{name}: the sidecar is stopped once"
+    for name in names:
+        deletes = [r for r in world.kube.requests if r.verb == "delete" and r.name == name and r.status < 300]
+        assert len(deletes) == 1, f"{name} is deleted once"
+
+
+@pytest.mark.parametrize("step", BOUNDARIES, ids=lambda s: s.name)
+async def test_cancelled_at_each_step_resumes_reading_nothing_twice(
+    world: World, rig: Rig, step: Step
+) -> None:
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    assert rig.ledger is not None
+    rec = await rig.ledger.submit(spec, rig.owner)
+    resumed: list[Outcome] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kubelet.run_until, lambda: bool(resumed))
+        with anyio.fail_after(60), anyio.CancelScope() as scope:
+
+            async def on_step(job: JobSpec, current: Any) -> None:
+                if current.step == step:
+                    scope.cancel()
+
+            await rig.pipeline(on_step).run(spec, rec)
+        assert scope.cancelled_caught, f"the job never reached {step.name}"
+        _, read_before = await persisted(world, spec)
+        assert read_before, "at least one member's read was persisted before the crash"
+        await rig.ledger.unregister(rig.owner)  # the crashed instance is gone
+        with anyio.fail_after(60):
+            resumed.append(await resume(world, spec))
+    assert_finished_once(world, spec, resumed[0], kubelet, read_before)
+
+
+#: Where a process killed right after reaching a step finds its batch job in the ledger.
+KILLED_AT = {
+    Step.REGISTERED: Step.REGISTERED,  # one member's read is persisted, the other's not yet
+    Step.XCOM_PERSISTED: Step.XCOM_PERSISTED,
+    Step.SIDECAR_STOPPED: Step.XCOM_PERSISTED,
+}
+
+
+@pytest.mark.parametrize("step", list(KILLED_AT), ids=lambda s: s.name)
+async def test_killed_process_resumes_reading_nothing_twice(world: World, tmp_path: Path, step: Step) -> None:
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    args = {
+        "spec": spec.model_dump(mode="json"),
+        "ledger_url": world.ledger_url,
+        "base_url": world.airflow.base_url,
+        "token": world.airflow.token,
+        "kill_at": step.name,
+        "state_dir": str(tmp_path),
+    }
+    resumed: list[Outcome] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kubelet.run_until, lambda: bool(resumed))
+        with anyio.fail_after(60):
+            child = [sys.executable, "-m", "tests.pipeline.crash_child", json.dumps(args)]
+            result = await anyio.run_process(child, check=False)
+        assert result.returncode == -9, result.stderr.decode()[-2000:]
+        recorded, read_before = await persisted(world, spec)
+        assert recorded == KILLED_AT[step]
+        assert read_before
+        with anyio.fail_after(60):
+            resumed.append(await resume(world, spec, wait_stale=True))
+    assert_finished_once(world, spec, resumed[0], kubelet, read_before)
