@@ -179,11 +179,15 @@ async def test_a_configured_hand_over_to_the_worker_is_info(
 async def test_process_wide_lines_go_to_the_triggerer_log(
     env: AirflowEnv, triggerer: TriggererProcess
 ) -> None:
-    """Start-up, warm-up (and, at the end, drained) are the triggerer's, not a task's."""
+    """Start-up, warm-up and drained are the triggerer's, not a task's. The last test of the
+    module: it stops the triggerer (SIGTERM, a graceful shutdown) so the drain happens."""
     assert RAN, "runs after the tests above"
     wait_for(lambda: "supervisor channel warm after" in triggerer.logs(), 60, what="the warm-up line")
+    assert "kpo-finalizer drained" not in triggerer.logs()  # not before the shutdown
+    assert triggerer.stop() is not None
     own = triggerer.logs()
     assert "kpo-finalizer started in the trigger runner" in own
+    assert "kpo-finalizer drained" in own  # the shutdown drained the finalizer, in this log
     for ti in RAN:
         text = trigger_logs(env, ti)
         for line in (
