@@ -69,6 +69,33 @@ HEADERS = (
 )
 
 
+def fault_share_note(rate: float, fired: dict[str, int], requests: int, deletes: int) -> str:
+    """The kube-faults note with the true shares (review of issue 13: "33 % logged vs 20 % drawn").
+
+    ``fired``: faults by kind, ``"DELETE answer lost"`` first, then the five kinds every request
+    may meet. The total share is above ``rate`` and that is right: the five kinds are drawn at
+    ``rate`` on every request (per attempt: each retry is a request and draws again), and a DELETE
+    also meets its own rule first, so about ``1 - (1 - rate)**2`` of the DELETEs are faulted —
+    and DELETEs are many (a lost answer is retried, and aiohttp itself resends an idempotent
+    request once when a reused connection was reset, so the server logs more than were sent).
+    """
+    lost = fired.get("DELETE answer lost", 0)
+    kinds = sum(n for kind, n in fired.items() if kind != "DELETE answer lost")
+    total = lost + kinds
+
+    def pct(part: int, whole: int) -> str:
+        return f"{part / whole:.0%}" if whole else "-"
+
+    by_kind = ", ".join(f"{kind} {n}" for kind, n in fired.items())
+    return (
+        f"{total} of {requests} requests on the pods faulted ({pct(total, requests)}; {by_kind}): "
+        f"the five kinds on {pct(kinds, requests)} of all requests ({rate:.0%} drawn per request), "
+        f"'DELETE answer lost' on {lost} of {deletes} DELETEs ({pct(lost, deletes)}, {rate:.0%} drawn) "
+        f"on top, so about {1 - (1 - rate) ** 2:.0%} of the DELETEs are faulted, and they are "
+        f"{pct(deletes, requests)} of the requests"
+    )
+
+
 def render(rows: Sequence[dict[str, Any]], total: dict[str, int]) -> str:
     def recovery(r: dict[str, Any]) -> str:
         p50, top = r["recovery_p50_s"], r["recovery_max_s"]

@@ -3,9 +3,10 @@
 - ``kills``: N times, SIGKILL the whole triggerer at a random moment while a run's pods end, then
   start a new one (which gets the triggers once the old heartbeat is stale and adopts its jobs);
 - ``takeover``: two triggerers share a run's tasks (capacity half each); one is SIGKILLed;
-- ``kube-faults``: 5x the tasks of a run; about ``fault_rate`` of the Kubernetes requests on
-  their pods are faulted (reset, 500, 503, plain-text 429 with Retry-After, 1 s latency, and a
-  DELETE applied whose answer is lost);
+- ``kube-faults``: 5x the tasks of a run; ``fault_rate`` is drawn on every Kubernetes request
+  (each attempt) on their pods (reset, 500, 503, plain-text 429 with Retry-After, 1 s latency),
+  and a DELETE also meets "applied, answer lost" at ``fault_rate`` first, so the logged share is
+  above ``fault_rate`` (``chaos_report.fault_share_note`` says by how much and why);
 - ``ledger-outage``: the ledger's path refused and black-holed, each shorter and longer than
   ``ledger_deadline``;
 - ``metadb-outage``: Airflow's metadata DB refused and black-holed while the pods end;
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from finalizer.bench import chaos_report
 from finalizer.bench import chaos_runs as runs
 from finalizer.bench import chaos_tasks as tasks
 from finalizer.bench.chaos_matrix import bad_input_cases
@@ -102,7 +104,8 @@ def kube_faults(ctx: Context) -> ScenarioResult:
     runs.wait_followed(ctx, run)
     faults = ctx.world.kube.faults
     # A DELETE first meets its own rule (applied, answer lost: fault_rate of the DELETEs), then
-    # like any request the five kinds, each drawn independently: about fault_rate in all.
+    # like any request the five kinds, each drawn independently: fault_rate per request for the
+    # five together, about 1 - (1 - fault_rate)**2 for a DELETE.
     share = 1 - (1 - ctx.fault_rate) ** (1 / len(FAULT_KINDS))
     path = rf"/namespaces/{NAMESPACE}/pods"
     kinds = ["DELETE answer lost"] + [kind for kind, _ in FAULT_KINDS]
@@ -116,8 +119,9 @@ def kube_faults(ctx: Context) -> ScenarioResult:
         faults.clear()
         requests = [r for r in ctx.world.kube.requests if r.namespace == NAMESPACE and r.time >= since]
         res.faults = sum(rule.fired for rule in rules)
-        by_kind = ", ".join(f"{kind} {rule.fired}" for kind, rule in zip(kinds, rules, strict=True))
-        res.notes.append(f"{res.faults} of {len(requests)} requests on the pods faulted ({by_kind})")
+        fired = {kind: rule.fired for kind, rule in zip(kinds, rules, strict=True)}
+        deletes = sum(1 for r in requests if r.verb == "delete")
+        res.notes.append(chaos_report.fault_share_note(ctx.fault_rate, fired, len(requests), deletes))
 
     runs.finish(ctx, res, run, ended, end_fault)
     return res
