@@ -10,9 +10,9 @@ backoff that honours ``Retry-After``; a periodic re-LIST is the safety net. The 
 Subscriptions are by name + uid, and (pods only) by owner: a Job's pods, by their
 controller-uid label (``finalizer.kube.members``).
 
-Lines for objects nobody subscribed to are dropped after a regex scan of their ``"name"``
-strings (several times cheaper than ``json.loads``, more so on big pods): no parse, no
-``PodView``, no ``V1Pod``, nothing kept; their resourceVersion still advances ours.
+Lines for objects nobody subscribed to are dropped after a regex scan
+(:func:`finalizer.kube.prefilter.unwanted_event`): no parse, no ``PodView``, no ``V1Pod``,
+nothing kept; their resourceVersion still advances ours.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import asyncio
 import json
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
@@ -34,6 +33,7 @@ from finalizer.exceptions import FinalizerError, KubeError, KubeTransientError
 from finalizer.kube.config import KubeSettings
 from finalizer.kube.errors import error_for_status, kube_errors
 from finalizer.kube.members import OWNER_LABELS, MemberSubscription
+from finalizer.kube.prefilter import unwanted_event
 from finalizer.kube.resource import Resource
 from finalizer.kube.responses import parse_object, raise_for_response, read_body
 from finalizer.kube.subscription import ObjectSubscription, V
@@ -41,42 +41,9 @@ from finalizer.pod import JSON, PodView
 
 log = logging.getLogger(__name__)
 
+__all__ = ["StreamStats", "WatchExpiredError", "WatchStream", "unwanted_event"]
+
 MAX_LIST_BYTES = 512 * 1024 * 1024
-#: Every ``"name":"…"`` string of a raw event line (metadata, containers, volumes, env…).
-_NAME_FIELD = re.compile(rb'"name"\s*:\s*"([^"\\]*)"')
-_RV_FIELD = re.compile(rb'"resourceVersion"\s*:\s*"([^"\\]*)"')
-#: Every controller-uid label value (``members.OWNER_LABELS``; a ``/`` may come escaped as ``\/``).
-_OWNER_FIELD = re.compile(rb'"(?:batch\.kubernetes\.io(?:/|\\/))?controller-uid"\s*:\s*"([^"\\]*)"')
-
-
-def unwanted_event(
-    line: bytes, wanted: Collection[str], owners: Collection[str] = ()
-) -> tuple[bool, str | None]:
-    """Whether a raw watch line is surely about an object nobody wants, and its resourceVersion.
-
-    Safe by construction: a wanted object's line holds ``"name":"<its name>"`` verbatim
-    (names are DNS-1123 names, which JSON never escapes), so when no ``"name"`` string in
-    the line is wanted, the event is not for us; a member pod's line holds its controller-uid
-    label with its Job's uid verbatim (uids are plain ASCII), so a line whose label value is a
-    wanted owner is kept (a set lookup: the cost does not grow with the number of Jobs).
-    BOOKMARK/ERROR lines, lines without a name and lines whose resourceVersion is ambiguous
-    are left to the full parse.
-    """
-    if b'"BOOKMARK"' in line or b'"ERROR"' in line:
-        return False, None
-    names = _NAME_FIELD.findall(line)
-    if not names or any(name.decode("ascii", "replace") in wanted for name in names):
-        return False, None
-    if (
-        owners
-        and b"controller-uid" in line  # a plain search first: most pods are no Job's
-        and any(uid.decode("ascii", "replace") in owners for uid in _OWNER_FIELD.findall(line))
-    ):
-        return False, None
-    versions = _RV_FIELD.findall(line)
-    if len(versions) != 1:
-        return False, None
-    return True, versions[0].decode("ascii", "replace")
 
 
 class WatchExpiredError(Exception):
