@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -153,3 +154,32 @@ async def test_bookmarks_and_retry_after(fake: FakeKube) -> None:
     attempts = [r for r in fake.requests if r.verb == "watch" and r.resource == "jobs"]
     assert [r.status for r in attempts[:2]] == [429, 200]
     assert attempts[1].time - attempts[0].time >= 0.95
+
+
+async def test_fifty_jobs_and_their_pods_cost_two_watches(fake: FakeKube, cluster: KubeCluster) -> None:
+    """50 Jobs of 2 pods each: one LIST + one WATCH of Jobs, one LIST + one WATCH of pods, no GET."""
+    fake.auto_kubelet(start_delay=0.01, run_seconds=1.0)  # they end while watched, not before the LIST
+    refs = [create(fake, f"j{i}", parallelism=2, completions=2, with_xcom_sidecar=False) for i in range(50)]
+    async with contextlib.AsyncExitStack() as stack:
+        watches = [await stack.enter_async_context(cluster.watch_batch_job(ref)) for ref in refs]
+        members = [await stack.enter_async_context(cluster.watch_members(ref)) for ref in refs]
+        for sub in watches:
+            job = await sub.wait(terminal, timeout=30)
+            assert job is not None
+            assert job.terminal == "complete"
+        for ref, member in zip(refs, members, strict=True):
+            while not (member.known and len(member.members) == 2):
+                await member.changed(10)
+            assert {p.uid for p in member.members.values()} == {
+                p["metadata"]["uid"] for p in fake.job_pods(NS, ref.name)
+            }
+        # The ends came over the two watches (not in the first LISTs).
+        assert cluster.job_watcher.stats()[NS].events >= 50
+        assert cluster.watcher.stats()[NS].events >= 100
+        counts = fake.request_counts()
+        assert {k: v for k, v in counts.items() if k[0] in ("list", "watch", "get")} == {
+            ("list", "jobs"): 1,
+            ("watch", "jobs"): 1,
+            ("list", "pods"): 1,
+            ("watch", "pods"): 1,
+        }
