@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from finalizer.batch_job import BatchJobView
+from finalizer.exceptions import KubeRequestError
 from finalizer.jobs import BatchJobRef
 from finalizer.kube import KubeCluster, cluster_from_kubeconfig
 from finalizer.testing import FakeKube
@@ -183,3 +184,18 @@ async def test_fifty_jobs_and_their_pods_cost_two_watches(fake: FakeKube, cluste
             ("list", "pods"): 1,
             ("watch", "pods"): 1,
         }
+
+
+async def test_forbidden_job_list_fails_the_subscribers_until_it_recovers(
+    fake: FakeKube, cluster: KubeCluster
+) -> None:
+    """No RBAC for listing Jobs: the waiter hears KubeRequestError (not a hang), then the retry heals."""
+    ref = create(fake, "j")
+    fake.faults.add("GET", r"/jobs\?(?!.*watch=True)", status=403, times=1)
+    async with cluster.watch_batch_job(ref) as sub:
+        with pytest.raises(KubeRequestError, match="list Jobs in default failed: HTTP 403"):
+            await sub.wait(terminal, timeout=2)
+        await eventually(lambda: sub.error is None)
+        job = await sub.wait(lambda j: True, timeout=5)
+        assert job is not None
+        assert job.uid == ref.uid
