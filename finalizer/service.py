@@ -157,7 +157,8 @@ class Finalizer:
             raise
 
     async def delete_pod(self, spec: JobSpec) -> bool:
-        """Delete ``spec``'s pod with its uid precondition (``on_kill``), from any asyncio loop.
+        """Delete ``spec``'s pod with its uid precondition (``on_kill``), from any asyncio loop; for a
+        batch spec, its Job with ``on_kill_propagation_policy``.
 
         True if deleted now, False if already gone; ``PodConflictError`` when another pod holds the
         name (not ours to delete). Runs on the finalizer's loop, with its shared cluster client.
@@ -171,7 +172,11 @@ class Finalizer:
     async def _delete_pod(self, spec: JobSpec) -> bool:
         assert self._foundation is not None
         cluster = await self._foundation.cluster_for(spec)
-        return await cluster.delete_pod(spec.pod, spec.settings.termination_grace_period)
+        grace = spec.settings.termination_grace_period
+        if spec.batch_job is not None:  # a Job: deleted as upstream's on_kill does (uid precondition)
+            job = spec.batch_job
+            return await cluster.delete_batch_job(job, job.on_kill_propagation_policy, grace)
+        return await cluster.delete_pod(spec.pod, grace)
 
     @property
     def failure(self) -> BaseException | None:

@@ -21,6 +21,7 @@ import pytest
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.ledger import Ledger
 from tests.pipeline.harness import NS, Rig, World, resume
+from tests.service.test_service import running
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
@@ -302,3 +303,30 @@ async def test_killed_process_resumes_reading_nothing_twice(world: World, tmp_pa
         with anyio.fail_after(60):
             resumed.append(await resume(world, spec, wait_stale=True))
     assert_finished_once(world, spec, resumed[0], kubelet, read_before)
+
+
+async def test_the_service_finishes_a_batch_spec_and_on_kill_deletes_the_job(world: World) -> None:
+    """What ``FinalizingJobTrigger`` uses: ``Finalizer.submit`` and, for ``on_kill``, ``delete_pod``."""
+    spec = world.make_batch_job({"parallelism": 1})
+    killed = world.make_batch_job({"parallelism": 2, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    async with running(world.config, world.wiring()) as finalizer:
+        task = asyncio.ensure_future(finalizer.submit(spec))
+        with anyio.fail_after(60):
+            await kubelet.run_until(task.done)
+        outcome = await task
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+        assert world.xcom(spec) == {"pod": kubelet.ran[0]}
+        await eventually(lambda: len(world.kube.job_pods(NS, killed.pod.name)) == 2, what="pods created")
+        for pod in world.kube.job_pods(NS, killed.pod.name):
+            world.kube.start(NS, pod["metadata"]["name"])
+        world.kube.deletion_delay = 1.0  # running pods take a while to go: the Job waits for them
+        assert await finalizer.delete_pod(killed) is True
+        # Foreground (on_kill_propagation_policy's default): the pods go first, then the Job.
+        job = world.kube.get_job(NS, killed.pod.name)
+        assert job is not None
+        assert "foregroundDeletion" in job["metadata"]["finalizers"]
+    deletes = [r for r in world.kube.requests if r.verb == "delete" and r.name == killed.pod.name]
+    assert [r.status for r in deletes] == [200]
+    await eventually(lambda: world.kube.get_job(NS, killed.pod.name) is None, what="the Job collected")
+    assert not [p for p in world.kube.list_pods(NS) if p["metadata"]["name"].startswith(killed.pod.name)]
