@@ -223,21 +223,13 @@ class Admission:
         newer try runs) without a mark in the ledger: mark it now, leave its pod, end the job.
 
         The try: Airflow's state carries none, so a newer try of the same task in the ledger says
-        this one is over. Airflow unreachable: keep the claim (we heartbeat, so nobody else adopts
-        it, and a trigger of it elsewhere follows us) and ask again with backoff."""
+        this one is over. Airflow (or the ledger) unreachable: keep the claim (we heartbeat, so
+        nobody else adopts it, and a trigger of it elsewhere follows us) and ask again."""
         if self._task_state is None:
             return True
-        newer = await ledger_call(
-            f"job {rec.key}: looking for a newer try",
-            lambda: self._ledger.newer_try(rec.spec),
-            self._config.ledger_policy(),
-        )
-        if newer is not None:
-            state: str | None = f"superseded by try {newer}"
-        else:
-            state = await self._ask_airflow(rec)
-            if state == "deferred":
-                return True
+        state = await self._ask(rec)
+        if state == "deferred":
+            return True
         reason = (
             f"an adopter found the task {state or 'unknown to Airflow'}, not DEFERRED for try "
             f"{rec.spec.ti.try_number}: it belongs to the worker, its pod is not touched"
@@ -247,22 +239,27 @@ class Admission:
         job.finish(error=JobHandedOverError(f"job {rec.key} was handed to the worker path: {reason}"))
         return False
 
-    async def _ask_airflow(self, rec: JobRecord) -> str | None:
-        """Airflow's state of the job's TI, asked until it answers (backoff ``ASK_BACKOFF`` doubling)."""
+    async def _ask(self, rec: JobRecord) -> str | None:
+        """The job's try as the ledger and Airflow see it, asked until both answer (backoff
+        ``ASK_BACKOFF`` doubling up to ``ASK_BACKOFF_MAX``): ``"deferred"`` when it may act."""
         assert self._task_state is not None
         wait, failures, since = ASK_BACKOFF, 0, time.monotonic()
         while True:
             try:
                 with anyio.fail_after(self._config.call_timeout):
+                    newer = await self._ledger.newer_try(rec.spec)
+                    if newer is not None:
+                        return f"superseded by try {newer}"
                     return await self._task_state(rec.spec)
             except Exception as exc:
                 failures += 1
                 # One WARNING per job, then DEBUG: an outage of Airflow must not flood the log.
                 log.log(
                     logging.WARNING if failures == 1 else logging.DEBUG,
-                    "kpo-finalizer could not ask Airflow about adopted job %s (%s: %s; %d attempt(s) "
-                    "in %.0fs); the claim is kept, asked again in %.0fs",
+                    "kpo-finalizer could not check adopted job %s with %s (%s: %s; %d attempt(s) in "
+                    "%.0fs); the claim is kept, asked again in %.0fs",
                     rec.key,
+                    "the ledger" if isinstance(exc, LedgerError) else "Airflow",
                     type(exc).__name__,
                     exc,
                     failures,
