@@ -18,11 +18,11 @@ import pytest
 
 from finalizer.exceptions import FinalizerUnavailableError
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
-from finalizer.ledger import Ledger
 from finalizer.log_channel import LogChannel, open_channel
 from finalizer.pipeline import StepHook, StepReached
 from finalizer.service import Finalizer
 from tests.pipeline.harness import NS, World
+from tests.support.ledger import record_of
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.anyio
@@ -63,13 +63,7 @@ async def launch(world: World, on_step: StepHook | None = None) -> Finalizer:
 
 
 async def parked_step(world: World, spec: JobSpec) -> int:
-    ledger = await Ledger.connect(world.ledger_url)
-    try:
-        rec = await ledger.get(spec.key)
-    finally:
-        await ledger.aclose()
-    assert rec is not None
-    return int(rec.step)
+    return int((await record_of(world.ledger_url, spec.key)).step)
 
 
 async def drain_parks(finalizer: Finalizer, waiter: asyncio.Future[Outcome]) -> None:

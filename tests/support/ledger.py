@@ -1,4 +1,4 @@
-"""Ledger test helpers: a job spec by number, and an instance made to look dead."""
+"""Ledger test helpers: a job spec by number, an instance made to look dead, a job's record."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from finalizer.jobs import ClusterRef, JobSpec, PodRef, TaskInstanceRef
 from finalizer.ledger import Ledger
+from finalizer.ledger.records import JobRecord
 from finalizer.ledger.schema import instances
 
-__all__ = ["backdate", "make_spec"]
+__all__ = ["backdate", "make_spec", "record_of"]
 
 
 def make_spec(n: int = 0, *, uid: str | None = None, try_number: int = 1) -> JobSpec:
@@ -29,3 +30,15 @@ async def backdate(ledger: Ledger, instance_id: str, seconds: float = 3600) -> N
         .values(heartbeat=datetime.now(UTC) - timedelta(seconds=seconds))
     )
     await ledger.run_sql(lambda conn: conn.execute(statement))
+
+
+async def record_of(ledger_url: str, key: str) -> JobRecord:
+    """The ledger's record of job ``key``, read through a connection of its own (as another
+    triggerer would read it)."""
+    ledger = await Ledger.connect(ledger_url)
+    try:
+        rec = await ledger.get(key)
+    finally:
+        await ledger.aclose()
+    assert rec is not None, f"no ledger record for {key}"
+    return rec
