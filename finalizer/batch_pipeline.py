@@ -16,15 +16,14 @@ The rules (which members, order, outcome, pushes, Job delete) are ``decisions.ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from finalizer.batch_job import BatchJobView
+from finalizer.batch_members import MEMBER_READS, Members, cancel, current, gone, member_ref, stored
 from finalizer.config import FinalizerConfig
 from finalizer.container_log import ContainerLog
 from finalizer.decisions import batch, marker, xcom_push
@@ -42,9 +41,6 @@ from finalizer.seams import BatchJobWatch, ClusterOps, MemberWatch
 
 log = logging.getLogger(__name__)
 
-#: Member pods read (and stopped) at the same time, per Job.
-MEMBER_READS = 4
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -52,38 +48,6 @@ def _now() -> datetime:
 
 def _terminal_or_gone(job: BatchJobView) -> bool:
     return job.terminal is not None
-
-
-@dataclass(slots=True)
-class _Members:
-    """This run's view of the members: reads (from the ledger, then new), and the work under way."""
-
-    reads: dict[str, MemberRead]
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    stopped: set[str] = field(default_factory=set)
-    vanished: set[str] = field(default_factory=set)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def payload(self) -> dict[str, Any]:
-        return {"members": {uid: r.to_json() for uid, r in self.reads.items()}}
-
-
-def _stored(value: Any) -> tuple[dict[str, MemberRead], dict[str, Any]]:
-    """The ledger payload of a batch job: its member reads, and the rest (``job``, ``terminal``)."""
-    if not isinstance(value, dict):
-        return {}, {}
-    members = value.get("members") or {}
-    reads = {uid: MemberRead.from_json(uid, data) for uid, data in members.items() if isinstance(data, dict)}
-    return reads, {k: v for k, v in value.items() if k != "members"}
-
-
-def member_ref(ref: BatchJobRef, pod: PodView) -> PodRef:
-    return PodRef(
-        namespace=pod.namespace or ref.namespace,
-        name=pod.name,
-        uid=pod.uid,
-        base_container=ref.base_container,
-    )
 
 
 class BatchPipeline:
@@ -107,15 +71,15 @@ class BatchPipeline:
     async def run(self, spec: JobSpec, cluster: ClusterOps, job: Progress) -> Outcome:
         ref = spec.batch_job
         assert ref is not None
-        reads, extra = _stored(job.rec.xcom_value)
-        state = _Members(reads)
+        reads, extra = stored(job.rec.xcom_value)
+        state = Members(reads)
         async with cluster.watch_batch_job(ref) as jw, cluster.watch_members(ref) as mw:
             outcome = job.rec.outcome
             if job.step < Step.COMPLETION_SEEN or outcome is None:
                 try:
                     outcome, view, terminal = await self._collect(spec, ref, cluster, job, jw, mw, state)
                 finally:
-                    await _cancel(state.tasks.values())
+                    await cancel(state.tasks.values())
                 seen_at = _now()
                 if view is None and (recorded := await self._steps.recorded(spec)) is not None:
                     return await self._done(job, recorded)  # an earlier run finished this try
@@ -148,10 +112,10 @@ class BatchPipeline:
         job: Progress,
         jw: BatchJobWatch,
         mw: MemberWatch,
-        state: _Members,
+        state: Members,
     ) -> tuple[Outcome, BatchJobView | None, bool]:
         """Read members as they end; returns the outcome, the final Job (None: gone), terminal."""
-        base, push = ref.base_container, spec.settings.do_xcom_push
+        push = spec.settings.do_xcom_push
         deadline = spec.startup.execution_deadline
         bound = asyncio.Semaphore(MEMBER_READS)
         job_wait: asyncio.Task[BatchJobView | None] | None = None
@@ -171,7 +135,9 @@ class BatchPipeline:
                     if push:
                         self._start_members(spec, ref, cluster, job, mw, state, bound)
                     if view.terminal is not None and not state.tasks:
-                        lost = batch.lost(_gone(mw, state), state.reads, base) if push else []
+                        went = gone(mw, state)
+                        state.reads = batch.replaced(state.reads, went)
+                        lost = batch.lost(went, state.reads) if push else []
                         return batch.outcome(spec, view, state.reads.values(), lost_members=lost), view, True
                 left = None if deadline is None else (deadline - _now()).total_seconds()
                 if left is not None and left <= 0:
@@ -191,7 +157,7 @@ class BatchPipeline:
                 if job_wait.done() and (error := job_wait.exception()) is not None:
                     raise error  # the Job watch cannot serve it (e.g. 403)
         finally:
-            await _cancel(t for t in (job_wait, member_wait) if t is not None)
+            await cancel(t for t in (job_wait, member_wait) if t is not None)
 
     def _start_members(
         self,
@@ -200,7 +166,7 @@ class BatchPipeline:
         cluster: ClusterOps,
         job: Progress,
         mw: MemberWatch,
-        state: _Members,
+        state: Members,
         bound: asyncio.Semaphore,
     ) -> None:
         """A task per ended member not read yet, or read but with its sidecar still running."""
@@ -219,7 +185,7 @@ class BatchPipeline:
         cluster: ClusterOps,
         job: Progress,
         pod: PodView,
-        state: _Members,
+        state: Members,
         bound: asyncio.Semaphore,
     ) -> None:
         """Read one member's XCom, persist it, stop its sidecar: one exec session."""
@@ -257,7 +223,7 @@ class BatchPipeline:
         cluster: ClusterOps,
         job: Progress,
         mw: MemberWatch,
-        state: _Members,
+        state: Members,
         outcome: Outcome,
         extra: dict[str, Any],
     ) -> Outcome:
@@ -291,7 +257,7 @@ class BatchPipeline:
                     )
                     await ContainerLog(cluster, shown, channel, self._config.log_max_bytes).ship_all()
             await job.reach(Step.DIAGNOSTICS_CAPTURED)
-        members = await _current(mw)
+        members = await current(mw)
         if job.step < Step.SIDECAR_STOPPED:
             if settings.do_xcom_push:  # a resumed job's member may still be up (crash before its stop)
                 for pod in members.values():
@@ -315,31 +281,3 @@ class BatchPipeline:
                 log.debug("job %s: Job deleted (%s)%s", spec.key, policy, "" if deleted else ", already gone")
             await job.reach(Step.POD_CLEANED)
         return await self._done(job, outcome)
-
-
-async def _current(mw: MemberWatch) -> dict[str, PodView]:
-    """The members as they are now, once the member watch's first LIST answered."""
-    while not mw.known:
-        with contextlib.suppress(TimeoutError):
-            await mw.changed(1.0)
-    return dict(mw.members)
-
-
-def _gone(mw: MemberWatch, state: _Members) -> dict[str, PodView]:
-    """Members seen deleted, and those whose read found them gone before the watch said so."""
-    gone = dict(mw.gone)
-    gone.update({uid: mw.members[uid] for uid in state.vanished if uid in mw.members})
-    return gone
-
-
-async def _cancel(tasks: Iterable[asyncio.Future[Any]]) -> None:
-    """Cancel ``tasks`` and wait for them; their own errors are not the job's any more, but a
-    cancellation of *this* task still propagates (``asyncio.wait`` does not swallow it)."""
-    pending = {t for t in tasks if not t.done()}
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled():
-            task.exception()  # retrieved

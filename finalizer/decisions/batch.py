@@ -14,6 +14,7 @@ Job ended, what is pushed and what is deleted (issue 16; docs/job-seam.md, "Deci
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,10 +41,14 @@ class MemberRead:
     value: Any = None
     #: Why the XCom could not be used (rejected, unreadable), None when read.
     problem: str | None = None
+    #: The pod went before the Job counted it (deleted while its sidecar ran): the controller
+    #: replaced it, so its value is not one of the Job's completions.
+    replaced: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0
+        """Its base container exited 0 and the Job counted it."""
+        return self.exit_code == 0 and not self.replaced
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,7 @@ class MemberRead:
             "exit_code": self.exit_code,
             "value": self.value,
             "problem": self.problem,
+            "replaced": self.replaced,
         }
 
     @classmethod
@@ -64,6 +70,7 @@ class MemberRead:
             exit_code=int(code) if code is not None else None,
             value=data.get("value"),
             problem=data.get("problem"),
+            replaced=bool(data.get("replaced", False)),
         )
 
 
@@ -115,13 +122,20 @@ def without_sidecar(members: Mapping[str, PodView]) -> PodView | None:
     return missing[0] if missing else None
 
 
-def lost(gone: Mapping[str, PodView], done: Iterable[str], base: str) -> list[str]:
-    """Names of members that succeeded and were deleted before their XCom was read (by name).
-
-    A gone member that failed or never ended is one more retry: nothing is lost with it.
-    """
+def lost(gone: Mapping[str, PodView], done: Iterable[str]) -> list[str]:
+    """Names of members the Job counted as succeeded (phase Succeeded) that were deleted before
+    their XCom was read. A gone member that failed, or went while its sidecar still ran, was not
+    counted: the controller replaces it, nothing is lost with it."""
     skip = set(done)
-    return sorted(p.name for uid, p in gone.items() if uid not in skip and base_exit(p, base) == 0)
+    return sorted(p.name for uid, p in gone.items() if uid not in skip and p.phase == "Succeeded")
+
+
+def replaced(reads: Mapping[str, MemberRead], gone: Mapping[str, PodView]) -> dict[str, MemberRead]:
+    """The reads, with ``replaced`` set for members deleted before the Job counted them."""
+    return {
+        uid: dataclasses.replace(r, replaced=True) if uid in gone and gone[uid].phase != "Succeeded" else r
+        for uid, r in reads.items()
+    }
 
 
 def ordered(reads: Iterable[MemberRead], *, indexed: bool) -> list[MemberRead]:
@@ -173,21 +187,26 @@ def outcome(
         why = "did not finish before the task's execution deadline" if past_deadline else "did not finish"
         return Outcome(kind=OutcomeKind.FAILED, reason=f"{name} {why}", event_status="timeout")
     if spec.settings.do_xcom_push:
+        reads = ordered(reads, indexed=job.indexed)
         names = sorted(set(lost_members))
-        if names:
+        counted = sum(1 for r in reads if r.succeeded)
+        if names or counted < job.succeeded:
+            what = (
+                f"pod {', '.join(names)} succeeded and was deleted before its XCom was read"
+                if names
+                else f"{job.succeeded - counted} of its {job.succeeded} succeeded pods were deleted "
+                "before their XCom was read"
+            )
             return Outcome(
                 kind=OutcomeKind.FAILED,
-                reason=(
-                    f"{name} completed, but pod {', '.join(names)} succeeded and was deleted before "
-                    "its XCom was read: its XCom was lost"
-                ),
+                reason=f"{name} completed, but {what}: its XCom was lost",
                 event_status="error",
             )
-        bad = [r for r in ordered(reads, indexed=job.indexed) if r.succeeded and r.problem]
+        bad = [r for r in reads if r.succeeded and r.problem]
         if bad:
             return Outcome(
                 kind=OutcomeKind.FAILED,
-                reason=f"{name} completed, but the XCom of pod {bad[0].name} {bad[0].problem}",
+                reason=f"{name} completed, but pod {bad[0].name}: {bad[0].problem}",
                 event_status="error",
             )
     return Outcome(kind=OutcomeKind.SUCCESS, reason=f"{name} completed")

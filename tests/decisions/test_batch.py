@@ -54,8 +54,10 @@ def pod(
     )
 
 
-def job(condition: str | None = None, reason: str | None = None, indexed: bool = False) -> BatchJobView:
-    status: dict[str, Any] = {}
+def job(
+    condition: str | None = None, reason: str | None = None, indexed: bool = False, succeeded: int = 0
+) -> BatchJobView:
+    status: dict[str, Any] = {"succeeded": succeeded}
     if condition is not None:
         status["conditions"] = [{"type": condition, "status": "True", "reason": reason}]
     spec_ = {"completionMode": "Indexed"} if indexed else {}
@@ -95,17 +97,38 @@ def test_to_read_is_in_name_order() -> None:
 
 # (gone pod, read before, lost?)
 LOST_CASES: list[tuple[PodView, bool, bool]] = [
-    (pod("a", base="terminated", code=0), False, True),  # succeeded, deleted unread: lost
-    (pod("a", base="terminated", code=0), True, False),  # read before it went
-    (pod("a", base="terminated", code=2), False, False),  # a failed try: a retry, nothing lost
-    (pod("a", base="running"), False, False),  # deleted while running: the controller replaces it
+    (pod("a", base="terminated", code=0, phase="Succeeded"), False, True),  # counted, deleted unread
+    (pod("a", base="terminated", code=0, phase="Succeeded"), True, False),  # read before it went
+    # base exited 0 but its sidecar still ran: not counted, the controller replaces it
+    (pod("a", base="terminated", code=0), False, False),
+    (pod("a", base="terminated", code=2, phase="Failed"), False, False),  # a failed try
+    (pod("a", base="running"), False, False),  # deleted while running: replaced
     (pod("a", base=None, phase="Succeeded"), False, True),
 ]
 
 
 @pytest.mark.parametrize(("member", "done", "expected"), LOST_CASES)
 def test_lost(member: PodView, done: bool, expected: bool) -> None:
-    assert batch.lost({member.uid: member}, [member.uid] if done else [], BASE) == (["a"] if expected else [])
+    assert batch.lost({member.uid: member}, [member.uid] if done else []) == (["a"] if expected else [])
+
+
+# (gone pod's last phase, or None: still there; replaced?)
+REPLACED_CASES: list[tuple[str | None, bool]] = [
+    (None, False),
+    ("Succeeded", False),  # counted, then deleted (our own cleanup, a TTL): its value stands
+    ("Running", True),  # deleted while its sidecar ran: the controller made another pod
+    ("Failed", True),
+]
+
+
+@pytest.mark.parametrize(("phase", "expected"), REPLACED_CASES)
+def test_replaced(phase: str | None, expected: bool) -> None:
+    member = read("a", value=1)
+    gone = {member.uid: pod("a", base="terminated", code=0, phase=phase)} if phase else {}
+    got = batch.replaced({member.uid: member}, gone)[member.uid]
+    assert got.replaced is expected
+    assert got.succeeded is not expected
+    assert batch.return_value([got], indexed=False, unwrap_single=False) == ([] if expected else [1])
 
 
 def test_without_sidecar() -> None:
@@ -151,6 +174,8 @@ def test_return_value(reads: list[MemberRead], indexed: bool, unwrap: bool, expe
 def test_member_read_round_trips_through_json() -> None:
     member = read("p", code=1, value={"a": [1]}, index=4, problem="was read and rejected: too large")
     assert MemberRead.from_json(member.uid, member.to_json()) == member
+    gone = batch.replaced({member.uid: member}, {member.uid: pod("p", phase="Running")})[member.uid]
+    assert MemberRead.from_json(gone.uid, gone.to_json()) == gone
 
 
 # -- outcome -----------------------------------------------------------------------------------------
@@ -193,16 +218,28 @@ OUTCOME_CASES: list[
         "error",
         "pod p-c succeeded and was deleted before its XCom was read",
     ),
-    (job("Complete"), OK, ["p-c"], None, False, OutcomeKind.SUCCESS, "success", "completed"),  # no XCom
+    # the Job counted 3 succeeded pods, 2 were read: one went before any watch saw it
     (
-        job("Complete"),
-        [read("p-a", problem="was read and rejected: not JSON")],
+        job("Complete", succeeded=3),
+        OK,
         [],
         None,
         True,
         OutcomeKind.FAILED,
         "error",
-        "the XCom of pod p-a was read and rejected: not JSON",
+        "1 of its 3 succeeded pods were deleted before their XCom was read",
+    ),
+    (job("Complete", succeeded=2), OK, [], None, True, OutcomeKind.SUCCESS, "success", "completed"),
+    (job("Complete"), OK, ["p-c"], None, False, OutcomeKind.SUCCESS, "success", "completed"),  # no XCom
+    (
+        job("Complete"),
+        [read("p-a", problem="the XCom was read and rejected: not JSON")],
+        [],
+        None,
+        True,
+        OutcomeKind.FAILED,
+        "error",
+        "completed, but pod p-a: the XCom was read and rejected: not JSON",
     ),
     # a failed try's unreadable XCom is no reason to fail a Job that completed
     (

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
+from finalizer.jobs import JobSpec, Outcome, OutcomeKind, StartupRules, Step
 from finalizer.ledger import Ledger
+from finalizer.log_channel import LogChannel, open_channel
 from tests.pipeline.harness import NS, Rig, World, resume
+from tests.pipeline.test_pipeline_logs import collect
 from tests.service.test_service import running
 from tests.support.polling import eventually
 
@@ -52,6 +56,7 @@ class Kubelet:
             xcom, code = self.plan(len(self.ran), pod)
             self.ran.append(name)
             kube.start(NS, name)
+            kube.set_logs(NS, name, "base", [f"hello from {name}"])
             if xcom is not None:
                 kube.write_xcom(NS, name, xcom)
             kube.terminate(NS, name, exit_code=code)
@@ -63,11 +68,11 @@ class Kubelet:
 
 
 async def finalize(
-    rig: Rig, world: World, spec: JobSpec, plan: Plan = xcom_per_pod, **hooks: Any
+    rig: Rig, world: World, spec: JobSpec, plan: Plan = xcom_per_pod, *, kubelet: Kubelet | None = None
 ) -> tuple[Outcome, Kubelet]:
     """Run the pipeline for ``spec`` while the kubelet runs its pods; returns the outcome."""
-    kubelet = Kubelet(world, spec, plan)
-    task = asyncio.ensure_future(rig.run(spec, **hooks))
+    kubelet = kubelet or Kubelet(world, spec, plan)
+    task = asyncio.ensure_future(rig.run(spec))
     with anyio.fail_after(60):
         await kubelet.run_until(task.done)
     return await task, kubelet
@@ -330,3 +335,83 @@ async def test_the_service_finishes_a_batch_spec_and_on_kill_deletes_the_job(wor
     assert [r.status for r in deletes] == [200]
     await eventually(lambda: world.kube.get_job(NS, killed.pod.name) is None, what="the Job collected")
     assert not [p for p in world.kube.list_pods(NS) if p["metadata"]["name"].startswith(killed.pod.name)]
+
+
+@pytest.mark.parametrize("get_logs", [True, False])
+async def test_each_members_log_goes_to_the_channel_in_member_order(
+    world: World, rig: Rig, get_logs: bool
+) -> None:
+    spec = world.make_batch_job({"parallelism": 3, "completions": 3})
+    channel, lines = LogChannel(want_logs=get_logs), list[tuple[int, str]]()
+    with open_channel(spec.key, channel):
+        reader = asyncio.ensure_future(collect(channel, lines))
+        outcome, kubelet = await finalize(rig, world, spec)
+        channel.end()
+        await reader
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    expected = [(logging.INFO, f"[base] logs: hello from {name}") for name in sorted(kubelet.ran)]
+    assert lines == (expected if get_logs else [])
+
+
+async def test_member_deleted_before_the_job_counted_it_is_replaced(world: World, rig: Rig) -> None:
+    """A pod whose base ended but whose sidecar still ran is not one of the Job's completions: the
+    controller replaces it, and the list holds the two pods the Job counted."""
+    spec = world.make_batch_job({"parallelism": 1, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    await eventually(lambda: world.kube.job_pods(NS, spec.pod.name), what="the first pod created")
+    kubelet.step()
+    first = kubelet.ran[0]
+    world.kube.force_delete(NS, first)  # before any finalizer saw it
+    outcome, _ = await finalize(rig, world, spec, kubelet=kubelet)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    counted = [n for n in kubelet.ran if n != first]
+    assert len(counted) == 2
+    assert world.xcom(spec) == [{"pod": n} for n in sorted(counted)]
+    assert world.xcom_reads(spec, first) == 0
+
+
+async def test_succeeded_member_deleted_before_its_read_fails_the_task(world: World, rig: Rig) -> None:
+    """A pod the Job counted as succeeded (its sidecar stopped by someone else) and deleted before
+    any finalizer read it: the XCom list would have a hole, so the task fails."""
+    spec = world.make_batch_job({"parallelism": 1, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    await eventually(lambda: world.kube.job_pods(NS, spec.pod.name), what="the first pod created")
+    kubelet.step()
+    first = kubelet.ran[0]
+    world.kube.terminate(NS, first, container="airflow-xcom-sidecar", exit_code=0)
+
+    def counted() -> bool:
+        job = world.kube.get_job(NS, spec.pod.name)
+        return job is not None and job["status"].get("succeeded") == 1
+
+    await eventually(counted, what="the Job counting the first pod")
+    world.kube.force_delete(NS, first)
+    outcome, _ = await finalize(rig, world, spec, kubelet=kubelet)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "1 of its 2 succeeded pods were deleted before their XCom was read" in outcome.reason
+    assert not world.has_xcom(spec)
+
+
+async def test_rejected_xcom_of_a_succeeded_member_fails_naming_it(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+
+    def one_bad(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+        return ("{not json" if seq == 0 else "1"), 0
+
+    outcome, kubelet = await finalize(rig, world, spec, one_bad)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert f"completed, but pod {kubelet.ran[0]}: the XCom was read and rejected" in outcome.reason
+    assert not world.has_xcom(spec)
+    assert_read_once(world, spec, kubelet.ran)
+
+
+async def test_execution_deadline_fails_and_deletes_the_unfinished_job(world: World, rig: Rig) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=1)
+    spec = world.make_batch_job({"parallelism": 1}, startup=StartupRules(execution_deadline=deadline))
+    with anyio.fail_after(30):
+        outcome = await rig.run(spec)  # no kubelet: its pod never runs
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.event_status == "timeout"
+    assert "did not finish before the task's execution deadline" in outcome.reason
+    assert datetime.now(UTC) >= deadline
+    assert world.kube.get_job(NS, spec.pod.name) is None
