@@ -1,0 +1,134 @@
+"""Kubernetes Jobs finished in a real ``airflow triggerer`` (SQLite DB and ledger), issue 16.
+
+A real worker runs ``FinalizingKubernetesJobOperator.execute`` (the Job created on the fake, its
+pods found, the task deferred to ``FinalizingJobTrigger``); the module's triggerer finishes it:
+
+- success with parallelism 1 and 3: an XCom per pod, the list in pod order, ``unwrap_single``, the
+  ``job`` XCom, the pods cleaned up (or kept: ``keep_pod``), the Job deleted only when asked;
+- failure (backoffLimit exceeded): the task fails and Airflow's retries apply;
+- the Job deleted mid-way: FAILED, never a success;
+- a user marking the task failed: on_kill deletes the Job with ``on_kill_propagation_policy``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from finalizer.testing.airflow_env import AirflowEnv
+from finalizer.testing.fake_kube import FakeKube
+from finalizer.testing.logs import trigger_logs
+from finalizer.testing.polling import current_ti, wait_for, wait_for_ti_state
+from finalizer.testing.triggerer_process import TriggererProcess
+from tests.triggers import e2e
+from tests.triggers import jobs_e2e as jobs
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.airflow]
+
+ENDED = {"success", "failed", "up_for_retry", "scheduled", "skipped", "upstream_failed"}
+
+
+@pytest.fixture(scope="module")
+def env(env: AirflowEnv, kubeconfig_path: Path) -> Iterator[AirflowEnv]:
+    """The e2e Airflow home with the Jobs DAG too; the worker's operator reads the kubeconfig path."""
+    env.add_dag("kpo_jobs_e2e.py", jobs.DAG_SOURCE)
+    os.environ["KPO_E2E_KUBECONFIG"] = str(kubeconfig_path)  # the DAG file reads it when parsed here
+    yield env
+    os.environ.pop("KPO_E2E_KUBECONFIG", None)
+
+
+@pytest.mark.parametrize(("task_id", "pods"), [("one", 1), ("one_list", 1), ("three", 3)])
+def test_success_pushes_each_pod_s_xcom_in_pod_order_and_the_job(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube, task_id: str, pods: int
+) -> None:
+    ti, job = jobs.defer_job(env, task_id)
+    names = jobs.finish_pods(fake_kube, job)
+    assert len(names) == pods
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "success", trigger_logs(env, ti)[-3000:]
+    assert final.try_number == ti.try_number  # ended by the triggerer: no worker resumed it
+    values = [jobs.payload(n) for n in names]
+    expected = values[0] if task_id == "one" else values  # unwrap_single (the default) for one pod
+    assert e2e.xcom(env, ti) == expected
+    pushed = e2e.xcom(env, ti, "job")
+    assert pushed["metadata"]["name"] == job
+    assert "Complete" in jobs.true_conditions(pushed)
+    assert pushed["status"]["succeeded"] == pods
+    assert all(jobs.reads(fake_kube, n) == 1 for n in names)  # each sidecar read once
+    # on_finish_action=delete_pod: the pods go; the Job is left to its TTL, as upstream does.
+    wait_for(lambda: jobs.pod_names(fake_kube, job) == [], 60, what="the pods deleted")
+    assert fake_kube.get_job(jobs.NAMESPACE, job) is not None
+    assert "kpo-finalizer: task succeeded" in trigger_logs(env, ti)
+
+
+def test_a_job_past_its_backoff_limit_fails_and_airflow_retries(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "fails")
+    jobs.finish_pods(fake_kube, job, exit_code=3)
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "up_for_retry", trigger_logs(env, ti)[-3000:]  # retries=1 applies
+    cond = fake_kube.get_job(jobs.NAMESPACE, job)
+    assert cond is not None
+    assert "Failed" in jobs.true_conditions(cond)
+    assert not e2e.has_xcom(env, ti)  # a failed pod's XCom is never pushed
+    assert "kpo-finalizer: task failed" in trigger_logs(env, ti)
+
+
+def test_keep_pod_keeps_the_pods_and_delete_job_deletes_the_job(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    run = env.create_run(jobs.DAG_ID)
+    kept_ti, kept = jobs.defer_job(env, "keep", run)
+    gone_ti, gone = jobs.defer_job(env, "delete_job", run)
+    kept_pods = jobs.finish_pods(fake_kube, kept)
+    jobs.finish_pods(fake_kube, gone)
+    for ti in (kept_ti, gone_ti):
+        final = wait_for_ti_state(ti, ENDED, timeout=120)
+        assert final.state == "success", trigger_logs(env, ti)[-3000:]
+    wait_for(lambda: fake_kube.get_job(jobs.NAMESPACE, gone) is None, 60, what="delete_job to delete the Job")
+    assert jobs.pod_names(fake_kube, kept) == kept_pods  # keep_pod: every pod is still there
+    assert fake_kube.get_job(jobs.NAMESPACE, kept) is not None
+    assert e2e.xcom(env, kept_ti) == jobs.payload(kept_pods[0])
+    fake_kube.delete_job(jobs.NAMESPACE, kept)
+
+
+def test_the_job_deleted_mid_way_fails_the_task(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    since = time.time()
+    ti, job = jobs.defer_job(env, "deleted")
+    jobs.start_pods(fake_kube, job)
+    jobs.wait_followed(fake_kube, since)
+    fake_kube.delete_job(jobs.NAMESPACE, job, "Background")
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "failed", trigger_logs(env, ti)[-3000:]  # never a success without the list
+    assert not e2e.has_xcom(env, ti)
+
+
+def test_user_marks_the_task_failed_then_on_kill_deletes_the_job(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    since = time.time()
+    ti, job = jobs.defer_job(env, "killed")
+    created = fake_kube.get_job(jobs.NAMESPACE, job)
+    assert created is not None
+    uid = created["metadata"]["uid"]
+    pods = jobs.start_pods(fake_kube, job)
+    jobs.wait_followed(fake_kube, since)
+    env.set_ti_state(current_ti(ti).id, "failed")  # what "mark failed" in the UI does to the row
+    wait_for(lambda: fake_kube.get_job(jobs.NAMESPACE, job) is None, 60, what="on_kill to delete the Job")
+    wait_for(
+        lambda: all(fake_kube.get_pod(jobs.NAMESPACE, p) is None for p in pods), 60, what="the pods deleted"
+    )
+    # The uid precondition and the operator's on_kill_propagation_policy, then the pods by label.
+    # (How many pods it deleted itself depends on the garbage collector's pace: Background.)
+    done = f"deleted (uid {uid}, propagationPolicy Background); "
+    wait_for(lambda: done in trigger_logs(env, ti), 30, what="on_kill's log line")
+    log = trigger_logs(env, ti)
+    assert f"on_kill: task is failed; deleting Job {jobs.NAMESPACE}/{job}" in log, triggerer.logs()[-3000:]
+    assert current_ti(ti).state == "failed"
