@@ -17,6 +17,9 @@ says so — never a success without the XCom. Each step's I/O is retried with
 ``api_client.backoff.retry_async`` as the classifier says; a lost compare-and-set
 (``JobLostError``) stops the job at once. Payloads are never logged.
 
+A batch/v1 Job (``spec.batch_job``) runs the same steps over its member pods in
+``finalizer.batch_pipeline``; the per-pod steps both use are ``finalizer.pod_steps``.
+
 Everything the pipeline touches comes in through narrow seams (``ClusterOps``, ``JobLedger``,
 ``XComSink`` in ``finalizer.seams``), so the service wires the real pieces and tests wire the
 same real pieces.

@@ -415,3 +415,20 @@ async def test_execution_deadline_fails_and_deletes_the_unfinished_job(world: Wo
     assert "did not finish before the task's execution deadline" in outcome.reason
     assert datetime.now(UTC) >= deadline
     assert world.kube.get_job(NS, spec.pod.name) is None
+
+
+async def test_without_do_xcom_push_nothing_is_read_and_the_job_is_pushed(world: World, rig: Rig) -> None:
+    """No sidecar to read or stop: the pods end by themselves, the Job's conditions decide."""
+    spec = world.make_batch_job(
+        {"parallelism": 2, "completions": 2, "with_xcom_sidecar": False}, do_xcom_push=False
+    )
+
+    def no_xcom(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+        return None, 0
+
+    outcome, kubelet = await finalize(rig, world, spec, no_xcom)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.reason
+    assert len(kubelet.ran) == 2
+    assert not world.has_xcom(spec)
+    assert world.xcom(spec, "job")["status"]["succeeded"] == 2
+    assert not [c for c in world.kube.exec_commands(NS) if c.name.startswith(spec.pod.name)]
