@@ -432,3 +432,12 @@ async def test_without_do_xcom_push_nothing_is_read_and_the_job_is_pushed(world:
     assert not world.has_xcom(spec)
     assert world.xcom(spec, "job")["status"]["succeeded"] == 2
     assert not [c for c in world.kube.exec_commands(NS) if c.name.startswith(spec.pod.name)]
+
+
+async def test_active_deadline_exceeded_fails_with_upstreams_message(world: World, rig: Rig) -> None:
+    spec = world.make_batch_job({"parallelism": 1, "active_deadline_seconds": 1})
+    with anyio.fail_after(30):
+        outcome = await rig.run(spec)  # no kubelet: its pod never runs, the Job's deadline ends it
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == "Job failed with error: DeadlineExceeded"
+    assert world.kube.get_job(NS, spec.pod.name) is not None, "a terminal Job is left to its TTL"
