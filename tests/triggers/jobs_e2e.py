@@ -11,6 +11,9 @@ the order the finalizer chose.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from finalizer.testing.airflow_env import AirflowEnv, TIInfo
@@ -50,6 +53,15 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), ca
             config_file=os.environ.get("KPO_E2E_KUBECONFIG"), **extra,
         )
 """
+
+
+def add_dag(env: AirflowEnv, kubeconfig: Path) -> Iterator[AirflowEnv]:
+    """The e2e Airflow home with the Jobs DAG too (a module's ``env`` fixture yields from it); the
+    worker's operator reads the kubeconfig path from the environment when it parses the DAG."""
+    env.add_dag("kpo_jobs_e2e.py", DAG_SOURCE)
+    os.environ["KPO_E2E_KUBECONFIG"] = str(kubeconfig)
+    yield env
+    os.environ.pop("KPO_E2E_KUBECONFIG", None)
 
 
 def defer_job(env: AirflowEnv, task_id: str, run: Any = None) -> tuple[TIInfo, str]:
@@ -107,6 +119,11 @@ def base_ended(pod: dict[str, Any]) -> bool:
 def reads(kube: FakeKube, pod: str) -> int:
     """How many times the XCom file of ``pod`` was read through exec."""
     return len([c for c in kube.exec_commands(NAMESPACE, pod) if "return.json" in c.text and "cat" in c.text])
+
+
+def stops(kube: FakeKube, pod: str) -> int:
+    """How many times the sidecar of ``pod`` was stopped (``kill -2``) through exec."""
+    return len([c for c in kube.exec_commands(NAMESPACE, pod) if "kill" in c.text])
 
 
 def job_followed_since(kube: FakeKube, since: float) -> bool:

@@ -12,7 +12,6 @@ pods found, the task deferred to ``FinalizingJobTrigger``); the module's trigger
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,11 +33,7 @@ ENDED = {"success", "failed", "up_for_retry", "scheduled", "skipped", "upstream_
 
 @pytest.fixture(scope="module")
 def env(env: AirflowEnv, kubeconfig_path: Path) -> Iterator[AirflowEnv]:
-    """The e2e Airflow home with the Jobs DAG too; the worker's operator reads the kubeconfig path."""
-    env.add_dag("kpo_jobs_e2e.py", jobs.DAG_SOURCE)
-    os.environ["KPO_E2E_KUBECONFIG"] = str(kubeconfig_path)  # the DAG file reads it when parsed here
-    yield env
-    os.environ.pop("KPO_E2E_KUBECONFIG", None)
+    yield from jobs.add_dag(env, kubeconfig_path)
 
 
 @pytest.mark.parametrize(("task_id", "pods"), [("one", 1), ("one_list", 1), ("three", 3)])
