@@ -154,6 +154,36 @@ async def test_a_rejected_xcom_says_so(
     assert len(json.dumps(marker)) < 1024
 
 
+@pytest.mark.parametrize(
+    ("xcom", "max_bytes", "says"),
+    [
+        (b"\xff\xfe\x00binary", None, "not UTF-8"),
+        (b'"' + b"x" * 200 + b'"', 64, "larger than the limit of 64 bytes"),
+    ],
+    ids=["binary", "too-large"],
+)
+async def test_a_binary_or_too_large_xcom_says_so(
+    env: AirflowEnv,
+    app: Any,
+    fake_kube: FakeKube,
+    kubeconfig_path: Path,
+    triggerer: TriggererProcess,
+    xcom: bytes,
+    max_bytes: int | None,
+    says: str,
+) -> None:
+    run = env.create_run(e2e.DAG_ID)  # a run of its own per case (task "e" once per run)
+    policy = FinalizationPolicy(xcom_max_bytes=max_bytes)
+    ti, pod = await start(env, app, fake_kube, kubeconfig_path, run, "e", [], xcom=xcom, finalization=policy)
+    fake_kube.terminate(pod.namespace, pod.name, exit_code=0)
+    assert wait_for_ti_state(ti, ENDED, timeout=90).state == "failed"
+    text = trigger_logs(env, ti)
+    assert "the XCom was read and rejected" in text
+    assert says in text
+    assert "never read" not in text
+    assert not e2e.has_xcom(env, ti)  # nothing pushed
+
+
 async def test_a_configured_hand_over_to_the_worker_is_info(
     env: AirflowEnv, app: Any, fake_kube: FakeKube, kubeconfig_path: Path, run_id: Any
 ) -> None:
