@@ -42,6 +42,7 @@ from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for
 from triggers.events import EventPlan, plan_job_event
 from triggers.finalizing import FinalizingTrigger, task_instance_ref
 from triggers.policy import FinalizationPolicy
+from triggers.runtime import delete_pod
 
 CLASSPATH = "triggers.job.FinalizingJobTrigger"
 
@@ -224,28 +225,23 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
         return KubernetesJobTrigger.run(self)  # type: ignore[no-any-return]
 
     async def _delete_on_kill(self) -> str:
-        """The Job (uid precondition, ``on_kill_propagation_policy``), then its pods unless ``keep_pod``."""
-        return await asyncio.to_thread(self._delete_blocking)
+        """The Job (uid precondition, ``on_kill_propagation_policy``) through the finalizer, or with
+        the provider's client where none runs; then its pods unless ``keep_pod``."""
+        how = None
+        if self._job is not None:
+            deleted = await delete_pod(self._job)  # a batch spec: its Job, as upstream's on_kill
+            if deleted is not None:
+                how = "" if deleted else "already gone, "
+        return await asyncio.to_thread(self._delete_blocking, how)
 
-    def _delete_blocking(self) -> str:
+    def _delete_blocking(self, how: str | None) -> str:
         hook = self._sync_hook
-        kwargs: dict[str, Any] = {"propagation_policy": self.on_kill_propagation_policy}
-        if self.termination_grace_period is not None:
-            kwargs["grace_period_seconds"] = self.termination_grace_period
-        try:
-            hook.batch_v1_client.delete_namespaced_job(
-                name=self.job_name,
-                namespace=self.job_namespace,
-                body={"preconditions": {"uid": self.job_uid}},
-                **kwargs,
-            )
-            how = f"(uid {self.job_uid}, propagationPolicy {self.on_kill_propagation_policy})"
-        except Exception as exc:
-            if getattr(exc, "status", None) != 404:
-                raise
-            how = "(already gone)"
+        if how is None:
+            how = "" if self._delete_job_by_name(hook) else "already gone, "
+        how = f"({how}uid {self.job_uid}, propagationPolicy {self.on_kill_propagation_policy})"
         if self.on_kill_action == OnKillAction.KEEP_POD:
             return f"{how}; its pods kept (on_kill_action keep_pod)"
+        # As upstream's on_kill: the pods too (with Orphan the collector leaves them).
         core = hook.core_v1_client
         pods = core.list_namespaced_pod(
             namespace=self.pod_namespace, label_selector=self.job_ref().selector
@@ -261,3 +257,21 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
                 if getattr(exc, "status", None) != 404:
                     raise
         return f"{how}; {len(pods)} pod(s) deleted"
+
+    def _delete_job_by_name(self, hook: KubernetesHook) -> bool:
+        """Where no finalizer runs: the provider's client, with the uid precondition. False if gone."""
+        kwargs: dict[str, Any] = {"propagation_policy": self.on_kill_propagation_policy}
+        if self.termination_grace_period is not None:
+            kwargs["grace_period_seconds"] = self.termination_grace_period
+        try:
+            hook.batch_v1_client.delete_namespaced_job(
+                name=self.job_name,
+                namespace=self.job_namespace,
+                body={"preconditions": {"uid": self.job_uid}},
+                **kwargs,
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            return False
+        return True
