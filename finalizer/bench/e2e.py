@@ -9,7 +9,9 @@ variants run the same N scripted pods (``fake-kube/run-seconds``, ``fake-kube/xc
   all deferred, N higher-priority filler tasks (``sleep``) queue for the same pool. A classic task
   whose pod finished goes back to SCHEDULED, loses its slot and waits behind the fillers; a
   finalized task ends in the triggerer;
-* ``paused``: the DAG is paused while its pods run (``finalizer.bench.e2e_paused``).
+* ``paused``: the DAG is paused while its pods run (``finalizer.bench.e2e_paused``);
+* ``jobs``, ``jobs-contention``: Kubernetes Jobs, ``KubernetesJobOperator`` against
+  ``FinalizingKubernetesJobOperator`` (``finalizer.bench.e2e_jobs``).
 
 Per variant: base-container end → task terminal latency (p50/p95/max; the base end is sampled
 from the fake API every 0.1 s, the terminal time is the TI's ``end_date``), pod lifetime after

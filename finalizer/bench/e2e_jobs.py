@@ -40,10 +40,7 @@ from datetime import datetime
 from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
 from airflow.sdk import DAG
 
-try:  # TEMPORARY until triggers/job_operator.py lands
-    from triggers.job_operator import FinalizingKubernetesJobOperator
-except ImportError:
-    FinalizingKubernetesJobOperator = None
+from triggers.job_operator import FinalizingKubernetesJobOperator
 
 N = int(os.environ.get("KPO_BENCH_TASKS", "1"))
 RUN = json.loads(os.environ.get("KPO_BENCH_RUN_SECONDS", "{}"))
@@ -51,8 +48,6 @@ POLL = float(os.environ.get("KPO_BENCH_JOB_POLL_INTERVAL", "10"))
 VARIANTS = (("classic", KubernetesJobOperator), ("finalizing", FinalizingKubernetesJobOperator))
 START = datetime(2026, 1, 1)
 for variant, operator in VARIANTS:
-    if operator is None:
-        continue
     for scenario in ("jobs", "jobs-contention"):
         dag_id = f"bench_{variant}_{scenario.replace('-', '_')}"
         with DAG(dag_id, schedule=None, start_date=START, catchup=False):
