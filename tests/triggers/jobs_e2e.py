@@ -37,6 +37,8 @@ TASKS: dict[str, dict[str, Any]] = {
     "deleted": {},
     "killed": {"parallelism": 2, "completions": 2, "on_kill_propagation_policy": "Background"},
     "restart": {"parallelism": 3, "completions": 3},
+    "retried": {"backoff_limit": 1},
+    "classic": {"finalization": {"enabled": False}, "job_poll_interval": 0.5},
 }
 
 DAG_SOURCE = f"""

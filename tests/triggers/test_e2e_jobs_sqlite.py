@@ -6,7 +6,9 @@ pods found, the task deferred to ``FinalizingJobTrigger``); the module's trigger
 - success with parallelism 1 and 3: an XCom per pod, the list in pod order, ``unwrap_single``, the
   ``job`` XCom, the pods cleaned up (or kept: ``keep_pod``), the Job deleted only when asked;
 - failure (backoffLimit exceeded): the task fails and Airflow's retries apply;
+- a pod retried by the Job controller after the worker deferred: read too, its XCom the value;
 - the Job deleted mid-way: FAILED, never a success;
+- the classic path (a task's policy disabled): upstream's trigger, then the worker's execute_complete;
 - a user marking the task failed: on_kill deletes the Job with ``on_kill_propagation_policy``.
 """
 
@@ -23,6 +25,7 @@ from finalizer.testing.fake_kube import FakeKube
 from finalizer.testing.logs import trigger_logs
 from finalizer.testing.polling import current_ti, wait_for, wait_for_ti_state
 from finalizer.testing.triggerer_process import TriggererProcess
+from finalizer.testing.worker import run_like_worker
 from tests.triggers import e2e
 from tests.triggers import jobs_e2e as jobs
 
@@ -72,6 +75,39 @@ def test_a_job_past_its_backoff_limit_fails_and_airflow_retries(
     assert "Failed" in jobs.true_conditions(cond)
     assert not e2e.has_xcom(env, ti)  # a failed pod's XCom is never pushed
     assert "kpo-finalizer: task failed" in trigger_logs(env, ti)
+
+
+def test_a_pod_the_job_retried_after_the_worker_deferred_is_read_too(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "retried")
+    (failed,) = jobs.finish_pods(fake_kube, job, exit_code=1)
+    # The controller replaces the failed pod (backoffLimit 1) once its sidecar was stopped.
+    wait_for(lambda: len(jobs.pod_names(fake_kube, job)) == 2, 60, what="the retry pod")
+    (retry,) = jobs.finish_pods(fake_kube, job)
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "success", trigger_logs(env, ti)[-3000:]
+    assert e2e.xcom(env, ti) == jobs.payload(retry)  # the succeeded pod's only: unwrap_single
+    assert jobs.reads(fake_kube, failed) == 1  # read (kept for diagnostics) and stopped
+    assert jobs.stops(fake_kube, failed) == 1
+    pushed = e2e.xcom(env, ti, "job")
+    assert (pushed["status"]["failed"], pushed["status"]["succeeded"]) == (1, 1)
+
+
+def test_the_classic_path_still_ends_the_task_in_the_worker(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "classic")
+    names = jobs.finish_pods(fake_kube, job)
+    # Upstream's KubernetesJobTrigger.run: reads each XCom, waits for the Job, hands back.
+    final = wait_for_ti_state(ti, ENDED, timeout=180)
+    assert final.state == "scheduled", trigger_logs(env, ti)[-3000:]
+    assert "classic path for Job" in trigger_logs(env, ti)
+    assert not e2e.has_xcom(env, ti)
+    run_like_worker(env, ti)  # the provider's execute_complete: pushes and cleans up
+    assert current_ti(ti).state == "success"
+    assert e2e.xcom(env, ti) == jobs.payload(names[0])
+    wait_for(lambda: jobs.pod_names(fake_kube, job) == [], 60, what="the worker deleted the pods")
 
 
 def test_keep_pod_keeps_the_pods_and_delete_job_deletes_the_job(
