@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,23 @@ def _terminal_or_gone(job: BatchJobView) -> bool:
     return job.terminal is not None
 
 
+@dataclass(slots=True)
+class _Run:
+    """One run of one batch job: what every step works on."""
+
+    spec: JobSpec
+    ref: BatchJobRef
+    cluster: ClusterOps
+    job: Progress
+    mw: MemberWatch
+    state: Members
+    #: The rest of the payload once the outcome is known: ``job`` (dict), ``terminal``, ``indexed``.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def reads(self) -> list[MemberRead]:
+        return batch.ordered(self.state.reads.values(), indexed=bool(self.extra.get("indexed")))
+
+
 class BatchPipeline:
     """Runs batch jobs for ``Pipeline`` (which dispatches here on ``spec.batch_job``)."""
 
@@ -72,30 +90,32 @@ class BatchPipeline:
         ref = spec.batch_job
         assert ref is not None
         reads, extra = stored(job.rec.xcom_value)
-        state = Members(reads)
         async with cluster.watch_batch_job(ref) as jw, cluster.watch_members(ref) as mw:
+            run = _Run(spec, ref, cluster, job, mw, Members(reads), extra)
             outcome = job.rec.outcome
             if job.step < Step.COMPLETION_SEEN or outcome is None:
                 try:
-                    outcome, view, terminal = await self._collect(spec, ref, cluster, job, jw, mw, state)
+                    outcome, view, terminal = await self._collect(run, jw)
                 finally:
-                    await cancel(state.tasks.values())
+                    await cancel(run.state.tasks.values())
                 seen_at = _now()
                 if view is None and (recorded := await self._steps.recorded(spec)) is not None:
                     return await self._done(job, recorded)  # an earlier run finished this try
-                extra = {
+                run.extra = {
                     "job": cluster.batch_job_dict(view) if view is not None else None,
                     "terminal": terminal,
                     "indexed": view is not None and view.indexed,
                 }
                 async with self._gate(spec):
                     await job.reach(Step.COMPLETION_SEEN, seen_at)
-                    await job.commit(Step.XCOM_PERSISTED, outcome=outcome, xcom={**state.payload(), **extra})
-                    outcome = await self._finish(spec, ref, cluster, job, mw, state, outcome, extra)
+                    await job.commit(
+                        Step.XCOM_PERSISTED, outcome=outcome, xcom={**run.state.payload(), **run.extra}
+                    )
+                    outcome = await self._finish(run, outcome)
                     self._metrics.completed_to_done(view.completion_time if view is not None else None)
                     return outcome
             async with self._gate(spec):
-                return await self._finish(spec, ref, cluster, job, mw, state, outcome, extra)
+                return await self._finish(run, outcome)
 
     async def _done(self, job: Progress, outcome: Outcome) -> Outcome:
         await job.commit(Step.DONE, outcome=outcome)
@@ -104,17 +124,9 @@ class BatchPipeline:
 
     # -- until the Job is terminal and every ended member is read ---------------------------------
 
-    async def _collect(
-        self,
-        spec: JobSpec,
-        ref: BatchJobRef,
-        cluster: ClusterOps,
-        job: Progress,
-        jw: BatchJobWatch,
-        mw: MemberWatch,
-        state: Members,
-    ) -> tuple[Outcome, BatchJobView | None, bool]:
+    async def _collect(self, run: _Run, jw: BatchJobWatch) -> tuple[Outcome, BatchJobView | None, bool]:
         """Read members as they end; returns the outcome, the final Job (None: gone), terminal."""
+        spec, mw, state = run.spec, run.mw, run.state
         push = spec.settings.do_xcom_push
         deadline = spec.startup.execution_deadline
         bound = asyncio.Semaphore(MEMBER_READS)
@@ -133,7 +145,7 @@ class BatchPipeline:
                     if push and (missing := batch.without_sidecar(mw.members)) is not None:
                         return batch.outcome(spec, view, (), missing_sidecar=missing.name), view, False
                     if push:
-                        self._start_members(spec, ref, cluster, job, mw, state, bound)
+                        self._start_members(run, bound)
                     if view.terminal is not None and not state.tasks:
                         went = gone(mw, state)
                         state.reads = batch.replaced(state.reads, went)
@@ -159,42 +171,24 @@ class BatchPipeline:
         finally:
             await cancel(t for t in (job_wait, member_wait) if t is not None)
 
-    def _start_members(
-        self,
-        spec: JobSpec,
-        ref: BatchJobRef,
-        cluster: ClusterOps,
-        job: Progress,
-        mw: MemberWatch,
-        state: Members,
-        bound: asyncio.Semaphore,
-    ) -> None:
+    def _start_members(self, run: _Run, bound: asyncio.Semaphore) -> None:
         """A task per ended member not read yet, or read but with its sidecar still running."""
-        base = ref.base_container
-        for uid, pod in mw.members.items():
+        state, base = run.state, run.ref.base_container
+        for uid, pod in run.mw.members.items():
             if uid in state.tasks or uid in state.vanished or not batch.ended(pod, base):
                 continue
             if uid in state.reads and (uid in state.stopped or not pod.has_running_sidecar()):
                 continue
-            state.tasks[uid] = asyncio.ensure_future(self._member(spec, ref, cluster, job, pod, state, bound))
+            state.tasks[uid] = asyncio.ensure_future(self._member(run, pod, bound))
 
-    async def _member(
-        self,
-        spec: JobSpec,
-        ref: BatchJobRef,
-        cluster: ClusterOps,
-        job: Progress,
-        pod: PodView,
-        state: Members,
-        bound: asyncio.Semaphore,
-    ) -> None:
+    async def _member(self, run: _Run, pod: PodView, bound: asyncio.Semaphore) -> None:
         """Read one member's XCom, persist it, stop its sidecar: one exec session."""
-        uid = pod.uid
+        state, uid = run.state, pod.uid
         async with bound:
             try:
-                async with cluster.sidecar(member_ref(ref, pod)) as sidecar:
+                async with run.cluster.sidecar(member_ref(run.ref, pod)) as sidecar:
                     if uid not in state.reads:
-                        got = await self._steps.read_xcom(sidecar, spec.settings)
+                        got = await self._steps.read_xcom(sidecar, run.spec.settings)
                         if got.gone:
                             state.vanished.add(uid)
                             return
@@ -202,82 +196,87 @@ class BatchPipeline:
                             uid=uid,
                             name=pod.name,
                             index=batch.completion_index(pod),
-                            exit_code=batch.base_exit(pod, ref.base_container),
+                            exit_code=batch.base_exit(pod, run.ref.base_container),
                             value=got.value,
                             problem=got.problem,
                         )
                         async with state.lock:  # one write at a time, each holding every read so far
                             state.reads[uid] = read
-                            await job.commit(Step.REGISTERED, xcom=state.payload())
-                    await self._steps.stop_sidecar(spec.key, sidecar)
+                            await run.job.commit(Step.REGISTERED, xcom=state.payload())
+                    await self._steps.stop_sidecar(run.spec.key, sidecar)
                     state.stopped.add(uid)
             except PodNotFoundError:
                 state.vanished.add(uid)
 
-    # -- after the outcome ------------------------------------------------------------------------
+    # -- after the outcome: the same steps as a pod's, each idempotent ------------------------------
 
-    async def _finish(
-        self,
-        spec: JobSpec,
-        ref: BatchJobRef,
-        cluster: ClusterOps,
-        job: Progress,
-        mw: MemberWatch,
-        state: Members,
-        outcome: Outcome,
-        extra: dict[str, Any],
-    ) -> Outcome:
-        settings = spec.settings
-        indexed = bool(extra.get("indexed"))
-        reads = batch.ordered(state.reads.values(), indexed=indexed)
+    async def _finish(self, run: _Run, outcome: Outcome) -> Outcome:
+        job, spec = run.job, run.spec
         marked: dict[str, Any] | None = None
         pushed = False  # unknown on a resume past the push: then the marker is written
         if job.step < Step.XCOM_PUSHED:
             if marker.needed(outcome, return_value_pushed=True):
                 marked = await self._steps.write_marker(spec, outcome)
-            pushes = [xcom_push.Push(batch.JOB_KEY, extra["job"])] if extra.get("job") is not None else []
-            if settings.do_xcom_push and succeeds(outcome):
-                value = batch.return_value(reads, indexed=indexed, unwrap_single=ref.unwrap_single)
-                try:
-                    pushes += xcom_push.plan_pushes(value, settings)
-                except xcom_push.PushRefused as exc:
-                    outcome = failed(outcome, str(exc))
-            await self._steps.push(spec, pushes)
-            pushed = any(p.key == xcom_push.RETURN_KEY for p in pushes)
+            outcome, pushed = await self._push(run, outcome)
             await job.reach(Step.XCOM_PUSHED)
         if job.step < Step.DIAGNOSTICS_CAPTURED:
-            channel = channel_for(spec.key)
-            if channel is not None and channel.want_logs:
-                for read in reads:  # each member's log in member order, as upstream's execute_complete
-                    shown = PodRef(
-                        namespace=ref.namespace,
-                        name=read.name,
-                        uid=read.uid,
-                        base_container=ref.base_container,
-                    )
-                    await ContainerLog(cluster, shown, channel, self._config.log_max_bytes).ship_all()
+            await self._logs(run)
             await job.reach(Step.DIAGNOSTICS_CAPTURED)
-        members = await current(mw)
+        members = await current(run.mw)
         if job.step < Step.SIDECAR_STOPPED:
-            if settings.do_xcom_push:  # a resumed job's member may still be up (crash before its stop)
+            if spec.settings.do_xcom_push:  # a resumed job's member may still be up (crash before its stop)
                 for pod in members.values():
                     if pod.has_running_sidecar():
-                        async with cluster.sidecar(member_ref(ref, pod)) as sidecar:
+                        async with run.cluster.sidecar(member_ref(run.ref, pod)) as sidecar:
                             await self._steps.stop_sidecar(spec.key, sidecar)
             await job.reach(Step.SIDECAR_STOPPED)
         if job.step < Step.POD_CLEANED:
             if marker.needed(outcome, return_value_pushed=pushed):
                 await self._steps.write_marker(spec, outcome, unless=marked)
-            for uid, pod in sorted(members.items(), key=lambda item: item[1].name):
-                own = batch.member_outcome(outcome, state.reads.get(uid), pod, ref.base_container)
-                await self._steps.cleanup(spec.key, cluster, member_ref(ref, pod), pod, settings, own)
-            policy = batch.job_delete(ref, terminal=bool(extra.get("terminal", True)))
-            if policy is not None:
-                deleted = await self._io(
-                    "delete Job",
-                    "cleanup",
-                    lambda: cluster.delete_batch_job(ref, policy, settings.termination_grace_period),
-                )
-                log.debug("job %s: Job deleted (%s)%s", spec.key, policy, "" if deleted else ", already gone")
+            await self._cleanup(run, members, outcome)
             await job.reach(Step.POD_CLEANED)
         return await self._done(job, outcome)
+
+    async def _push(self, run: _Run, outcome: Outcome) -> tuple[Outcome, bool]:
+        """``job`` (always, as upstream's execute_complete), then the list on success; also says
+        whether ``return_value`` was among them."""
+        settings, final = run.spec.settings, run.extra.get("job")
+        pushes = [xcom_push.Push(batch.JOB_KEY, final)] if final is not None else []
+        if settings.do_xcom_push and succeeds(outcome):
+            indexed = bool(run.extra.get("indexed"))
+            value = batch.return_value(run.reads(), indexed=indexed, unwrap_single=run.ref.unwrap_single)
+            try:
+                pushes += xcom_push.plan_pushes(value, settings)
+            except xcom_push.PushRefused as exc:
+                outcome = failed(outcome, str(exc))
+        await self._steps.push(run.spec, pushes)
+        return outcome, any(p.key == xcom_push.RETURN_KEY for p in pushes)
+
+    async def _logs(self, run: _Run) -> None:
+        """Each member's log in member order, as upstream's execute_complete (``get_logs``)."""
+        channel = channel_for(run.spec.key)
+        if channel is None or not channel.want_logs:
+            return
+        for read in run.reads():
+            shown = PodRef(
+                namespace=run.ref.namespace,
+                name=read.name,
+                uid=read.uid,
+                base_container=run.ref.base_container,
+            )
+            await ContainerLog(run.cluster, shown, channel, self._config.log_max_bytes).ship_all()
+
+    async def _cleanup(self, run: _Run, members: dict[str, PodView], outcome: Outcome) -> None:
+        """``on_finish_action`` per member as it is now, then the Job's delete if one is due."""
+        ref, settings = run.ref, run.spec.settings
+        for uid, pod in sorted(members.items(), key=lambda item: item[1].name):
+            own = batch.member_outcome(outcome, run.state.reads.get(uid), pod, ref.base_container)
+            await self._steps.cleanup(run.spec.key, run.cluster, member_ref(ref, pod), pod, settings, own)
+        policy = batch.job_delete(ref, terminal=bool(run.extra.get("terminal", True)))
+        if policy is not None:
+            deleted = await self._io(
+                "delete Job",
+                "cleanup",
+                lambda: run.cluster.delete_batch_job(ref, policy, settings.termination_grace_period),
+            )
+            log.debug("job %s: Job deleted (%s)%s", run.spec.key, policy, "" if deleted else ", already gone")

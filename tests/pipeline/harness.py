@@ -9,7 +9,9 @@ run with a real TI, a pod on the fake cluster, and the matching ``JobSpec``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from api_client.client import ExecutionAPIClient
 from api_client.store import XComRef
@@ -29,6 +33,7 @@ from finalizer.jobs import (
     Outcome,
     PodRef,
     StartupRules,
+    Step,
     TaskInstanceRef,
     batch_job_spec,
 )
@@ -371,3 +376,60 @@ async def resume(world: World, spec: JobSpec, *, wait_stale: bool = False) -> Ou
 
         adoptee: JobRecord = await eventually(adopted, interval=0.1, what="the dead owner going stale")
         return await fresh.pipeline().run(spec, adoptee)
+
+
+#: Every step boundary the step hook sees (a batch job's REGISTERED: its first member read, persisted).
+BOUNDARIES = [
+    Step.REGISTERED,
+    Step.COMPLETION_SEEN,
+    Step.XCOM_PERSISTED,
+    Step.XCOM_PUSHED,
+    Step.DIAGNOSTICS_CAPTURED,
+    Step.SIDECAR_STOPPED,
+    Step.POD_CLEANED,
+]
+
+
+async def cancel_at(rig: Rig, spec: JobSpec, step: Step) -> None:
+    """Run the job and cancel it right after ``step`` is reached (a pod's REGISTERED: before it
+    starts; a batch job's: once its first member read is persisted)."""
+    assert rig.ledger is not None
+    rec = await rig.ledger.submit(spec, rig.owner)
+    if step is Step.REGISTERED and spec.batch_job is None:
+        return
+    with anyio.CancelScope() as scope:
+
+        async def on_step(job: JobSpec, current: Any) -> None:
+            if current.step == step:
+                scope.cancel()
+
+        await rig.pipeline(on_step).run(spec, rec)
+    assert scope.cancelled_caught, f"the job never reached {step.name}"
+
+
+async def kill_at(world: World, spec: JobSpec, step: Step, state_dir: Path) -> JobRecord:
+    """Run the job in a child process that SIGKILLs itself right after ``step``; returns the
+    job's record as the ledger then holds it."""
+    args = {
+        "spec": spec.model_dump(mode="json"),
+        "ledger_url": world.ledger_url,
+        "base_url": world.airflow.base_url,
+        "token": world.airflow.token,
+        "kill_at": step.name,
+        "state_dir": str(state_dir),
+    }
+    child = [sys.executable, "-m", "tests.pipeline.crash_child", json.dumps(args)]
+    result = await anyio.run_process(child, check=False)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    return await recorded(world, spec)
+
+
+async def recorded(world: World, spec: JobSpec) -> JobRecord:
+    """The job's record as the ledger holds it now (read through a connection of its own)."""
+    ledger = await Ledger.connect(world.ledger_url)
+    try:
+        rec = await ledger.get(spec.key)
+    finally:
+        await ledger.aclose()
+    assert rec is not None
+    return rec

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,9 +20,8 @@ import anyio
 import pytest
 
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, StartupRules, Step
-from finalizer.ledger import Ledger
 from finalizer.log_channel import LogChannel, open_channel
-from tests.pipeline.harness import NS, Rig, World, resume
+from tests.pipeline.harness import BOUNDARIES, NS, Rig, World, cancel_at, kill_at, recorded, resume
 from tests.pipeline.test_pipeline_logs import collect
 from tests.service.test_service import running
 from tests.support.polling import eventually
@@ -206,26 +204,9 @@ async def test_delete_job_with_its_propagation_policy(world: World, rig: Rig, po
         assert kept is None or kept["metadata"].get("deletionTimestamp"), "Background: the GC takes the pod"
 
 
-#: Every boundary a batch job's step hook sees; REGISTERED is the first member's read, persisted.
-BOUNDARIES = [
-    Step.REGISTERED,
-    Step.COMPLETION_SEEN,
-    Step.XCOM_PERSISTED,
-    Step.XCOM_PUSHED,
-    Step.DIAGNOSTICS_CAPTURED,
-    Step.SIDECAR_STOPPED,
-    Step.POD_CLEANED,
-]
-
-
 async def persisted(world: World, spec: JobSpec) -> tuple[Step, set[str]]:
     """The job's recorded step and the members whose read the ledger holds."""
-    ledger = await Ledger.connect(world.ledger_url)
-    try:
-        rec = await ledger.get(spec.key)
-    finally:
-        await ledger.aclose()
-    assert rec is not None
+    rec = await recorded(world, spec)
     members = (rec.xcom_value or {}).get("members") or {}
     return rec.step, {m["name"] for m in members.values()}
 
@@ -255,18 +236,11 @@ async def test_cancelled_at_each_step_resumes_reading_nothing_twice(
     spec = world.make_batch_job({"parallelism": 2, "completions": 2})
     kubelet = Kubelet(world, spec)
     assert rig.ledger is not None
-    rec = await rig.ledger.submit(spec, rig.owner)
     resumed: list[Outcome] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(kubelet.run_until, lambda: bool(resumed))
-        with anyio.fail_after(60), anyio.CancelScope() as scope:
-
-            async def on_step(job: JobSpec, current: Any) -> None:
-                if current.step == step:
-                    scope.cancel()
-
-            await rig.pipeline(on_step).run(spec, rec)
-        assert scope.cancelled_caught, f"the job never reached {step.name}"
+        with anyio.fail_after(60):
+            await cancel_at(rig, spec, step)
         _, read_before = await persisted(world, spec)
         assert read_before, "at least one member's read was persisted before the crash"
         await rig.ledger.unregister(rig.owner)  # the crashed instance is gone
@@ -287,23 +261,13 @@ KILLED_AT = {
 async def test_killed_process_resumes_reading_nothing_twice(world: World, tmp_path: Path, step: Step) -> None:
     spec = world.make_batch_job({"parallelism": 2, "completions": 2})
     kubelet = Kubelet(world, spec)
-    args = {
-        "spec": spec.model_dump(mode="json"),
-        "ledger_url": world.ledger_url,
-        "base_url": world.airflow.base_url,
-        "token": world.airflow.token,
-        "kill_at": step.name,
-        "state_dir": str(tmp_path),
-    }
     resumed: list[Outcome] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(kubelet.run_until, lambda: bool(resumed))
         with anyio.fail_after(60):
-            child = [sys.executable, "-m", "tests.pipeline.crash_child", json.dumps(args)]
-            result = await anyio.run_process(child, check=False)
-        assert result.returncode == -9, result.stderr.decode()[-2000:]
-        recorded, read_before = await persisted(world, spec)
-        assert recorded == KILLED_AT[step]
+            rec = await kill_at(world, spec, step, tmp_path)
+        assert rec.step == KILLED_AT[step]
+        _, read_before = await persisted(world, spec)
         assert read_before
         with anyio.fail_after(60):
             resumed.append(await resume(world, spec, wait_stale=True))

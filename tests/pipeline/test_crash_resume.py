@@ -9,45 +9,16 @@ the old owner is unregistered (cancel) or its heartbeat went stale (kill).
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
-from finalizer.ledger import Ledger
 from finalizer.wiring import StoreSink
-from tests.pipeline.harness import NS, Rig, World, resume
+from tests.pipeline.harness import BOUNDARIES, NS, Rig, World, cancel_at, kill_at, resume
 
-BOUNDARIES = [
-    Step.REGISTERED,
-    Step.COMPLETION_SEEN,
-    Step.XCOM_PERSISTED,
-    Step.XCOM_PUSHED,
-    Step.DIAGNOSTICS_CAPTURED,
-    Step.SIDECAR_STOPPED,
-    Step.POD_CLEANED,
-]
 VALUE = {"rows": [1, 2, 3], "name": "résumé"}
-
-
-async def _cancel_at(rig: Rig, spec: JobSpec, step: Step) -> None:
-    """Run the job and cancel it right after ``step`` is recorded (REGISTERED: before it starts)."""
-    assert rig.ledger is not None
-    rec = await rig.ledger.submit(spec, rig.owner)
-    if step is Step.REGISTERED:
-        return
-    with anyio.CancelScope() as scope:
-
-        async def on_step(job: JobSpec, current: Any) -> None:
-            if current.step == step:
-                scope.cancel()
-
-        await rig.pipeline(on_step).run(spec, rec)
-    assert scope.cancelled_caught, f"the job never reached {step.name}"
 
 
 def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None:
@@ -65,7 +36,7 @@ def _assert_finished_once(world: World, spec: JobSpec, outcome: Outcome) -> None
 async def test_cancelled_at_each_boundary_resumes_to_the_same_end(world: World, rig: Rig, step: Step) -> None:
     spec = world.make_job(xcom=json.dumps(VALUE))
     world.kube.terminate(NS, spec.pod.name, exit_code=0, message="done")
-    await _cancel_at(rig, spec, step)
+    await cancel_at(rig, spec, step)
     assert rig.ledger is not None
     await rig.ledger.unregister(rig.owner)  # the crashed instance is gone
     outcome = await resume(world, spec)
@@ -77,7 +48,7 @@ async def test_cancelled_at_each_boundary_resumes_to_the_same_end(world: World, 
 async def test_pod_gone_after_the_payload_was_persisted_still_succeeds(world: World, rig: Rig) -> None:
     spec = world.make_job(xcom=json.dumps(VALUE))
     world.kube.terminate(NS, spec.pod.name, exit_code=0)
-    await _cancel_at(rig, spec, Step.XCOM_PERSISTED)
+    await cancel_at(rig, spec, Step.XCOM_PERSISTED)
     world.kube.force_delete(NS, spec.pod.name)  # e.g. evicted right after the read
     assert rig.ledger is not None
     await rig.ledger.unregister(rig.owner)
@@ -102,32 +73,10 @@ KILLED_AT = {
 async def test_killed_process_resumes_to_the_same_end(world: World, tmp_path: Path, step: Step) -> None:
     spec = world.make_job(xcom=json.dumps(VALUE))
     world.kube.terminate(NS, spec.pod.name, exit_code=0)
-    args = {
-        "spec": spec.model_dump(mode="json"),
-        "ledger_url": world.ledger_url,
-        "base_url": world.airflow.base_url,
-        "token": world.airflow.token,
-        "kill_at": step.name,
-        "state_dir": str(tmp_path),
-    }
-    result = await anyio.run_process(
-        [sys.executable, "-m", "tests.pipeline.crash_child", json.dumps(args)], check=False
-    )
-    assert result.returncode == -9, result.stderr.decode()[-2000:]
-    rec_step = await _recorded_step(world, spec)
-    assert rec_step == KILLED_AT[step]
+    rec = await kill_at(world, spec, step, tmp_path)
+    assert rec.step == KILLED_AT[step]
     outcome = await resume(world, spec, wait_stale=True)
     _assert_finished_once(world, spec, outcome)
-
-
-async def _recorded_step(world: World, spec: JobSpec) -> Step:
-    ledger = await Ledger.connect(world.ledger_url)
-    try:
-        rec = await ledger.get(spec.key)
-    finally:
-        await ledger.aclose()
-    assert rec is not None
-    return rec.step
 
 
 async def _rerun_elsewhere(world: World, spec: JobSpec, tmp_path: Path) -> Outcome:
