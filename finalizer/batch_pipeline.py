@@ -203,8 +203,9 @@ class BatchPipeline:
                         async with state.lock:  # one write at a time, each holding every read so far
                             state.reads[uid] = read
                             await run.job.commit(Step.REGISTERED, xcom=state.payload())
-                    await self._steps.stop_sidecar(run.spec.key, sidecar)
-                    state.stopped.add(uid)
+                    # Not stopped (a warning): tried again, the Job cannot end while its sidecar runs.
+                    if await self._steps.stop_sidecar(run.spec.key, sidecar):
+                        state.stopped.add(uid)
             except PodNotFoundError:
                 state.vanished.add(uid)
 

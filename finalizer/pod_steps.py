@@ -84,12 +84,14 @@ class PodSteps:
         # An empty return.json and a JSON null both push nothing (the task returned None).
         return XComRead(read=True, value=value if present else None)
 
-    async def stop_sidecar(self, key: str, sidecar: SidecarOps) -> None:
-        """Let the pod reach a terminal phase; failure is only a warning (as upstream)."""
+    async def stop_sidecar(self, key: str, sidecar: SidecarOps) -> bool:
+        """Let the pod reach a terminal phase; failure is only a warning (as upstream). False then."""
         try:
             await self._io("stop sidecar", "stop_sidecar", sidecar.stop)
         except FinalizerError as exc:
             log.warning("job %s: could not stop %s (%s)", key, XCOM_SIDECAR_NAME, exc)
+            return False
+        return True
 
     async def push(self, spec: JobSpec, pushes: Iterable[xcom_push.Push]) -> None:
         """Write each planned XCom (an overwrite: safe to redo after a crash)."""
