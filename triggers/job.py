@@ -2,11 +2,11 @@
 
 It takes every keyword of ``KubernetesJobTrigger`` (cncf-kubernetes 10.25.0) with the same
 meaning, plus what finishing a batch/v1 Job needs: the Job's ``job_uid``, the ``finalization``
-policy, ``unwrap_single``, whether and how to delete the Job once done (``delete_job``,
-``propagation_policy``), ``on_kill_propagation_policy``, ``on_finish_action``, ``on_kill_action``,
-``termination_grace_period``, ``worker_outcomes``, ``cluster_credentials``, and ``config_dict``
-(the operator's ``config_file`` read where the task defers: upstream's async hook ignores
-``config_file``). In ``run()`` it hands the Job to the process-wide finalizer, which follows the
+policy, ``unwrap_single``, ``xcom_mapped_length``, whether and how to delete the Job once done
+(``delete_job``, ``propagation_policy``), ``on_kill_propagation_policy``, ``on_finish_action``,
+``on_kill_action``, ``termination_grace_period``, ``worker_outcomes``, ``cluster_credentials``, and
+``config_dict`` (the operator's ``config_file`` read where the task defers: upstream's async hook
+ignores ``config_file``). In ``run()`` it hands the Job to the process-wide finalizer, which follows the
 Job and its pods, reads each pod's XCom, pushes what upstream's ``execute_complete`` pushes, cleans
 up, and ends the task with a task-end event. What it does not finish goes to the worker the classic
 way (``triggers.finalizing``): the upstream ``run()`` and the operator's ``execute_complete``.
@@ -80,6 +80,7 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
         config_dict: dict[str, Any] | None = None,
         finalization: FinalizationPolicy | dict[str, Any] | None = None,
         unwrap_single: bool = True,
+        xcom_mapped_length: bool = False,
         delete_job: bool = False,
         propagation_policy: PropagationPolicy = "Background",
         on_kill_propagation_policy: PropagationPolicy = "Foreground",
@@ -110,6 +111,8 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
         self._job: JobSpec | None = None
         self._fired_event = False
         self.unwrap_single = unwrap_single
+        #: A mapped task depends on this one: the list's length is recorded with the push.
+        self.xcom_mapped_length = xcom_mapped_length
         self.delete_job = delete_job
         # Validated now: a bad value fails at defer time in the worker, with the field named.
         self.propagation_policy = _propagation("propagation_policy", propagation_policy)
@@ -161,6 +164,7 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
             config_dict=self.config_dict,
             finalization=self.finalization.serialize(),
             unwrap_single=self.unwrap_single,
+            xcom_mapped_length=self.xcom_mapped_length,
             delete_job=self.delete_job,
             propagation_policy=self.propagation_policy,
             on_kill_propagation_policy=self.on_kill_propagation_policy,
@@ -201,6 +205,7 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
             job=self.job_ref(),
             settings=policy.finish_settings(
                 do_xcom_push=self.do_xcom_push,
+                mapped_length=self.xcom_mapped_length,
                 on_finish_action=self.on_finish_action.value,
                 termination_grace_period=self.termination_grace_period,
                 get_logs=self.get_logs,

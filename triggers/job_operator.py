@@ -47,6 +47,7 @@ def finalizing_job_trigger_from(
     config_dict: dict[str, Any] | None,
     finalization: FinalizationPolicy,
     unwrap_single: bool,
+    xcom_mapped_length: bool,
     delete_job: bool,
     propagation_policy: PropagationPolicy,
     on_kill_propagation_policy: PropagationPolicy,
@@ -64,6 +65,7 @@ def finalizing_job_trigger_from(
         config_dict=config_dict,
         finalization=finalization,
         unwrap_single=unwrap_single,
+        xcom_mapped_length=xcom_mapped_length,
         delete_job=delete_job,
         propagation_policy=propagation_policy,
         on_kill_propagation_policy=on_kill_propagation_policy,
@@ -99,6 +101,10 @@ class JobFinalizationMixin(FinalizationMixin):
         self.delete_job = delete_job
         self.delete_job_propagation_policy: PropagationPolicy = delete_job_propagation_policy
 
+    def execute(self, context: Any) -> Any:
+        self._finalizer_note_ti(context)
+        return super().execute(context)  # type: ignore[misc]
+
     def create_job(self, job_request_obj: Any) -> Any:
         """Create the Job and keep the API's answer (it has the uid); upstream returns the request."""
         self.log.debug("Starting job:\n%s", job_request_obj.to_dict())  # type: ignore[attr-defined]
@@ -126,6 +132,7 @@ class JobFinalizationMixin(FinalizationMixin):
                 config_dict=self._job_config_dict(),
                 finalization=self.finalization,
                 unwrap_single=bool(getattr(self, "unwrap_single", True)),
+                xcom_mapped_length=self._finalizer_mapped_length(),
                 delete_job=self.delete_job,
                 propagation_policy=self.delete_job_propagation_policy,
                 on_kill_propagation_policy=getattr(self, "on_kill_propagation_policy", "Foreground"),

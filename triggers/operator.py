@@ -97,11 +97,15 @@ class FinalizationMixin:
         self._finalizer_ti_mapped = False
 
     def invoke_defer_method(self, last_log_time: Any = None, context: Any = None) -> None:
+        self._finalizer_note_ti(context)
+        super().invoke_defer_method(last_log_time=last_log_time, context=context)  # type: ignore[misc]
+
+    def _finalizer_note_ti(self, context: Any) -> None:
+        """Whether this task instance is itself mapped (then no TaskMap length is recorded)."""
         if context is not None:
             ti = context.get("ti")
             map_index = getattr(ti, "map_index", None) if ti is not None else None
             self._finalizer_ti_mapped = map_index is not None and int(map_index) >= 0
-        super().invoke_defer_method(last_log_time=last_log_time, context=context)  # type: ignore[misc]
 
     def _finalizer_mapped_length(self) -> bool:
         """Whether the XCom push must record a TaskMap length (a mapped task depends on us)."""

@@ -39,21 +39,29 @@ TASKS: dict[str, dict[str, Any]] = {
     "restart": {"parallelism": 3, "completions": 3},
     "retried": {"backoff_limit": 1},
     "classic": {"finalization": {"enabled": False}, "job_poll_interval": 0.5},
+    "mapped_src": {"parallelism": 2, "completions": 2},
 }
 
 DAG_SOURCE = f"""
 import datetime
 import os
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 from triggers.job_operator import FinalizingKubernetesJobOperator
 
 with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), catchup=False):
+    ops = {{}}
     for task_id, extra in {TASKS!r}.items():
-        FinalizingKubernetesJobOperator(
+        ops[task_id] = FinalizingKubernetesJobOperator(
             task_id=task_id, name=task_id.replace("_", "-"), namespace="{NAMESPACE}", image="alpine:3",
             deferrable=True, wait_until_job_complete=True, do_xcom_push=True, kubernetes_conn_id=None,
             config_file=os.environ.get("KPO_E2E_KUBECONFIG"), **extra,
         )
+
+    @task
+    def consume(x):
+        return x
+
+    consume.expand(x=ops["mapped_src"].output)  # maps over the Job's list: one TI per pod
 """
 
 

@@ -28,6 +28,7 @@ from finalizer.testing.triggerer_process import TriggererProcess
 from finalizer.testing.worker import run_like_worker
 from tests.triggers import e2e
 from tests.triggers import jobs_e2e as jobs
+from tests.triggers.scenarios import env_task_map_length
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow, pytest.mark.airflow]
 
@@ -61,6 +62,18 @@ def test_success_pushes_each_pod_s_xcom_in_pod_order_and_the_job(
     wait_for(lambda: jobs.pod_names(fake_kube, job) == [], 60, what="the pods deleted")
     assert fake_kube.get_job(jobs.NAMESPACE, job) is not None
     assert "kpo-finalizer: task succeeded" in trigger_logs(env, ti)
+
+
+def test_a_mapped_downstream_task_gets_the_list_s_length(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "mapped_src")
+    names = jobs.finish_pods(fake_kube, job)
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "success", trigger_logs(env, ti)[-3000:]
+    assert e2e.xcom(env, ti) == [jobs.payload(n) for n in names]
+    # What the task runner records on a worker, so the scheduler can expand ``consume``.
+    assert env_task_map_length(final) == 2
 
 
 def test_a_job_past_its_backoff_limit_fails_and_airflow_retries(

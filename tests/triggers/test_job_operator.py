@@ -191,3 +191,20 @@ def test_the_mixin_works_for_user_subclasses_and_default_args() -> None:
     assert isinstance(trigger, FinalizingJobTrigger)
     assert trigger.delete_job is True
     assert trigger.finalization == FinalizationPolicy(log_tail_lines=9)
+
+
+def test_a_mapped_downstream_task_asks_for_the_list_s_length() -> None:
+    from airflow.sdk import DAG, task
+
+    with DAG("job_mapped_dag", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        producer = make_operator(task_id="producer", name="producer")
+        lonely = make_operator(task_id="lonely", name="lonely")
+
+        @task
+        def consume(x: int) -> int:
+            return x
+
+        consume.expand(x=producer.output)
+
+    assert deferred(producer).trigger.xcom_mapped_length is True
+    assert deferred(lonely).trigger.xcom_mapped_length is False

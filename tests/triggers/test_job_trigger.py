@@ -52,6 +52,7 @@ def full_kwargs() -> dict[str, Any]:
         "config_dict": {"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": "http://x"}}]},
         "finalization": {"log_tail_lines": 5},
         "unwrap_single": False,
+        "xcom_mapped_length": True,
         "delete_job": True,
         "propagation_policy": "Foreground",
         "on_kill_propagation_policy": "Orphan",
@@ -135,6 +136,7 @@ def test_job_spec_names_the_job_and_carries_the_settings() -> None:
     assert spec.batch_job.propagation_policy == "Foreground"
     assert spec.batch_job.on_kill_propagation_policy == "Orphan"
     assert spec.settings.do_xcom_push is True
+    assert spec.settings.mapped_length is True
     assert spec.settings.on_finish_action == "keep_pod"
     assert spec.settings.termination_grace_period == 7
     assert spec.settings.log_tail_lines == 5
