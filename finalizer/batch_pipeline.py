@@ -144,6 +144,9 @@ class BatchPipeline:
                         return batch.outcome(spec, None, state.reads.values()), None, False
                     if push and (missing := batch.without_sidecar(mw.members)) is not None:
                         return batch.outcome(spec, view, (), missing_sidecar=missing.name), view, False
+                    fatal = spec.settings.fail_fast_waiting_reasons
+                    if view.terminal is None and (why := batch.start_failure(mw.members, fatal)):
+                        return batch.outcome(spec, view, (), start_failed=why), view, False
                     if push:
                         self._start_members(run, bound)
                     if view.terminal is not None and not state.tasks:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finalizer.batch_job import BatchJobView
+from finalizer.decisions.startup import pull_error
 from finalizer.jobs import BatchJobRef, JobSpec, Outcome, OutcomeKind, PropagationPolicy
 from finalizer.pod import XCOM_SIDECAR_NAME, PodView
 
@@ -122,6 +123,18 @@ def without_sidecar(members: Mapping[str, PodView]) -> PodView | None:
     return missing[0] if missing else None
 
 
+def start_failure(members: Mapping[str, PodView], extra_fatal: Iterable[str]) -> str | None:
+    """A member whose image can never be pulled (the KPO rules: ``startup.pull_error``), by name:
+    its Job would wait for it until a deadline, if any, so the task fails at once instead."""
+    fatal = tuple(extra_fatal)
+    for pod in sorted(members.values(), key=lambda p: p.name):
+        for container in pod.containers():
+            message = pull_error(container, fatal)
+            if message is not None:
+                return f"pod {pod.name}: {message}"
+    return None
+
+
 def lost(gone: Mapping[str, PodView], done: Iterable[str]) -> list[str]:
     """Names of members the Job counted as succeeded (phase Succeeded) that were deleted before
     their XCom was read. A gone member that failed, or went while its sidecar still ran, was not
@@ -156,6 +169,7 @@ def outcome(
     *,
     lost_members: Iterable[str] = (),
     missing_sidecar: str | None = None,
+    start_failed: str | None = None,
     past_deadline: bool = False,
 ) -> Outcome:
     """How the task ends once the Job is terminal (or can no longer become so here).
@@ -174,6 +188,8 @@ def outcome(
             ),
             event_status="error",
         )
+    if start_failed is not None:
+        return Outcome(kind=OutcomeKind.FAILED, reason=f"{name}: {start_failed}", event_status="error")
     if job is None:
         return Outcome(
             kind=OutcomeKind.FAILED, reason=f"{name} was deleted before it finished", event_status="error"

@@ -304,3 +304,38 @@ def test_member_outcome(member: PodView, member_read: MemberRead | None, code: i
     job_outcome = batch.outcome(spec(), job("Complete"), [])
     got = batch.member_outcome(job_outcome, member_read, member, BASE)
     assert (got.kind, got.exit_code) == (OutcomeKind.SUCCESS, code)
+
+
+def _waiting(name: str, reason: str, message: str = "") -> PodView:
+    status = {"name": BASE, "state": {"waiting": {"reason": reason, "message": message}}}
+    return PodView(
+        {"metadata": {"name": name}, "status": {"phase": "Pending", "containerStatuses": [status]}}
+    )
+
+
+# (members' waiting reason and message, extra fatal reasons, expected fragment or None)
+START_CASES: list[tuple[str, str, tuple[str, ...], str | None]] = [
+    ("ContainerCreating", "", (), None),
+    ("InvalidImageName", "bad ref", (), "pod p: Image cannot be pulled, unable to start: InvalidImageName"),
+    ("ErrImagePull", "not found", (), "unable to start: ErrImagePull"),
+    ("ErrImagePull", "rate limit exceeded", (), None),  # transient: the kubelet retries
+    (
+        "CreateContainerConfigError",
+        "no secret",
+        ("CreateContainerConfigError",),
+        "CreateContainerConfigError",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reason", "message", "extra", "expected"), START_CASES)
+def test_start_failure(reason: str, message: str, extra: tuple[str, ...], expected: str | None) -> None:
+    got = batch.start_failure({"u": _waiting("p", reason, message)}, extra)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert expected in got
+        outcome = batch.outcome(spec(), job(), [], start_failed=got)
+        assert outcome.kind is OutcomeKind.FAILED
+        assert outcome.reason.startswith(f"Job ns/job: {got}")

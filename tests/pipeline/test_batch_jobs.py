@@ -405,3 +405,17 @@ async def test_active_deadline_exceeded_fails_with_upstreams_message(world: Worl
     assert outcome.kind is OutcomeKind.FAILED
     assert outcome.reason == "Job failed with error: DeadlineExceeded"
     assert world.kube.get_job(NS, spec.pod.name) is not None, "a terminal Job is left to its TTL"
+
+
+async def test_member_whose_image_never_pulls_fails_at_once_and_deletes_the_job(
+    world: World, rig: Rig
+) -> None:
+    spec = world.make_batch_job({"parallelism": 1})
+    await eventually(lambda: world.kube.job_pods(NS, spec.pod.name), what="the pod created")
+    pod = world.kube.job_pods(NS, spec.pod.name)[0]["metadata"]["name"]
+    world.kube.image_pull_failure(NS, pod, "InvalidImageName", "bad image reference")
+    with anyio.fail_after(30):
+        outcome = await rig.run(spec)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert f"pod {pod}: Image cannot be pulled, unable to start: InvalidImageName" in outcome.reason
+    assert world.kube.get_job(NS, spec.pod.name) is None, "the Job would wait for it: deleted"
