@@ -40,6 +40,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "retried": {"backoff_limit": 1},
     "classic": {"finalization": {"enabled": False}, "job_poll_interval": 0.5},
     "mapped_src": {"parallelism": 2, "completions": 2},
+    "to_worker": {"finalization": {"fallback_to_worker": True}},
 }
 
 DAG_SOURCE = f"""

@@ -123,6 +123,20 @@ def test_the_classic_path_still_ends_the_task_in_the_worker(
     wait_for(lambda: jobs.pod_names(fake_kube, job) == [], 60, what="the worker deleted the pods")
 
 
+def test_fallback_to_worker_ends_the_task_in_the_worker_from_the_marker(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "to_worker")
+    (name,) = jobs.finish_pods(fake_kube, job)
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "scheduled", trigger_logs(env, ti)[-3000:]
+    assert e2e.xcom(env, ti) == jobs.payload(name)  # pushed by the finalizer already
+    wait_for(lambda: jobs.pod_names(fake_kube, job) == [], 60, what="the finalizer deleted the pod")
+    run_like_worker(env, ti)  # execute_complete reads the marker: it only ends the task
+    assert current_ti(ti).state == "success"
+    assert e2e.xcom(env, ti) == jobs.payload(name)
+
+
 def test_keep_pod_keeps_the_pods_and_delete_job_deletes_the_job(
     env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
 ) -> None:
