@@ -104,18 +104,42 @@ def plan_job_event(
     """
     if outcome.kind in _END and not to_worker:
         return EventPlan(_END[outcome.kind])
+    payload = job_payload(
+        status="success" if outcome.kind is OutcomeKind.SUCCESS else "error",
+        message=_message(outcome),
+        name=name,
+        namespace=namespace,
+        pod_names=pod_names,
+        pod_namespace=pod_namespace,
+        marker=_marker(outcome),
+    )
+    return EventPlan("reentry", payload)
+
+
+def job_payload(
+    *,
+    status: str,
+    message: str,
+    name: str,
+    namespace: str,
+    pod_names: list[str],
+    pod_namespace: str,
+    marker: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A payload with ``KubernetesJobTrigger`` 10.25.0's keys; ``job`` and ``xcom_result`` None."""
     payload: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
         "pod_names": list(pod_names),
         "pod_namespace": pod_namespace,
-        "status": "success" if outcome.kind is OutcomeKind.SUCCESS else "error",
-        "message": _message(outcome),
+        "status": status,
+        "message": message,
         "job": None,
         "xcom_result": None,
-        MARKER_KEY: _marker(outcome),
     }
-    return EventPlan("reentry", payload)
+    if marker is not None:
+        payload[MARKER_KEY] = marker
+    return payload
 
 
 def _marker(outcome: Outcome) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHo
 from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
 from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
 from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction, OnKillAction
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.triggers.base import TriggerEvent
 
 from finalizer.exceptions import ConfigurationError
@@ -39,7 +40,7 @@ from finalizer.jobs import (
     batch_job_spec,
 )
 from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for
-from triggers.events import EventPlan, plan_job_event
+from triggers.events import EventPlan, job_payload, plan_job_event
 from triggers.finalizing import FinalizingTrigger, task_instance_ref
 from triggers.policy import FinalizationPolicy
 from triggers.runtime import delete_pod
@@ -226,8 +227,46 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
             to_worker=to_worker,
         )
 
-    def _classic_run(self) -> AsyncIterator[TriggerEvent]:
-        return KubernetesJobTrigger.run(self)  # type: ignore[no-any-return]
+    async def _classic_run(self) -> AsyncIterator[TriggerEvent]:
+        """Upstream's ``run()``, unless a pod's sidecar is stopped already (a finalizer that failed
+        mid-way stopped it after its read): upstream would wait for that sidecar forever, so the
+        worker gets upstream's error event instead and the task fails (its retries apply)."""
+        stopped = await self._stopped_sidecars() if self.do_xcom_push else []
+        if stopped:
+            message = (
+                f"Job failed with error: the XCom sidecar of pod {', '.join(stopped)} was stopped "
+                "before the classic path could read it (kpo-finalizer could not finish the Job)"
+            )
+            self.log.error("kpo-finalizer: %s", message)
+            yield TriggerEvent(
+                job_payload(
+                    status="error",
+                    message=message,
+                    name=self.job_name,
+                    namespace=self.job_namespace,
+                    pod_names=self.pod_names,
+                    pod_namespace=self.pod_namespace,
+                )
+            )
+            return
+        async for event in KubernetesJobTrigger.run(self):
+            yield event
+
+    async def _stopped_sidecars(self) -> list[str]:
+        """Pods of ``pod_names`` whose XCom sidecar has terminated (a gone pod is upstream's to report)."""
+        stopped = []
+        for name in self.pod_names:
+            try:
+                pod = await self.hook.get_pod(name=name, namespace=self.pod_namespace)
+            except Exception:
+                continue
+            statuses = getattr(pod.status, "container_statuses", None) or []
+            if any(
+                s.name == PodDefaults.SIDECAR_CONTAINER_NAME and getattr(s.state, "terminated", None)
+                for s in statuses
+            ):
+                stopped.append(name)
+        return stopped
 
     async def _delete_on_kill(self) -> str:
         """The Job (uid precondition, ``on_kill_propagation_policy``) through the finalizer, or with

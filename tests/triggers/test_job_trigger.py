@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
 
@@ -340,3 +341,26 @@ async def test_on_kill_after_the_event_and_cleanup_delete_nothing(fake_kube: Fak
     assert trigger.asked == 0
     assert fake_kube.get_job(e2e.NAMESPACE, "no-kill") is not None
     fake_kube.delete_job(e2e.NAMESPACE, "no-kill")
+
+
+@pytest.mark.anyio
+async def test_a_sidecar_stopped_before_the_classic_path_fails_the_task_instead_of_waiting_forever(
+    fake_kube: FakeKube, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finalizer that failed mid-way had read this pod and stopped its sidecar: upstream's run
+    would wait for that sidecar to run again, forever."""
+    monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__LEDGER_URL", "postgresql://postgres@127.0.0.1:1/none")
+    monkeypatch.setenv("AIRFLOW__KPO_FINALIZER__LEDGER_DEADLINE", "1")
+    job = await new_job(fake_kube, "stopped-sidecar", sidecar=True)
+    (pod,) = (p["metadata"]["name"] for p in fake_kube.job_pods(e2e.NAMESPACE, "stopped-sidecar"))
+    fake_kube.start(e2e.NAMESPACE, pod)
+    fake_kube.terminate(e2e.NAMESPACE, pod)
+    fake_kube.terminate(e2e.NAMESPACE, pod, container="airflow-xcom-sidecar")
+    with anyio.fail_after(30):
+        event = await first_event(make_trigger(fake_kube, job, do_xcom_push=True))
+    assert event.payload["status"] == "error"
+    assert f"the XCom sidecar of pod {pod} was stopped" in event.payload["message"]
+    assert event.payload["pod_names"] == [pod]
+    assert MARKER_KEY not in event.payload  # the worker's execute_complete raises it: retries apply
+    assert "handing the task to the worker" in capsys.readouterr().out
+    fake_kube.delete_job(e2e.NAMESPACE, "stopped-sidecar")
