@@ -99,8 +99,10 @@ class BatchPipeline:
                 finally:
                     await cancel(run.state.tasks.values())
                 seen_at = _now()
-                if view is None and (recorded := await self._steps.recorded(spec)) is not None:
-                    return await self._done(job, recorded)  # an earlier run finished this try
+                # Not a success now (members or the Job gone …): an earlier run of this try may have
+                # finished it (another triggerer, a lost ledger row): its record decides, as for a pod.
+                if not succeeds(outcome) and (recorded := await self._steps.recorded(spec)) is not None:
+                    return await self._done(job, recorded)
                 run.extra = {
                     "job": cluster.batch_job_dict(view) if view is not None else None,
                     "terminal": terminal,

@@ -433,3 +433,14 @@ async def recorded(world: World, spec: JobSpec) -> JobRecord:
         await ledger.aclose()
     assert rec is not None
     return rec
+
+
+async def rerun_elsewhere(world: World, spec: JobSpec, tmp_path: Path) -> Outcome:
+    """The same job on another triggerer: its own empty local ledger; Airflow's XCom store is shared."""
+    other = World(
+        world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
+    )
+    async with AsyncExitStack() as stack:
+        elsewhere = await Rig(other, stack).open()
+        outcome: Outcome = await elsewhere.run(spec)
+    return outcome

@@ -22,7 +22,17 @@ import pytest
 
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, StartupRules, Step
 from finalizer.log_channel import LogChannel, open_channel
-from tests.pipeline.harness import BOUNDARIES, NS, Rig, World, cancel_at, kill_at, recorded, resume
+from tests.pipeline.harness import (
+    BOUNDARIES,
+    NS,
+    Rig,
+    World,
+    cancel_at,
+    kill_at,
+    recorded,
+    rerun_elsewhere,
+    resume,
+)
 from tests.pipeline.test_pipeline_logs import collect
 from tests.service.test_service import running
 from tests.support.polling import eventually
@@ -444,3 +454,36 @@ async def test_on_a_postgresql_ledger_a_resume_reads_nothing_twice(
             resumed.append(await resume(pg, spec))
     assert len(kubelet.ran) == 3
     assert_finished_once(pg, spec, resumed[0], kubelet, read_before)
+
+
+async def test_rerun_on_another_triggerer_after_success_reads_the_stored_return_value(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    """The pods are deleted, the Job is left: a re-run with its own empty ledger must not call the
+    pods lost; this try's stored return_value shows the success (``decisions.marker``)."""
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    first, kubelet = await finalize(rig, world, spec)
+    assert first.kind is OutcomeKind.SUCCESS, first.reason
+    with anyio.fail_after(30):
+        again = await rerun_elsewhere(world, spec, tmp_path)
+    assert again.kind is OutcomeKind.SUCCESS
+    assert "its return_value XCom is stored" in again.reason
+    assert world.xcom(spec) == [{"pod": n} for n in sorted(kubelet.ran)]
+    assert_read_once(world, spec, kubelet.ran)
+
+
+async def test_rerun_on_another_triggerer_after_failure_reads_the_marker(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    world.kube.job_backoff_seconds = 0.05
+    spec = world.make_batch_job({"parallelism": 1, "backoff_limit": 0})
+
+    def fails(seq: int, pod: dict[str, Any]) -> tuple[str | None, int]:
+        return "1", 2
+
+    first, _ = await finalize(rig, world, spec, fails)
+    assert first.kind is OutcomeKind.FAILED
+    world.kube.delete_job(NS, spec.pod.name, "Background")  # gone before the re-run
+    with anyio.fail_after(30):
+        again = await rerun_elsewhere(world, spec, tmp_path)
+    assert again == first

@@ -9,14 +9,13 @@ the old owner is unregistered (cancel) or its heartbeat went stale (kill).
 from __future__ import annotations
 
 import json
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from finalizer.jobs import JobSpec, Outcome, OutcomeKind, Step
 from finalizer.wiring import StoreSink
-from tests.pipeline.harness import BOUNDARIES, NS, Rig, World, cancel_at, kill_at, resume
+from tests.pipeline.harness import BOUNDARIES, NS, Rig, World, cancel_at, kill_at, rerun_elsewhere, resume
 
 VALUE = {"rows": [1, 2, 3], "name": "résumé"}
 
@@ -79,17 +78,6 @@ async def test_killed_process_resumes_to_the_same_end(world: World, tmp_path: Pa
     _assert_finished_once(world, spec, outcome)
 
 
-async def _rerun_elsewhere(world: World, spec: JobSpec, tmp_path: Path) -> Outcome:
-    """The same job on another triggerer: its own empty local ledger; Airflow's XCom store is shared."""
-    other = World(
-        world.kube, world.airflow, f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}", world.config
-    )
-    async with AsyncExitStack() as stack:
-        elsewhere = await Rig(other, stack).open()
-        outcome: Outcome = await elsewhere.run(spec)
-    return outcome
-
-
 @pytest.mark.anyio
 async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_return_value(
     world: World, rig: Rig, tmp_path: Path
@@ -100,7 +88,7 @@ async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_return
     first = await rig.run(spec)
     assert first.kind is OutcomeKind.SUCCESS
     world.kube.force_delete(NS, spec.pod.name)  # whatever is left of it is gone now
-    again = await _rerun_elsewhere(world, spec, tmp_path)
+    again = await rerun_elsewhere(world, spec, tmp_path)
     assert again.kind is OutcomeKind.SUCCESS
     assert "its return_value XCom is stored" in again.reason
     assert world.xcom(spec) == VALUE
@@ -119,7 +107,7 @@ async def test_rerun_on_another_triggerer_after_the_pod_is_gone_reads_the_marker
     assert first.kind is OutcomeKind.FAILED
     assert world.xcom(spec) == VALUE  # a failed task's XCom is pushed too (as upstream)
     world.kube.force_delete(NS, spec.pod.name)
-    again = await _rerun_elsewhere(world, spec, tmp_path)
+    again = await rerun_elsewhere(world, spec, tmp_path)
     assert again == first.model_copy(update={"log_tail": None})  # the marker holds no log tail
     assert world.deletes(spec) == 1
     assert world.xcom_reads(spec) == 1
@@ -141,6 +129,6 @@ async def test_marker_of_another_try_is_not_taken(world: World, rig: Rig, tmp_pa
     retry = spec.model_copy(update={"ti": spec.ti.model_copy(update={"try_number": spec.ti.try_number + 1})})
     async with world.airflow.client() as client:
         await client.xcoms.delete(StoreSink.ref(retry, "return_value"))  # the start of try 2
-    outcome = await _rerun_elsewhere(world, retry, tmp_path)
+    outcome = await rerun_elsewhere(world, retry, tmp_path)
     assert outcome.kind is OutcomeKind.FAILED
     assert "XCom was lost" in outcome.reason
