@@ -487,3 +487,21 @@ async def test_rerun_on_another_triggerer_after_failure_reads_the_marker(
     with anyio.fail_after(30):
         again = await rerun_elsewhere(world, spec, tmp_path)
     assert again == first
+
+
+async def test_job_orphan_deleted_midway_fails_and_cleans_up_its_pods(world: World, rig: Rig) -> None:
+    """With Orphan the pods outlive their Job; they are still its members (controller-uid label)
+    and get on_finish_action like any member."""
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    task = asyncio.ensure_future(rig.run(spec))
+    await eventually(lambda: len(world.kube.job_pods(NS, spec.pod.name)) == 2, what="both pods created")
+    names = [p["metadata"]["name"] for p in world.kube.job_pods(NS, spec.pod.name)]
+    for name in names:
+        world.kube.start(NS, name)
+    world.kube.delete_job(NS, spec.pod.name, "Orphan")
+    with anyio.fail_after(30):
+        outcome = await task
+    assert outcome.reason == f"Job {NS}/{spec.pod.name} was deleted before it finished"
+    for name in names:
+        deletes = [r for r in world.kube.requests if r.verb == "delete" and r.name == name and r.status < 300]
+        assert len(deletes) == 1, f"{name}: deleted by on_finish_action=delete_pod"
