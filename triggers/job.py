@@ -39,6 +39,7 @@ from finalizer.jobs import (
     PropagationPolicy,
     batch_job_spec,
 )
+from triggers import job_kill
 from triggers.cluster_hook import CredentialsKubernetesHook, cluster_ref_for
 from triggers.events import EventPlan, job_payload, plan_job_event
 from triggers.finalizing import FinalizingTrigger, task_instance_ref
@@ -276,46 +277,7 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
             deleted = await delete_pod(self._job)  # a batch spec: its Job, as upstream's on_kill
             if deleted is not None:
                 how = "" if deleted else "already gone, "
-        return await asyncio.to_thread(self._delete_blocking, how)
-
-    def _delete_blocking(self, how: str | None) -> str:
-        hook = self._sync_hook
-        if how is None:
-            how = "" if self._delete_job_by_name(hook) else "already gone, "
-        how = f"({how}uid {self.job_uid}, propagationPolicy {self.on_kill_propagation_policy})"
-        if self.on_kill_action == OnKillAction.KEEP_POD:
-            return f"{how}; its pods kept (on_kill_action keep_pod)"
-        # As upstream's on_kill: the pods too (with Orphan the collector leaves them).
-        core = hook.core_v1_client
-        pods = core.list_namespaced_pod(
-            namespace=self.pod_namespace, label_selector=self.job_ref().selector
-        ).items
-        for pod in pods:
-            try:
-                core.delete_namespaced_pod(
-                    name=pod.metadata.name,
-                    namespace=self.pod_namespace,
-                    grace_period_seconds=self.termination_grace_period,
-                )
-            except Exception as exc:
-                if getattr(exc, "status", None) != 404:
-                    raise
-        return f"{how}; {len(pods)} pod(s) deleted"
-
-    def _delete_job_by_name(self, hook: KubernetesHook) -> bool:
-        """Where no finalizer runs: the provider's client, with the uid precondition. False if gone."""
-        kwargs: dict[str, Any] = {"propagation_policy": self.on_kill_propagation_policy}
-        if self.termination_grace_period is not None:
-            kwargs["grace_period_seconds"] = self.termination_grace_period
-        try:
-            hook.batch_v1_client.delete_namespaced_job(
-                name=self.job_name,
-                namespace=self.job_namespace,
-                body={"preconditions": {"uid": self.job_uid}},
-                **kwargs,
-            )
-        except Exception as exc:
-            if getattr(exc, "status", None) != 404:
-                raise
-            return False
-        return True
+        ref = self.job_ref()
+        grace = self.termination_grace_period
+        keep = self.on_kill_action == OnKillAction.KEEP_POD
+        return await asyncio.to_thread(job_kill.delete_blocking, self._sync_hook, ref, grace, keep, how)

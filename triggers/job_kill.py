@@ -1,0 +1,60 @@
+"""What ``FinalizingJobTrigger.on_kill`` deletes with the provider's own (sync) client.
+
+Upstream's ``KubernetesJobOperator.on_kill`` deletes the Job with ``on_kill_propagation_policy``
+and then its monitoring pods unless ``on_kill_action`` is ``keep_pod``. Here the Job goes through
+the finalizer where one runs (its shared client); these calls delete it where none runs, always
+with the Job's uid as precondition, and delete its pods, found by their ``controller-uid`` label
+(with ``Orphan`` the garbage collector leaves them). Blocking: run in a thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+from finalizer.jobs import BatchJobRef
+
+
+def delete_blocking(
+    hook: KubernetesHook, job: BatchJobRef, grace: int | None, keep_pods: bool, how: str | None
+) -> str:
+    """Delete the Job unless ``how`` says the finalizer did (``""`` / ``"already gone, "``), then
+    its pods unless ``keep_pods``; says what was done, for the log."""
+    if how is None:
+        how = "" if delete_job(hook, job, grace) else "already gone, "
+    done = f"({how}uid {job.uid}, propagationPolicy {job.on_kill_propagation_policy})"
+    if keep_pods:
+        return f"{done}; its pods kept (on_kill_action keep_pod)"
+    return f"{done}; {delete_pods(hook, job, grace)} pod(s) deleted"
+
+
+def delete_job(hook: KubernetesHook, job: BatchJobRef, grace: int | None) -> bool:
+    """The Job, uid precondition and ``on_kill_propagation_policy``; False if it was gone."""
+    kwargs: dict[str, Any] = {"propagation_policy": job.on_kill_propagation_policy}
+    if grace is not None:
+        kwargs["grace_period_seconds"] = grace
+    try:
+        hook.batch_v1_client.delete_namespaced_job(
+            name=job.name, namespace=job.namespace, body={"preconditions": {"uid": job.uid}}, **kwargs
+        )
+    except Exception as exc:
+        if getattr(exc, "status", None) != 404:
+            raise
+        return False
+    return True
+
+
+def delete_pods(hook: KubernetesHook, job: BatchJobRef, grace: int | None) -> int:
+    """The Job's pods by ``controller-uid`` (a pod already gone is fine); how many were listed."""
+    core = hook.core_v1_client
+    pods = core.list_namespaced_pod(namespace=job.namespace, label_selector=job.selector).items
+    for pod in pods:
+        try:
+            core.delete_namespaced_pod(
+                name=pod.metadata.name, namespace=job.namespace, grace_period_seconds=grace
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+    return len(pods)
