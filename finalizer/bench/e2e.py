@@ -200,6 +200,9 @@ def _world(
                 **bench_env,
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(2 * tasks + 4),
+                # N workers parse the DAG file at once on a small machine: past the default 30 s a
+                # task is rescheduled ("Dag not found during start up") and counted twice.
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__KPO_FINALIZER__STATE_DIR": str(home / "kpo-finalizer"),
                 # The operators pass config_file (the triggers get it as config_dict); the default
