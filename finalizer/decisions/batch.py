@@ -8,8 +8,13 @@ Job ended, what is pushed and what is deleted (issue 16; docs/job-seam.md, "Deci
 - **Outcome**: the Job's conditions as upstream's ``is_job_complete``/``is_job_failed`` read them.
   ``Complete`` is a success unless a succeeded member's XCom was lost or rejected (then FAILED,
   naming the pod: never a list with a hole); ``Failed`` is upstream's "Job failed with error: …".
+- **Succeeded** means counted by the Job: base exit 0 and not deleted before its phase was
+  Succeeded (a pod deleted while its sidecar ran is replaced by the controller). A counted pod
+  gone unread, or fewer succeeded reads than ``status.succeeded``, fails the task.
 - **Pushes**: ``return_value`` is the list of the *succeeded* members' values in order (a failed
   member's XCom is kept for diagnostics only), unwrapped when single and ``unwrap_single``.
+- **Fail at once** (the Job is then deleted, as it is not terminal): a member without the XCom
+  sidecar while ``do_xcom_push``; a member whose image can never be pulled (KPO's rules).
 """
 
 from __future__ import annotations
