@@ -117,14 +117,8 @@ class JobFinalizationMixin(FinalizationMixin):
         return value if isinstance(value, dict) else None
 
     def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
-        ok, credentials = False, None
-        if (
-            isinstance(trigger, KubernetesJobTrigger)
-            and not isinstance(trigger, FinalizingJobTrigger)
-            and self._finalizer_switched_on()
-        ):
-            ok, credentials = self._finalizer_credentials()
-        if ok and (type(trigger) is KubernetesJobTrigger or credentials is not None):
+        ok, credentials = self._finalizer_swaps(trigger, KubernetesJobTrigger, FinalizingJobTrigger)
+        if ok:
             job = getattr(self, "job", None)
             trigger = finalizing_job_trigger_from(
                 trigger,

@@ -161,19 +161,29 @@ class FinalizationMixin:
             email_on_retry=bool(getattr(self, "email_on_retry", False)),
         )
 
+    def _finalizer_swaps(
+        self, trigger: Any, upstream: type, ours: type
+    ) -> tuple[bool, CredentialsRef | None]:
+        """Whether ``trigger`` (an ``upstream`` one) becomes ``ours``, and with which connection.
+
+        Not when it is ours already, with ``[kpo_finalizer] enabled = false`` or a broken
+        ``finalizer_cluster()``; a subclass trigger (GKE's) only with the subclass's own
+        connection: ours could not connect as it does otherwise.
+        """
+        if (
+            not isinstance(trigger, upstream)
+            or isinstance(trigger, ours)
+            or not self._finalizer_switched_on()
+        ):
+            return False, None
+        ok, credentials = self._finalizer_credentials()
+        return ok and (type(trigger) is upstream or credentials is not None), credentials
+
     def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> Any:
         # enabled = false (the rollback switch): new tasks keep the provider's trigger, so nothing
         # new depends on this package; tasks already deferred to ours still finish in the triggerer.
-        ok, credentials = False, None
-        if (
-            isinstance(trigger, KubernetesPodTrigger)
-            and not isinstance(trigger, FinalizingPodTrigger)
-            and self._finalizer_switched_on()
-        ):
-            ok, credentials = self._finalizer_credentials()
-        # A subclass trigger (GKE's) is swapped only with the subclass's own connection: ours
-        # could not connect as it does otherwise.
-        if ok and (type(trigger) is KubernetesPodTrigger or credentials is not None):
+        ok, credentials = self._finalizer_swaps(trigger, KubernetesPodTrigger, FinalizingPodTrigger)
+        if ok:
             pod = getattr(self, "pod", None)
             uid = getattr(getattr(pod, "metadata", None), "uid", None)
             if uid is None and pod is not None:
