@@ -50,7 +50,7 @@ from @MODULE@ import @CLASS@ as operator
 
 N = int(os.environ.get("KPO_BENCH_TASKS", "1"))
 RUN = json.loads(os.environ.get("KPO_BENCH_RUN_SECONDS", "{}"))
-POLL = float(os.environ.get("KPO_BENCH_JOB_POLL_INTERVAL", "10"))
+POLL = @POLL@
 variant = "@VARIANT@"
 START = datetime(2026, 1, 1)
 for scenario in ("jobs", "jobs-contention"):
@@ -85,10 +85,12 @@ for scenario in ("jobs", "jobs-contention"):
 '''.replace("@CONNECTION@", CONNECTION).replace("@POOL@", e2e.POOL)
 
 
-def dag_source(variant: str) -> str:
-    """The DAG file of one variant (both of its scenarios)."""
+def dag_source(variant: str, job_poll_interval: float = JOB_POLL_INTERVAL) -> str:
+    """The DAG file of one variant (both of its scenarios); values written in, as the processes
+    that parse it started before it was written."""
     module, name = OPERATORS[variant]
-    return DAG_SOURCE.replace("@VARIANT@", variant).replace("@MODULE@", module).replace("@CLASS@", name)
+    source = DAG_SOURCE.replace("@VARIANT@", variant).replace("@MODULE@", module).replace("@CLASS@", name)
+    return source.replace("@POLL@", repr(float(job_poll_interval)))
 
 
 def dag_id(variant: str, scenario: str) -> str:
@@ -107,12 +109,10 @@ def prepare(world: dict[str, Any], job_poll_interval: float = JOB_POLL_INTERVAL)
 
     The connection goes to the metadata DB: the worker and the triggerer resolve it from there.
     """
-    import os
-
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
-    os.environ["KPO_BENCH_JOB_POLL_INTERVAL"] = str(job_poll_interval)
+    world["job_poll_interval"] = job_poll_interval
     kubeconfig = world["home"] / "kubeconfig.json"
     with create_session() as session:
         session.add(
@@ -123,7 +123,7 @@ def prepare(world: dict[str, Any], job_poll_interval: float = JOB_POLL_INTERVAL)
             )
         )
     for variant in OPERATORS:
-        world["env"].add_dag(f"bench_e2e_jobs_{variant}.py", dag_source(variant))
+        world["env"].add_dag(f"bench_e2e_jobs_{variant}.py", dag_source(variant, job_poll_interval))
     e2e._unpause_all()
 
 
@@ -164,7 +164,13 @@ def run_jobs(
         )
     if contended:  # let the fillers drain before the next variant starts
         e2e._wait("fillers to finish", lambda: e2e._fillers_done(env), timeout, stack)
-    return {"variant": variant, "scenario": scenario, **summarize(rows), "rows": rows}
+    return {
+        "variant": variant,
+        "scenario": scenario,
+        "job_poll_interval_s": world.get("job_poll_interval"),
+        **summarize(rows),
+        "rows": rows,
+    }
 
 
 def _xcom(env: Any, dag: str, run_id: str, task_id: str, key: str) -> Any:

@@ -37,7 +37,8 @@ def test_both_variants_push_what_the_pods_wrote_and_delete_every_pod(
     code = main(["bench", "e2e", "--tasks", str(TASKS), "--scenarios", "jobs", "--json", str(out)])
     written = json.loads(out.read_text())
     assert code == 0, capsys.readouterr().out[-3000:]
-    assert written["command"].endswith(f"--scenarios jobs --json {out}")
+    assert written["command"].startswith("kpo-finalizer")  # e2e.main records sys.argv, not main()'s argv
+    assert written["metadata_db"] in ("postgresql", "sqlite")
     by_variant = {r["variant"]: r for r in written["results"]}
     assert sorted(by_variant) == ["classic", "finalizing"]
     for variant, result in by_variant.items():
@@ -165,6 +166,27 @@ def test_table_has_a_line_per_variant_and_parallelism() -> None:
     assert body[2][-1] == "1"  # classic 1 worker run per task more than ours
     assert body[0][-1] == "-"
     assert render_jobs(results) == "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("variant", "operator"),
+    [
+        ("classic", "from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator"),
+        ("finalizing", "from triggers.job_operator import FinalizingKubernetesJobOperator"),
+    ],
+)
+def test_each_variant_has_its_own_dag_file_with_the_values_written_in(variant: str, operator: str) -> None:
+    import ast
+
+    from finalizer.bench import e2e_jobs
+
+    source = e2e_jobs.dag_source(variant, job_poll_interval=2.5)
+    ast.parse(source)
+    assert f"{operator} as operator" in source
+    assert "POLL = 2.5" in source
+    assert f'variant = "{variant}"' in source
+    assert f'kubernetes_conn_id="{e2e_jobs.CONNECTION}"' in source
+    assert "@" not in source  # every placeholder replaced
 
 
 def test_jobs_scenarios_are_known_to_the_bench() -> None:
