@@ -15,7 +15,11 @@ from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 from kubernetes.client import models as k8s
 
+from finalizer.jobs import ClusterRef, CredentialsRef
 from finalizer.testing.fake_kube import FakeKube
+from finalizer.testing.token_issuer import PROVIDER
+from tests.triggers.test_job_trigger import TI
+from triggers.cluster_hook import CredentialsKubernetesHook
 from triggers.events import MARKER_KEY
 from triggers.job import FinalizingJobTrigger
 from triggers.job_operator import FinalizingKubernetesJobOperator, JobFinalizationMixin
@@ -208,3 +212,39 @@ def test_a_mapped_downstream_task_asks_for_the_list_s_length() -> None:
 
     assert deferred(producer).trigger.xcom_mapped_length is True
     assert deferred(lonely).trigger.xcom_mapped_length is False
+
+
+class TokenJobOperator(FinalizingKubernetesJobOperator):
+    """A subclass that reaches its cluster its own way (as GKE's does), or breaks doing so."""
+
+    broken = False
+
+    def finalizer_cluster(self) -> CredentialsRef:
+        if self.broken:
+            raise RuntimeError("no cluster URL")
+        return CredentialsRef(
+            provider=PROVIDER, kwargs={"issuer_url": "http://i", "cluster_url": "https://c"}
+        )
+
+
+def test_a_subclass_s_own_connection_travels_to_the_trigger_and_its_finalizer_job() -> None:
+    op = TokenJobOperator(
+        task_id="tok", name="tok", image="alpine:3", deferrable=True, wait_until_job_complete=True
+    )
+    trigger = deferred(op).trigger
+    assert isinstance(trigger, FinalizingJobTrigger)
+    assert trigger.cluster_credentials == op.finalizer_cluster()
+    again = FinalizingJobTrigger(**trigger.serialize()[1])
+    assert again.serialize() == trigger.serialize()
+    assert isinstance(again.hook, CredentialsKubernetesHook)  # the classic path connects the same way
+    again.task_instance = TI()
+    spec = again.job_spec(again.finalization.resolve(lambda key: None))
+    assert spec.cluster == ClusterRef(credentials=op.finalizer_cluster())  # the provider alone
+
+
+def test_a_broken_finalizer_cluster_keeps_the_provider_s_trigger() -> None:
+    op = TokenJobOperator(
+        task_id="bad", name="bad", image="alpine:3", deferrable=True, wait_until_job_complete=True
+    )
+    op.broken = True
+    assert type(deferred(op).trigger) is KubernetesJobTrigger
