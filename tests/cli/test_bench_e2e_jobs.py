@@ -189,6 +189,23 @@ def test_each_variant_has_its_own_dag_file_with_the_values_written_in(variant: s
     assert "@" not in source  # every placeholder replaced
 
 
+@pytest.mark.airflow
+def test_both_dag_files_parse_in_a_dagbag(tmp_path: Path) -> None:
+    """Both variants' files import cleanly in Airflow's DagBag, each with its two scenarios."""
+    from finalizer.bench import e2e_jobs
+    from tests.cli.test_examples import parse_dags
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for variant in e2e_jobs.OPERATORS:
+        (dags / f"bench_e2e_jobs_{variant}.py").write_text(e2e_jobs.dag_source(variant))
+    result = parse_dags(dags, tmp_path, {"KPO_BENCH_TASKS": "2"})
+    assert result["errors"] == {}
+    assert result["dags"] == {
+        e2e_jobs.dag_id(v, s): ["job_000", "job_001"] for v in e2e_jobs.OPERATORS for s in e2e_jobs.SCENARIOS
+    }
+
+
 def test_jobs_scenarios_are_known_to_the_bench() -> None:
     assert {"jobs", "jobs-contention"} <= set(e2e.SCENARIOS)
     with pytest.raises(ValueError, match="choose from"):
