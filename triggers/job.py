@@ -272,12 +272,9 @@ class FinalizingJobTrigger(FinalizingTrigger, KubernetesJobTrigger):  # type: ig
     async def _delete_on_kill(self) -> str:
         """The Job (uid precondition, ``on_kill_propagation_policy``) through the finalizer, or with
         the provider's client where none runs; then its pods unless ``keep_pod``."""
-        how = None
-        if self._job is not None:
-            deleted = await delete_pod(self._job)  # a batch spec: its Job, as upstream's on_kill
-            if deleted is not None:
-                how = "" if deleted else "already gone, "
+        # A batch spec: its Job, as upstream's on_kill. None: no finalizer runs on this loop.
+        deleted = await delete_pod(self._job) if self._job is not None else None
         ref = self.job_ref()
         grace = self.termination_grace_period
         keep = self.on_kill_action == OnKillAction.KEEP_POD
-        return await asyncio.to_thread(job_kill.delete_blocking, self._sync_hook, ref, grace, keep, how)
+        return await asyncio.to_thread(job_kill.delete_blocking, self._sync_hook, ref, grace, keep, deleted)

@@ -17,13 +17,15 @@ from finalizer.jobs import BatchJobRef
 
 
 def delete_blocking(
-    hook: KubernetesHook, job: BatchJobRef, grace: int | None, keep_pods: bool, how: str | None
+    hook: KubernetesHook, job: BatchJobRef, grace: int | None, keep_pods: bool, deleted: bool | None
 ) -> str:
-    """Delete the Job unless ``how`` says the finalizer did (``""`` / ``"already gone, "``), then
+    """Delete the Job unless the finalizer did (``deleted``: True, or False if it was gone), then
     its pods unless ``keep_pods``; says what was done, for the log."""
-    if how is None:
-        how = "" if delete_job(hook, job, grace) else "already gone, "
-    done = f"({how}uid {job.uid}, propagationPolicy {job.on_kill_propagation_policy})"
+    by = "by the finalizer"
+    if deleted is None:
+        deleted, by = delete_job(hook, job, grace), "by the provider's client"
+    gone = "" if deleted else "already gone, "
+    done = f"({gone}uid {job.uid}, propagationPolicy {job.on_kill_propagation_policy}, {by})"
     if keep_pods:
         return f"{done}; its pods kept (on_kill_action keep_pod)"
     return f"{done}; {delete_pods(hook, job, grace)} pod(s) deleted"

@@ -185,7 +185,7 @@ def test_user_marks_the_task_failed_then_on_kill_deletes_the_job(
     )
     # The uid precondition and the operator's on_kill_propagation_policy, then the pods by label.
     # (How many pods it deleted itself depends on the garbage collector's pace: Background.)
-    done = f"deleted (uid {uid}, propagationPolicy Background); "
+    done = f"deleted (uid {uid}, propagationPolicy Background, by the finalizer); "
     wait_for(lambda: done in trigger_logs(env, ti), 30, what="on_kill's log line")
     log = trigger_logs(env, ti)
     assert f"on_kill: task is failed; deleting Job {jobs.NAMESPACE}/{job}" in log, triggerer.logs()[-3000:]

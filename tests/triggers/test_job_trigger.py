@@ -303,6 +303,7 @@ async def test_on_kill_deletes_only_after_airflow_confirms(
     kwargs: dict[str, Any],
     job_deleted: bool,
     pods_deleted: bool,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"kill-{len(kwargs)}-{type(answer).__name__.lower()[:3]}-{str(answer)[:3]}"
     job = await new_job(fake_kube, name, sidecar=True, parallelism=2)
@@ -315,6 +316,10 @@ async def test_on_kill_deletes_only_after_airflow_confirms(
     assert trigger.asked == 1
     if job_deleted:
         await eventually(lambda: fake_kube.get_job(e2e.NAMESPACE, name) is None, what="the Job deleted")
+        # No finalizer runs here: the provider's client, with the Job's uid as precondition.
+        policy = kwargs.get("on_kill_propagation_policy", "Foreground")
+        how = f"(uid {job['metadata']['uid']}, propagationPolicy {policy}, by the provider's client)"
+        assert how in capsys.readouterr().out
     else:
         assert fake_kube.get_job(e2e.NAMESPACE, name) is not None
     for pod in pods:
