@@ -41,6 +41,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "classic": {"finalization": {"enabled": False}, "job_poll_interval": 0.5},
     "mapped_src": {"parallelism": 2, "completions": 2},
     "to_worker": {"finalization": {"fallback_to_worker": True}},
+    "no_xcom": {"do_xcom_push": False},
 }
 
 DAG_SOURCE = f"""
@@ -54,8 +55,8 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1), ca
     for task_id, extra in {TASKS!r}.items():
         ops[task_id] = FinalizingKubernetesJobOperator(
             task_id=task_id, name=task_id.replace("_", "-"), namespace="{NAMESPACE}", image="alpine:3",
-            deferrable=True, wait_until_job_complete=True, do_xcom_push=True, kubernetes_conn_id=None,
-            config_file=os.environ.get("KPO_E2E_KUBECONFIG"), **extra,
+            deferrable=True, wait_until_job_complete=True, kubernetes_conn_id=None,
+            config_file=os.environ.get("KPO_E2E_KUBECONFIG"), **{{"do_xcom_push": True, **extra}},
         )
 
     @task

@@ -76,6 +76,20 @@ def test_a_mapped_downstream_task_gets_the_list_s_length(
     assert env_task_map_length(final) == 2
 
 
+def test_without_do_xcom_push_the_job_s_conditions_end_the_task(
+    env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
+) -> None:
+    ti, job = jobs.defer_job(env, "no_xcom")
+    (pod,) = jobs.start_pods(fake_kube, job)
+    assert "airflow-xcom-sidecar" not in str(fake_kube.get_pod(jobs.NAMESPACE, pod))  # none to stop
+    fake_kube.terminate(jobs.NAMESPACE, pod, exit_code=0)
+    final = wait_for_ti_state(ti, ENDED, timeout=120)
+    assert final.state == "success", trigger_logs(env, ti)[-3000:]
+    assert not e2e.has_xcom(env, ti)  # no list, as upstream pushes none
+    assert "Complete" in jobs.true_conditions(e2e.xcom(env, ti, "job"))
+    assert fake_kube.exec_commands(jobs.NAMESPACE, pod) == []
+
+
 def test_a_job_past_its_backoff_limit_fails_and_airflow_retries(
     env: AirflowEnv, triggerer: TriggererProcess, fake_kube: FakeKube
 ) -> None:
