@@ -75,10 +75,10 @@ def render_text(report: StatusReport) -> str:
         why = job.reason or job.error or ""
         lines.append(f"  {job.task}, pod {job.pod}: {job.outcome or 'error'}: {why}")
     if report.finalizing_triggers is not None:
-        lines.append(f"FinalizingPodTrigger rows in Airflow's trigger table: {report.finalizing_triggers}")
+        lines.append(f"kpo-finalizer trigger rows in Airflow's trigger table: {report.finalizing_triggers}")
     elif report.finalizing_triggers_error is not None:
         why = report.finalizing_triggers_error
-        lines.append(f"FinalizingPodTrigger rows in Airflow's trigger table: unknown ({why})")
+        lines.append(f"kpo-finalizer trigger rows in Airflow's trigger table: unknown ({why})")
     return "\n".join(lines)
 
 
@@ -91,7 +91,7 @@ async def build_report(url: str, *, stale_threshold: float, within: float = 10.0
     return summarize(await read_ledger(url, within=within), stale_threshold=stale_threshold)
 
 
-#: Counts Airflow's FinalizingPodTrigger rows (``status --airflow-db``); raises with a printable reason.
+#: Counts Airflow's FinalizingPodTrigger and FinalizingJobTrigger rows (``status --airflow-db``); raises with a printable reason.
 TriggerCounter = Callable[[], int]
 
 

@@ -1,4 +1,5 @@
-"""How many ``FinalizingPodTrigger`` rows Airflow's trigger table still holds (``status --airflow-db``).
+"""How many rows of our triggers (``FinalizingPodTrigger``, ``FinalizingJobTrigger``) Airflow's trigger
+table still holds (``status --airflow-db``).
 
 The last condition of a safe removal (README, "Rollback"): a row goes once its task left DEFERRED,
 so zero rows means no task waits on this package in any triggerer. Read with one plain ``SELECT``
@@ -13,11 +14,17 @@ import importlib.util
 
 import sqlalchemy as sa
 
-#: ``triggers.pod.CLASSPATH``, spelt out: importing ``triggers.pod`` imports the provider and all of
-#: Airflow, which this read needs none of (a test checks that the two agree).
+#: ``triggers.pod.CLASSPATH`` and ``triggers.job.CLASSPATH``, spelt out: importing those modules
+#: imports the provider and all of Airflow, which this read needs none of (a test checks that they
+#: agree).
 CLASSPATH = "triggers.pod.FinalizingPodTrigger"
+JOB_CLASSPATH = "triggers.job.FinalizingJobTrigger"
+CLASSPATHS = (CLASSPATH, JOB_CLASSPATH)
 #: The query the README gives for the same check.
-COUNT_SQL = "SELECT count(*) FROM trigger WHERE classpath = :classpath"
+COUNT_SQL = (
+    "SELECT count(*) FROM trigger WHERE classpath IN "
+    "('triggers.pod.FinalizingPodTrigger', 'triggers.job.FinalizingJobTrigger')"
+)
 
 
 class AirflowDatabaseError(Exception):
@@ -25,7 +32,7 @@ class AirflowDatabaseError(Exception):
 
 
 def count_finalizing_triggers(url: str | None = None, *, timeout: float = 10.0) -> int:
-    """Rows of ``FinalizingPodTrigger`` in Airflow's ``trigger`` table.
+    """Rows of ``FinalizingPodTrigger`` and ``FinalizingJobTrigger`` in Airflow's ``trigger`` table.
 
     ``url`` defaults to Airflow's configured ``sql_alchemy_conn``. Raises ``AirflowDatabaseError``.
     """
@@ -51,7 +58,7 @@ def count_finalizing_triggers(url: str | None = None, *, timeout: float = 10.0) 
     engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, connect_args=connect_args)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text(COUNT_SQL), {"classpath": CLASSPATH}).scalar_one())
+            return int(conn.execute(sa.text(COUNT_SQL)).scalar_one())
     except (sa.exc.SQLAlchemyError, ImportError) as exc:
         reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
         first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__

@@ -125,7 +125,7 @@ class StatusReport:
     parked_jobs: list[JobStatus]
     handed_over: int | None
     failures: list[JobStatus] = field(default_factory=list)
-    #: ``status --airflow-db``: FinalizingPodTrigger rows in Airflow's trigger table, or why unknown.
+    #: ``status --airflow-db``: kpo-finalizer trigger rows in Airflow's trigger table, or why unknown.
     finalizing_triggers: int | None = None
     finalizing_triggers_error: str | None = None
 

@@ -471,7 +471,7 @@ def test_airflow_db_count_when_airflow_s_database_cannot_be_read(populated: str,
     assert unreachable.returncode == 0, unreachable.stderr
     line = unreachable.stdout.splitlines()[-1]
     assert line.startswith(
-        "FinalizingPodTrigger rows in Airflow's trigger table: unknown (Airflow's database"
+        "kpo-finalizer trigger rows in Airflow's trigger table: unknown (Airflow's database"
     )
     assert "airflow:***@127.0.0.1:1" in line
     assert SECRET not in unreachable.stdout + unreachable.stderr

@@ -118,7 +118,7 @@ async def test_enabled_false_new_tasks_go_classic_deferred_ones_finish_in_the_tr
     argv = ["status", "--ledger-url", ledger_url, "--airflow-db"]
     assert await anyio.to_thread.run_sync(main, argv) == 0
     out = capsys.readouterr().out
-    assert "FinalizingPodTrigger rows in Airflow's trigger table: 1\n" in out
+    assert "kpo-finalizer trigger rows in Airflow's trigger table: 1\n" in out
     assert "1 in flight" in out
 
     fake_kube.terminate(e2e.NAMESPACE, before.name, exit_code=0)
