@@ -177,7 +177,10 @@ def _add_operating(sub: Any) -> None:
     status.add_argument(
         "--airflow-db",
         action="store_true",
-        help="also count FinalizingPodTrigger and FinalizingJobTrigger rows in Airflow's trigger table (its configured database)",
+        help=(
+            "also count FinalizingPodTrigger and FinalizingJobTrigger rows in Airflow's trigger table "
+            "(its configured database)"
+        ),
     )
     check = sub.add_parser(
         "check-config",

@@ -91,7 +91,8 @@ async def build_report(url: str, *, stale_threshold: float, within: float = 10.0
     return summarize(await read_ledger(url, within=within), stale_threshold=stale_threshold)
 
 
-#: Counts Airflow's FinalizingPodTrigger and FinalizingJobTrigger rows (``status --airflow-db``); raises with a printable reason.
+#: Counts Airflow's FinalizingPodTrigger and FinalizingJobTrigger rows (``status --airflow-db``);
+#: raises with a printable reason.
 TriggerCounter = Callable[[], int]
 
 
