@@ -16,6 +16,7 @@ import pytest
 
 from finalizer.config import FinalizerConfig
 from finalizer.jobs import JobSpec, Step
+from finalizer.ledger import Ledger
 from finalizer.seams import Foundation, Wiring
 from tests.pipeline.harness import NS, World
 from tests.service.test_handover import dead_owner_of, running, with_airflow_state
@@ -26,17 +27,27 @@ pytestmark = pytest.mark.anyio
 
 async def test_an_adopter_leaves_the_job_of_an_older_try_of_a_deferred_task(world: World) -> None:
     """Failed before the fix: Airflow said DEFERRED (for try 2, after a clear) and the adopter
-    read try 1's pod, pushed its XCom into try 2's slot and deleted the pod."""
+    read try 1's pod, pushed its XCom into try 2's slot and deleted the pod.
+
+    Ordered by events, not by the adopter's quiet window: try 1's owner is made dead (its job
+    adoptable) only once try 2's submit is in the ledger."""
     old = world.make_job(xcom='"try 1"')
     spare = world.make_job()  # a pod for try 2 (its run is not used)
     new = old.model_copy(update={"ti": old.ti.model_copy(update={"try_number": 2}), "pod": spare.pod})
     world.env.set_ti_state(old.ti.id, "deferred", try_number=2)  # cleared, re-run, deferred again
     world.kube.terminate(NS, old.pod.name, exit_code=0)
     async with (
-        dead_owner_of(world, old) as ledger,
+        await Ledger.connect(world.ledger_url) as ledger,
         running(world, with_airflow_state(world, world.wiring())) as finalizer,
     ):
         waiting = asyncio.ensure_future(finalizer.submit(new))  # try 2's trigger, here
+
+        async def try_2_recorded() -> bool:
+            return await ledger.get(new.key) is not None
+
+        await eventually(try_2_recorded, within=20, what="try 2's job in the ledger")
+        async with dead_owner_of(world, old):
+            pass  # only now is try 1's job adoptable: its owner died after registering it
 
         async def left() -> bool:
             rec = await ledger.get(old.key)
