@@ -245,11 +245,13 @@ class Admission:
         assert self._task_state is not None
         wait, failures, since = ASK_BACKOFF, 0, time.monotonic()
         while True:
+            side = "the ledger"  # the side asked, named in the log (a timeout names neither)
             try:
                 with anyio.fail_after(self._config.call_timeout):
                     newer = await self._ledger.newer_try(rec.spec)
                     if newer is not None:
                         return f"superseded by try {newer}"
+                    side = "Airflow"
                     return await self._task_state(rec.spec)
             except Exception as exc:
                 failures += 1
@@ -259,7 +261,7 @@ class Admission:
                     "kpo-finalizer could not check adopted job %s with %s (%s: %s; %d attempt(s) in "
                     "%.0fs); the claim is kept, asked again in %.0fs",
                     rec.key,
-                    "the ledger" if isinstance(exc, LedgerError) else "Airflow",
+                    side,
                     type(exc).__name__,
                     exc,
                     failures,
