@@ -295,11 +295,18 @@ def _wait(what: str, predicate: Any, timeout: float, stack: Any) -> None:
 
 
 def drive(
-    world: dict[str, Any], dag_id: str, tasks: int, *, contended: bool, timeout: float
+    world: dict[str, Any],
+    dag_id: str,
+    tasks: int,
+    *,
+    contended: bool,
+    timeout: float,
+    fillers: str = "bench_fillers",
 ) -> tuple[Any, dict[str, tuple[str | None, Any]]]:
     """Run ``dag_id`` until every task is terminal; its run and the tasks' states.
 
-    ``contended``: once all ``tasks`` are deferred, the higher-priority fillers queue for the pool.
+    ``contended``: once all ``tasks`` are deferred, the higher-priority ``fillers`` DAG queues for
+    the pool.
     """
     env, stack = world["env"], world["stack"]
     run = env.create_run(dag_id)
@@ -310,7 +317,7 @@ def drive(
             timeout,
             stack,
         )
-        env.create_run("bench_fillers")
+        env.create_run(fillers)
     _wait(
         f"{dag_id}: every task terminal",
         lambda: all(s in TERMINAL for s, _ in _states(env, dag_id, run.run_id).values()),
@@ -371,7 +378,7 @@ def _run_variant(
     }
 
 
-def _fillers_done(env: Any) -> bool:
+def _fillers_done(env: Any, fillers: str = "bench_fillers") -> bool:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import func, select
@@ -380,7 +387,7 @@ def _fillers_done(env: Any) -> bool:
         running = session.scalar(
             select(func.count())
             .select_from(TaskInstance)
-            .where(TaskInstance.dag_id == "bench_fillers", TaskInstance.state.not_in(list(TERMINAL)))
+            .where(TaskInstance.dag_id == fillers, TaskInstance.state.not_in(list(TERMINAL)))
         )
     return not running
 

@@ -30,6 +30,27 @@ SCENARIOS = ("jobs", "jobs-contention")
 CONNECTION = "kpo_bench_kube"
 #: The provider's default ``job_poll_interval`` (seconds), as a user who sets nothing gets it.
 JOB_POLL_INTERVAL = 10.0
+#: ``jobs-contention``'s fillers: longer than ``contention``'s 20 s, because the classic Job trigger
+#: fires 10-30 s after deferring (10 s polls of each pod, then of the Job): 20 s fillers were done
+#: by then and contended nothing.
+FILLERS = "bench_job_fillers"
+FILLER_SECONDS = 60.0
+
+FILLERS_SOURCE = f'''
+"""bench e2e jobs-contention: higher-priority tasks queued for the Job tasks' pool."""
+import os
+from datetime import datetime
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+
+with DAG("{FILLERS}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    for i in range(int(os.environ.get("KPO_BENCH_TASKS", "1"))):
+        BashOperator(
+            task_id=f"filler_{{i:03d}}", bash_command="sleep {FILLER_SECONDS:g}", pool="{e2e.POOL}",
+            priority_weight=100,
+        )
+'''
 
 #: Each variant's operator. One DAG file per variant: a worker parses only its own DAG's file, and
 #: the classic one then imports nothing of ours (N workers parsing at once on 2 cores is slow).
@@ -124,6 +145,7 @@ def prepare(world: dict[str, Any], job_poll_interval: float = JOB_POLL_INTERVAL)
         )
     for variant in OPERATORS:
         world["env"].add_dag(f"bench_e2e_jobs_{variant}.py", dag_source(variant, job_poll_interval))
+    world["env"].add_dag("bench_e2e_job_fillers.py", FILLERS_SOURCE)
     e2e._unpause_all()
 
 
@@ -135,7 +157,9 @@ def run_jobs(
     dag = dag_id(variant, scenario)
     contended = scenario == "jobs-contention"
     with JobPodSampler(kube) as sampler:
-        run, states = e2e.drive(world, dag, tasks, contended=contended, timeout=timeout)
+        run, states = e2e.drive(
+            world, dag, tasks, contended=contended, timeout=timeout + FILLER_SECONDS, fillers=FILLERS
+        )
     scheduler_log = stack.processes["scheduler"].logs()
     rows = []
     for task_id, (state, (end_date, ti_id)) in sorted(states.items()):
@@ -163,11 +187,12 @@ def run_jobs(
             }
         )
     if contended:  # let the fillers drain before the next variant starts
-        e2e._wait("fillers to finish", lambda: e2e._fillers_done(env), timeout, stack)
+        e2e._wait("fillers to finish", lambda: e2e._fillers_done(env, FILLERS), timeout, stack)
     return {
         "variant": variant,
         "scenario": scenario,
         "job_poll_interval_s": world.get("job_poll_interval"),
+        "filler_seconds": FILLER_SECONDS if contended else None,
         **summarize(rows),
         "rows": rows,
     }

@@ -191,7 +191,8 @@ def test_each_variant_has_its_own_dag_file_with_the_values_written_in(variant: s
 
 @pytest.mark.airflow
 def test_both_dag_files_parse_in_a_dagbag(tmp_path: Path) -> None:
-    """Both variants' files import cleanly in Airflow's DagBag, each with its two scenarios."""
+    """Both variants' files import cleanly in Airflow's DagBag, each with its two scenarios; and
+    the fillers of ``jobs-contention``."""
     from finalizer.bench import e2e_jobs
     from tests.cli.test_examples import parse_dags
 
@@ -199,10 +200,16 @@ def test_both_dag_files_parse_in_a_dagbag(tmp_path: Path) -> None:
     dags.mkdir()
     for variant in e2e_jobs.OPERATORS:
         (dags / f"bench_e2e_jobs_{variant}.py").write_text(e2e_jobs.dag_source(variant))
+    (dags / "bench_e2e_job_fillers.py").write_text(e2e_jobs.FILLERS_SOURCE)
     result = parse_dags(dags, tmp_path, {"KPO_BENCH_TASKS": "2"})
     assert result["errors"] == {}
     assert result["dags"] == {
-        e2e_jobs.dag_id(v, s): ["job_000", "job_001"] for v in e2e_jobs.OPERATORS for s in e2e_jobs.SCENARIOS
+        **{
+            e2e_jobs.dag_id(v, s): ["job_000", "job_001"]
+            for v in e2e_jobs.OPERATORS
+            for s in e2e_jobs.SCENARIOS
+        },
+        e2e_jobs.FILLERS: ["filler_000", "filler_001"],
     }
 
 
