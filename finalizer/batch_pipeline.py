@@ -47,8 +47,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _terminal_or_gone(job: BatchJobView) -> bool:
-    return job.terminal is not None
+def _changed_from(seen: BatchJobView | None) -> Callable[[BatchJobView], bool]:
+    """A predicate for the Job's next state after ``seen`` (any state while none was seen)."""
+    version = None if seen is None else seen.resource_version
+    return lambda job: job.resource_version != version
+
+
+def final_job(jw: BatchJobWatch) -> BatchJobView | None:
+    """The Job as it is; once gone, its last state if that was terminal (``ttlSecondsAfterFinished``
+    0 deletes it as it finishes), else None: deleted before it finished."""
+    if jw.latest is not None:
+        return jw.latest
+    last = jw.last_seen
+    return last if jw.gone and last is not None and last.terminal is not None else None
 
 
 @dataclass(slots=True)
@@ -102,6 +113,10 @@ class BatchPipeline:
                 # Not a success now (members or the Job gone …): an earlier run of this try may have
                 # finished it (another triggerer, a lost ledger row): its record decides, as for a pod.
                 if not succeeds(outcome) and (recorded := await self._steps.recorded(spec)) is not None:
+                    # That run may have ended before its cleanup: the pods (and the Job) still get theirs.
+                    run.extra = {"terminal": view is None or view.terminal is not None}
+                    async with self._gate(spec):
+                        await self._cleanup(run, await current(mw), recorded)
                     return await self._done(job, recorded)
                 run.extra = {
                     "job": cluster.batch_job_dict(view) if view is not None else None,
@@ -127,7 +142,10 @@ class BatchPipeline:
     # -- until the Job is terminal and every ended member is read ---------------------------------
 
     async def _collect(self, run: _Run, jw: BatchJobWatch) -> tuple[Outcome, BatchJobView | None, bool]:
-        """Read members as they end; returns the outcome, the final Job (None: gone), terminal."""
+        """Read members as they end; returns the outcome, the final Job (None: gone), terminal.
+
+        Level-based: it wakes on any change of the Job or of a member (or a read ending) and looks
+        at both as they are then, so no order of the two watches' first LISTs leaves it asleep."""
         spec, mw, state = run.spec, run.mw, run.state
         push = spec.settings.do_xcom_push
         deadline = spec.startup.execution_deadline
@@ -136,12 +154,12 @@ class BatchPipeline:
         member_wait: asyncio.Task[None] | None = None
         try:
             while True:
-                if job_wait is None:
-                    job_wait = asyncio.ensure_future(jw.wait(_terminal_or_gone, None))
+                if job_wait is None and not jw.gone:
+                    job_wait = asyncio.ensure_future(jw.wait(_changed_from(jw.latest), None))
                 if member_wait is None:
                     member_wait = asyncio.ensure_future(mw.changed(None))
                 if jw.known and mw.known:
-                    view = jw.latest
+                    view = final_job(jw)
                     if view is None:
                         return batch.outcome(spec, None, state.reads.values()), None, False
                     if push and (missing := batch.without_sidecar(mw.members)) is not None:
@@ -161,7 +179,7 @@ class BatchPipeline:
                     past = batch.outcome(spec, jw.latest, state.reads.values(), past_deadline=True)
                     return past, jw.latest, False
                 waits: set[asyncio.Future[Any]] = {member_wait, *state.tasks.values()}
-                if not job_wait.done():
+                if job_wait is not None:
                     waits.add(job_wait)
                 await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 for uid, task in list(state.tasks.items()):
@@ -171,8 +189,9 @@ class BatchPipeline:
                 if member_wait.done():
                     member_wait.result()
                     member_wait = None
-                if job_wait.done() and (error := job_wait.exception()) is not None:
-                    raise error  # the Job watch cannot serve it (e.g. 403)
+                if job_wait is not None and job_wait.done():
+                    job_wait.result()  # raises when the Job watch cannot serve it (e.g. 403)
+                    job_wait = None
         finally:
             await cancel(t for t in (job_wait, member_wait) if t is not None)
 

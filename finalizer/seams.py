@@ -54,6 +54,14 @@ class BatchJobWatch(Protocol):
         ...
 
     @property
+    def last_seen(self) -> BatchJobView | None:
+        """The last state seen, kept once the Job is gone; None while unknown."""
+        ...
+
+    @property
+    def gone(self) -> bool: ...
+
+    @property
     def known(self) -> bool: ...
 
     async def wait(

@@ -69,6 +69,12 @@ class ObjectSubscription(Generic[V]):
         return None if self._gone else self._latest
 
     @property
+    def last_seen(self) -> V | None:
+        """The last state seen, kept once the object is gone (a Job deleted by its TTL right after
+        it finished still says how it ended)."""
+        return self._latest
+
+    @property
     def known(self) -> bool:
         return self._known or self._gone is not None
 

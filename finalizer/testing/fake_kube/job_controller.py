@@ -8,7 +8,11 @@ and conditions written. The fake kubelet runs those pods as any other (``fake-ku
 of the template apply to each pod), and runs them only when the auto-kubelet is on; otherwise a test
 drives each pod. Not simulated: ``restartPolicy: OnFailure`` container restarts (a failed container
 fails its pod), ``podFailurePolicy``, ``backoffLimitPerIndex``, success policies, deleting pods
-beyond a lowered ``parallelism`` (new pods respect it), ``ttlSecondsAfterFinished``, Job events.
+beyond a lowered ``parallelism`` (new pods respect it), Job events.
+
+``ttlSecondsAfterFinished``: that many seconds after the Job's Complete or Failed condition, it is
+deleted with ``Foreground`` propagation, as the TTL-after-finished controller does (0: at once, on
+the next loop turn, so a watcher may see it finished and gone in one breath).
 
 Deletion follows the API's ``propagationPolicy``: ``Background`` removes the Job at once and then
 deletes its pods; ``Foreground`` keeps it (``deletionTimestamp``, ``foregroundDeletion`` finalizer)
@@ -47,6 +51,8 @@ class _Track:
     wake_at: float | None = None
     #: pod uids deleted by a suspension: never counted.
     uncounted: set[str] = field(default_factory=set)
+    #: Its ``ttlSecondsAfterFinished`` deletion is scheduled.
+    expiring: bool = False
 
 
 def _epoch(text: str | None) -> float | None:
@@ -261,10 +267,30 @@ class JobController:
                 if type_ == "Complete":
                     status["completionTime"] = stamp
 
-        self.jobs.update(namespace, track.name, write)
+        written = self.jobs.update(namespace, track.name, write)
+        self._expire_when_finished(written, track)
         if plan.wake_at is not None and plan.wake_at != track.wake_at:
             track.wake_at = plan.wake_at
             self._schedule(job["metadata"]["uid"], plan.wake_at - now)
+
+    def _expire_when_finished(self, job: JSON, track: _Track) -> None:
+        """Schedule the ``ttlSecondsAfterFinished`` deletion once the Job has finished."""
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        finished = any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in (job.get("status") or {}).get("conditions") or []
+        )
+        if ttl is None or not finished or track.expiring or "deletionTimestamp" in job["metadata"]:
+            return
+        track.expiring = True
+        namespace, name, uid = track.namespace, track.name, job["metadata"]["uid"]
+
+        def expire() -> None:
+            current = self.jobs.get(namespace, name)
+            if current is not None and current["metadata"]["uid"] == uid:
+                self.api_delete(namespace, name, "Foreground")
+
+        self.cluster.later(float(ttl), expire)
 
     # --- deletion (API + garbage collector) ------------------------------------------------------
     def api_delete(self, namespace: str, name: str, policy: str) -> tuple[JSON, bool]:

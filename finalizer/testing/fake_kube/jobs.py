@@ -47,6 +47,7 @@ def job_manifest(
     annotations: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     with_xcom_sidecar: bool = True,
+    ttl_seconds_after_finished: int | None = None,
 ) -> JSON:
     """A Job shaped like the one ``KubernetesJobOperator`` builds: a KPO pod as its template.
 
@@ -63,6 +64,7 @@ def job_manifest(
         ("backoffLimit", backoff_limit),
         ("activeDeadlineSeconds", active_deadline_seconds),
         ("completionMode", completion_mode),
+        ("ttlSecondsAfterFinished", ttl_seconds_after_finished),
     ):
         if value is not None:
             spec[key] = value
