@@ -48,15 +48,20 @@ def delete_job(hook: KubernetesHook, job: BatchJobRef, grace: int | None) -> boo
 
 
 def delete_pods(hook: KubernetesHook, job: BatchJobRef, grace: int | None) -> int:
-    """The Job's pods by ``controller-uid`` (a pod already gone is fine); how many were listed."""
+    """The Job's pods by ``controller-uid``, each with its listed uid as precondition, so a pod
+    that took the name since the LIST is not touched (409) and one already gone is fine (404);
+    how many were listed."""
     core = hook.core_v1_client
     pods = core.list_namespaced_pod(namespace=job.namespace, label_selector=job.selector).items
     for pod in pods:
         try:
             core.delete_namespaced_pod(
-                name=pod.metadata.name, namespace=job.namespace, grace_period_seconds=grace
+                name=pod.metadata.name,
+                namespace=job.namespace,
+                grace_period_seconds=grace,
+                body={"preconditions": {"uid": pod.metadata.uid}},
             )
         except Exception as exc:
-            if getattr(exc, "status", None) != 404:
+            if getattr(exc, "status", None) not in (404, 409):
                 raise
     return len(pods)

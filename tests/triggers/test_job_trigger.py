@@ -5,6 +5,7 @@ and the Job-shaped re-entry event.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from pathlib import Path
@@ -277,9 +278,7 @@ async def test_an_unreachable_ledger_hands_over_and_falls_back_to_the_classic_ev
     finish_pods(fake_kube, "no-ledger", exit_code=3)
     event = await first_event(make_trigger(fake_kube, job))
     assert event.payload["status"] == "error"
-    assert "BackoffLimitExceeded" in event.payload["message"] or event.payload["message"].startswith(
-        "Job failed"
-    )
+    assert event.payload["message"] == "Job failed with error: BackoffLimitExceeded"
     assert MARKER_KEY not in event.payload
     assert "could not finish Job jobs/no-ledger" in capsys.readouterr().out
     fake_kube.delete_job(e2e.NAMESPACE, "no-ledger")
@@ -333,6 +332,40 @@ async def test_on_kill_deletes_only_after_airflow_confirms(
         fake_kube.delete_job(e2e.NAMESPACE, name)
     for pod in pods:
         fake_kube.force_delete(e2e.NAMESPACE, pod)
+
+
+@pytest.mark.anyio
+async def test_on_kill_without_a_finalizer_deletes_a_pod_only_by_its_listed_uid(
+    fake_kube: FakeKube, kubeconfig_path: Path
+) -> None:
+    """A pod that took a listed member's name (and labels) before its DELETE arrived is not deleted."""
+    job = await new_job(fake_kube, "kill-uid")
+    (listed,) = fake_kube.job_pods(e2e.NAMESPACE, "kill-uid")
+    name = listed["metadata"]["name"]
+    fake_kube.faults.add("DELETE", rf"/pods/{name}$", status=None, latency=1.0)
+    trigger = make_trigger(fake_kube, job, config=kubeconfig_path, on_kill_propagation_policy="Orphan")
+    trigger.answer = "failed"
+    kill = asyncio.ensure_future(trigger.on_kill())
+
+    def listed_by_label() -> bool:
+        return any(
+            r.verb == "list" and r.resource == "pods" and "controller-uid" in r.query
+            for r in fake_kube.requests
+        )
+
+    await eventually(listed_by_label, what="the pods listed by controller-uid")
+    fake_kube.force_delete(e2e.NAMESPACE, name)
+    meta = {"name": name, "labels": listed["metadata"]["labels"]}
+    newcomer = fake_kube.create_pod(e2e.NAMESPACE, {"metadata": meta, "spec": listed["spec"]})
+    with anyio.fail_after(30):
+        await kill
+    deletes = [r for r in fake_kube.requests if r.verb == "delete" and r.name == name]
+    assert [r.status for r in deletes] == [409], "the DELETE named the listed pod's uid"
+    kept = fake_kube.get_pod(e2e.NAMESPACE, name)
+    assert kept is not None
+    assert kept["metadata"]["uid"] == newcomer["metadata"]["uid"]
+    assert not kept["metadata"].get("deletionTimestamp")
+    fake_kube.force_delete(e2e.NAMESPACE, name)
 
 
 @pytest.mark.anyio
