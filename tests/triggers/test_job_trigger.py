@@ -10,6 +10,7 @@ import inspect
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import pytest
@@ -349,7 +350,7 @@ async def test_on_kill_without_a_finalizer_deletes_a_pod_only_by_its_listed_uid(
 
     def listed_by_label() -> bool:
         return any(
-            r.verb == "list" and r.resource == "pods" and "controller-uid" in r.query
+            r.verb == "list" and r.resource == "pods" and job["metadata"]["uid"] in unquote(r.query)
             for r in fake_kube.requests
         )
 
