@@ -4,7 +4,8 @@ Issue 13, review of dce1ebb. Real parts: a finalizer (the adopter) on a PostgreS
 ``finalizer.testing.tcp_proxy``, the fake Kubernetes API (its audit counts the pod's reads and
 deletes) and Airflow's metadata DB for the task's state. The outage is ordered by events: Airflow's
 first answer to the check is lost because the network path drops at that moment (the proxy starts
-refusing), so every later attempt of the check meets the ledger down, at ``newer_try``.
+refusing), so every later attempt of the check meets the ledger down, at ``newer_try``: refused,
+it raises ``LedgerUnavailableError``; black-holed, it times out after ``call_timeout``.
 """
 
 from __future__ import annotations
