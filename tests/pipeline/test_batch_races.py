@@ -129,3 +129,22 @@ async def test_at_most_member_reads_execs_at_once(world: World, rig: Rig) -> Non
     spans = sorted((r.time, r.time + r.duration) for r in execs)
     peak = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     assert 2 <= peak <= MEMBER_READS, f"{peak} member reads at once"
+
+
+async def test_moved_mid_job_to_a_triggerer_with_its_own_ledger_fails_rather_than_push_a_hole(
+    world: World, rig: Rig, tmp_path: Path
+) -> None:
+    """README's "Ledger" point: every member read and stopped, nothing pushed yet, then the trigger
+    runs on a triggerer with its own empty ledger: the stopped sidecars cannot be read again."""
+    spec = world.make_batch_job({"parallelism": 2, "completions": 2})
+    kubelet = Kubelet(world, spec)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kubelet.run_until, lambda: len(kubelet.ran) == 2)
+        with anyio.fail_after(60):
+            await cancel_at(rig, spec, Step.XCOM_PERSISTED)
+    assert not world.has_xcom(spec)
+    with anyio.fail_after(30):
+        again = await rerun_elsewhere(world, spec, tmp_path)
+    assert again.kind is OutcomeKind.FAILED, again.reason
+    assert "the XCom could not be read" in again.reason
+    assert not world.has_xcom(spec), "no list with a hole"
