@@ -57,16 +57,12 @@ def test_bench_triggerer_all_variants(tmp_path: Path, capsys: pytest.CaptureFixt
         assert variant["tasks"] == TASKS
         assert variant["startup_triggers_running"] == TASKS + 1  # and the loop-lag probe
         assert variant["startup_all_running_s"] > 0
-        # /proc charges CPU in 10 ms ticks: N triggers that only wait can be charged none in the
-        # 4 s window (seen once in CI, with the real-triggerer tests running beside it)
-        assert variant["steady_cpu_cores"] >= 0
+        assert variant["steady_cpu_cores"] > 0
         assert variant["steady_rss_mib"] > 50  # two Python processes with Airflow imported
         assert variant["loop_lag"]["steady"]["samples"] > 10  # the probe reports ten a second
         assert variant["heartbeat_age_max_s"] is not None
         assert variant["canaries_fired"] == 2
         assert variant["restart_all_running_s"] > 0
-
-    assert by["classic"]["steady_cpu_cores"] > 0  # it polls every pod every 2 s
 
     fin = by["finalizing"]
     assert fin["terminal_correct"] == TASKS
